@@ -1,0 +1,70 @@
+"""``scanatlas ingest SOURCE --out DIR``: scans + metadata -> images/patients tables + report."""
+
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from core.ingest import LAYOUTS, ingest, summarize
+from core.pixels import DEFAULT_MAX_PIXELS
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        column, sep, field = pair.partition("=")
+        if not sep or not column or not field:
+            raise ValueError(f"--map {pair!r}: expected COLUMN=FIELD, e.g. --map diagnosis=label")
+        mapping[column] = field
+    return mapping
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ingest",
+        help="ingest scans (folder, CSV or ZIP) into images.parquet / patients.parquet",
+        description="Ingest a folder, metadata CSV or ZIP of scans. Writes DIR/images.parquet, "
+        "DIR/patients.parquet, DIR/ingest_report.csv (every file or row not ingested, with the "
+        "reason) and prints a summary.",
+    )
+    parser.add_argument("source", help="folder, metadata CSV or ZIP archive")
+    parser.add_argument("--out", required=True, help="output dataset folder")
+    parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
+    parser.add_argument("--metadata", help="metadata CSV (the layout's CSV, or extra columns to join)")
+    parser.add_argument("--map", action="append", default=[], metavar="COLUMN=FIELD",
+                        help="map a CSV column to a canonical field (patient_id, path, modality, "
+                        "view, age, sex, label, text); repeatable")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="per-frame pixel budget; larger images are refused (default %(default)s)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip decoding each file's first frame (faster, fewer guarantees)")
+    parser.add_argument("--name", help="dataset name shown in the app (default: the folder name)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    bar = tqdm(total=0, unit="file", desc="ingest", leave=False)
+
+    def progress(done: int, total: int, _message: str) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        result = ingest(
+            args.source,
+            args.out,
+            layout=args.layout,
+            metadata=args.metadata,
+            column_map=_parse_map(args.map),
+            max_pixels=args.max_pixels,
+            verify=not args.no_verify,
+            name=args.name,
+            progress=progress,
+        )
+    finally:
+        bar.close()
+    print(f"Layout: {result.layout}")
+    print(summarize(result.dataset))
+    print(f"\nWrote {args.out}/images.parquet, patients.parquet, ingest_report.csv")
+    return 0

@@ -1,0 +1,383 @@
+"""Readers for each on-disk layout. Each turns a source into candidate image files.
+
+A reader does no pixel work: it only says which files belong to the cohort and what metadata
+goes with each, and reports rows or files it could not use. ``core.ingest.ingest`` then hashes,
+probes and de-duplicates the candidates.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from core.dicom import is_dicom
+from core.ingest.normalize import (
+    canonical_column_map,
+    clean_frame_text,
+    clean_text,
+    n_replacement_chars,
+)
+from core.ingest.safety import UnsafePathError, resolve_inside
+
+LAYOUTS = ("patient-csv", "class-folders", "covid-chestxray", "dicom", "image-csv")
+PATIENT_CSV_COLUMNS = ("patient_id", "age", "gender", "modality", "num_slices", "folder_path")
+COVID_COLUMNS = ("patientid", "finding", "folder", "filename")
+RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+IMAGE_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
+
+
+@dataclass
+class Candidate:
+    """One file that should become one or more image rows."""
+
+    path: Path
+    source: str  # where it came from, for messages: "metadata.csv row 12", "COVID/x.png"
+    meta: dict = field(default_factory=dict)  # canonical fields + extra columns
+
+
+@dataclass
+class LayoutResult:
+    candidates: list[Candidate] = field(default_factory=list)
+    report: list[dict] = field(default_factory=list)
+
+
+def report_row(source: str, path: object, status: str, reason: str) -> dict:
+    return {"source": source, "path": "" if path is None else str(path), "status": status, "reason": reason}
+
+
+def natural_key(path: Path) -> list:
+    """Sort key so that slice_2 comes before slice_10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.startswith("__MACOSX")
+
+
+def looks_like_image(path: Path) -> bool:
+    """Image by suffix, or an extension-less file that is DICOM (common in PACS exports)."""
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom(path))
+
+
+def read_csv(path: Path, *, clean: bool = True) -> pd.DataFrame:
+    """Read a metadata CSV as text, whatever its encoding, and repair broken text.
+
+    Values stay strings (so ``"001"`` stays ``"001"``); empty cells become missing; columns
+    with no name and no values (a trailing comma) are dropped. ``clean=False`` leaves the text
+    as found (for callers that compare raw text before repairing it).
+    """
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ValueError(f"{path}: not a readable CSV ({error})") from error
+    unnamed = [c for c in frame.columns if str(c).startswith("Unnamed:") and frame[c].isna().all()]
+    frame = frame.drop(columns=unnamed)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if clean:
+        frame = clean_frame_text(frame)
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def require_columns(frame: pd.DataFrame, required: tuple[str, ...], csv_path: Path) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{csv_path}: missing required column(s) {missing}; columns found: {list(frame.columns)}"
+        )
+
+
+def _canonical_meta(row: Mapping, mapping: Mapping[str, str], skip: tuple[str, ...] = ()) -> dict:
+    """Rename a CSV row's columns to canonical fields; other columns are kept as they are."""
+    meta = {}
+    for column, value in row.items():
+        if column in skip:
+            continue
+        meta[mapping.get(column, column)] = value
+    return meta
+
+
+# ----------------------------------------------------------------------------- patient-csv
+
+
+def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] | None = None) -> LayoutResult:
+    """One CSV row per patient, ``folder_path`` naming a folder of that patient's slices.
+
+    Every image file in the folder becomes a slice, in natural file-name order. When the number
+    found differs from ``num_slices`` the mismatch is reported (status ``slice_count_mismatch``)
+    and the slices found are still ingested.
+    """
+    frame = read_csv(csv_path)
+    frame = frame.rename(columns={k: v for k, v in (column_map or {}).items()})
+    require_columns(frame, PATIENT_CSV_COLUMNS, csv_path)
+    mapping = canonical_column_map(list(frame.columns))
+    result = LayoutResult()
+    for number, row in enumerate(frame.to_dict("records"), start=2):
+        source = f"{csv_path.name} row {number}"
+        patient = row.get("patient_id")
+        if not patient:
+            result.report.append(report_row(source, None, "missing_patient_id", "row has no patient_id"))
+            continue
+        try:
+            folder = resolve_inside(root, row.get("folder_path") or "")
+        except UnsafePathError as error:
+            result.report.append(report_row(source, row.get("folder_path"), "outside_source", str(error)))
+            continue
+        if not folder.is_dir():
+            result.report.append(
+                report_row(source, folder, "missing_folder", f"folder for patient {patient} not found")
+            )
+            continue
+        files = sorted((p for p in folder.iterdir() if p.is_file() and not is_hidden(p)), key=natural_key)
+        expected = row.get("num_slices")
+        if expected not in (None, "") and str(expected).strip().isdigit() and int(expected) != len(files):
+            result.report.append(
+                report_row(
+                    source,
+                    folder,
+                    "slice_count_mismatch",
+                    f"patient {patient}: CSV says num_slices={int(expected)}, found {len(files)} file(s)"
+                    " (the files found are ingested)",
+                )
+            )
+        meta = _canonical_meta(row, mapping, skip=("folder_path",))
+        for path in files:
+            result.candidates.append(Candidate(path=path, source=f"{folder.name}/{path.name}", meta=dict(meta)))
+    return result
+
+
+# --------------------------------------------------------------------------- class-folders
+
+
+def read_class_folders(root: Path) -> LayoutResult:
+    """``ROOT/<label>/*.png|jpg|dcm``: the folder name is the ground-truth label.
+
+    Each image is its own patient (``patient_id`` = ``<label>/<file stem>``) unless a metadata
+    CSV joined later says otherwise. Files directly under ROOT are reported, not guessed at.
+    """
+    result = LayoutResult()
+    for entry in sorted(root.iterdir(), key=natural_key):
+        if is_hidden(entry):
+            continue
+        if entry.is_file():
+            if entry.suffix.lower() != ".csv":
+                result.report.append(
+                    report_row(entry.name, entry, "no_label_folder", "file is not inside a label folder")
+                )
+            continue
+        for path in sorted((p for p in entry.rglob("*") if p.is_file() and not is_hidden(p)), key=natural_key):
+            rel = path.relative_to(root).as_posix()
+            result.candidates.append(
+                Candidate(
+                    path=path,
+                    source=rel,
+                    meta={"label": entry.name, "patient_id": f"{entry.name}/{path.stem}", "filename": path.name},
+                )
+            )
+    return result
+
+
+# ------------------------------------------------------------------- image-csv and covid
+
+
+def read_image_csv(
+    csv_path: Path,
+    root: Path,
+    column_map: Mapping[str, str] | None = None,
+    *,
+    path_column: str | None = None,
+    folder_column: str | None = None,
+) -> LayoutResult:
+    """Any CSV with an image-path column; columns mapped to canonical fields.
+
+    Rules, in order, each reported with its reason:
+    - a path that resolves outside ``root`` is refused (``outside_source``);
+    - a row naming a file that is absent is reported (``missing_file``);
+    - a row naming a file an earlier row already named is a ``duplicate_row``: the first row is
+      kept, and where the repeat carries the same text with fewer undecodable characters its
+      text repairs the kept row;
+    - image files in the folders the CSV points into that no row names are reported
+      (``unreferenced_file``).
+    """
+    frame = read_csv(csv_path, clean=False)
+    mapping = canonical_column_map(list(frame.columns), column_map)
+    path_column = path_column or next((c for c, f in mapping.items() if f == "path"), None)
+    if path_column is None:
+        raise ValueError(
+            f"{csv_path}: no image-path column; map one with --map COLUMN=path "
+            f"(columns found: {list(frame.columns)})"
+        )
+    require_columns(frame, (path_column,) + ((folder_column,) if folder_column else ()), csv_path)
+    result = LayoutResult()
+    kept: dict[Path, tuple[int, Candidate]] = {}
+    repairs: dict[str, str] = {}  # broken text -> its cleaner re-entered form
+    for number, row in enumerate(frame.to_dict("records"), start=2):
+        source = f"{csv_path.name} row {number}"
+        named = row.get(path_column)
+        if not named:
+            result.report.append(report_row(source, None, "missing_path", f"row has no value in {path_column!r}"))
+            continue
+        relative = os.path.join(row.get(folder_column) or "", named) if folder_column else named
+        try:
+            path = resolve_inside(root, relative)
+        except UnsafePathError as error:
+            result.report.append(report_row(source, relative, "outside_source", str(error)))
+            continue
+        if path in kept:
+            first_number, first = kept[path]
+            repaired = _repair_text_from_duplicate(first.meta, _canonical_meta(row, mapping), repairs)
+            note = f"; its cleaner text repaired {repaired}" if repaired else ""
+            result.report.append(
+                report_row(
+                    source,
+                    path,
+                    "duplicate_row",
+                    f"names {named!r}, already named by row {first_number} "
+                    f"(patient {first.meta.get('patient_id')}); first row kept{note}",
+                )
+            )
+            continue
+        if not path.is_file():
+            result.report.append(report_row(source, path, "missing_file", f"file {relative!r} not found"))
+            continue
+        meta = _canonical_meta(row, mapping, skip=(path_column,) + ((folder_column,) if folder_column else ()))
+        meta["filename"] = Path(named).name
+        meta.setdefault("patient_id", Path(named).stem)
+        candidate = Candidate(path=path, source=source, meta=meta)
+        kept[path] = (number, candidate)
+        result.candidates.append(candidate)
+
+    _apply_text_repairs(result.candidates, repairs)
+    for candidate in result.candidates:
+        candidate.meta = {key: clean_text(value) for key, value in candidate.meta.items()}
+    folders = {path.parent for path in kept}
+    for folder in sorted(folders):
+        for path in sorted(folder.iterdir(), key=natural_key):
+            if path.is_file() and not is_hidden(path) and path.resolve() not in kept and looks_like_image(path):
+                rel = path.relative_to(root).as_posix() if root in path.parents else str(path)
+                result.report.append(
+                    report_row(rel, path, "unreferenced_file", f"no row of {csv_path.name} names this file")
+                )
+    return result
+
+
+def _repair_text_from_duplicate(kept_meta: dict, duplicate_meta: dict, repairs: dict[str, str]) -> list[str]:
+    """Copy text from a re-entered row when it is cleaner (fewer U+FFFD) than the kept one,
+    remembering each repair in ``repairs`` so that the same broken text is fixed everywhere."""
+    repaired = []
+    for key, value in duplicate_meta.items():
+        if key in ("patient_id",) or not isinstance(value, str):
+            continue
+        current = kept_meta.get(key)
+        if isinstance(current, str) and n_replacement_chars(current) > n_replacement_chars(value):
+            repairs[current] = value
+            kept_meta[key] = value
+            repaired.append(key)
+    return repaired
+
+
+def _apply_text_repairs(candidates: list[Candidate], repairs: dict[str, str]) -> None:
+    if not repairs:
+        return
+    for candidate in candidates:
+        for key, value in candidate.meta.items():
+            if isinstance(value, str) and value in repairs:
+                candidate.meta[key] = repairs[value]
+
+
+def read_covid_chestxray(root: Path) -> LayoutResult:
+    """The COVID-19 image data collection: ``metadata.csv`` + ``images/``.
+
+    ``patientid`` -> patient_id, ``finding`` -> label, ``clinical_notes`` -> text; the file is
+    ``<folder>/<filename>``.
+    """
+    csv_path = root / "metadata.csv"
+    column_map = {"patientid": "patient_id", "finding": "label", "clinical_notes": "text"}
+    return read_image_csv(csv_path, root, column_map, path_column="filename", folder_column="folder")
+
+
+# ---------------------------------------------------------------------------------- dicom
+
+
+def read_dicom_tree(root: Path) -> LayoutResult:
+    """Every file under ``root``; metadata comes from the DICOM headers later.
+
+    Files that are not DICOM are still candidates so that the probe reports each with its
+    reason (``not_an_image`` and the like) rather than being skipped silently.
+    """
+    result = LayoutResult()
+    for path in sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.as_posix()):
+        if any(is_hidden(part) for part in path.relative_to(root).parents if part.name) or is_hidden(path):
+            continue
+        result.candidates.append(Candidate(path=path, source=path.relative_to(root).as_posix(), meta={}))
+    return result
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def _csv_columns(path: Path) -> list[str]:
+    try:
+        return list(read_csv(path).columns)
+    except (ValueError, OSError):
+        return []
+
+
+def detect_layout(source: Path) -> tuple[str, Path | None]:
+    """Guess the layout of ``source``; returns ``(layout, csv_path_or_None)``.
+
+    Raises ``ValueError`` naming the candidates when the layout is ambiguous or unknown, so the
+    user can pass ``--layout``.
+    """
+    source = Path(source)
+    if source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise ValueError(f"{source}: a single file must be a metadata CSV or a ZIP archive")
+        columns = _csv_columns(source)
+        if set(PATIENT_CSV_COLUMNS) <= set(columns):
+            return "patient-csv", source
+        return "image-csv", source
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    metadata = source / "metadata.csv"
+    if metadata.is_file() and set(COVID_COLUMNS) <= set(_csv_columns(metadata)) and (source / "images").is_dir():
+        return "covid-chestxray", metadata
+    csvs = sorted(p for p in source.glob("*.csv") if not is_hidden(p))
+    for csv_path in csvs:
+        if set(PATIENT_CSV_COLUMNS) <= set(_csv_columns(csv_path)):
+            return "patient-csv", csv_path
+    subdirs = [p for p in source.iterdir() if p.is_dir() and not is_hidden(p)]
+    top_images = [p for p in source.iterdir() if p.is_file() and looks_like_image(p)]
+    files = [p for d in subdirs for p in d.rglob("*") if p.is_file() and not is_hidden(p)]
+    if not files and not top_images:
+        raise ValueError(f"{source}: no image files found")
+    raster = [p for p in files if p.suffix.lower() in RASTER_SUFFIXES]
+    dicoms = [p for p in files + top_images if is_dicom(p)]
+    if subdirs and not top_images and raster:
+        return "class-folders", None
+    if dicoms and not raster:
+        if subdirs and not top_images and all(p.parent.parent == source for p in dicoms):
+            raise ValueError(
+                f"{source}: ambiguous layout: DICOM files in one level of folders "
+                f"({', '.join(sorted(d.name for d in subdirs)[:5])}) could be class-folders "
+                "(folder = label) or a dicom tree; pass --layout class-folders or --layout dicom"
+            )
+        return "dicom", None
+    if csvs:
+        raise ValueError(
+            f"{source}: cannot tell the layout; for a CSV of image paths pass --layout image-csv "
+            f"--metadata {csvs[0].name} --map COLUMN=path"
+        )
+    raise ValueError(f"{source}: cannot tell the layout; pass --layout (one of {', '.join(LAYOUTS)})")
