@@ -1,0 +1,83 @@
+"""``scanatlas embed DIR --encoder NAME``: embed an ingested dataset, reusing cached vectors."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core.embed import embed_dataset
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "embed",
+        help="embed an ingested dataset's images (or texts) with one encoder",
+        description="Embed every image of an ingested dataset folder, computing only the vectors "
+        "the cache lacks. Prints images, cached, computed, failed and images/s; failures go to "
+        "DIR/embed_failures_<encoder>.csv (they are not cached, so the next run retries them).",
+    )
+    parser.add_argument("dataset", metavar="DIR", help="ingested dataset folder")
+    parser.add_argument(
+        "--encoder",
+        default="efficientnet-lite0",
+        help="encoder name (default %(default)s; also resnet18, densenet121-xrv, pixels, "
+        "minilm for the text column); an unknown name lists the valid ones",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="embedding cache folder (default: $SCANATLAS_CACHE/embeddings)",
+    )
+    parser.add_argument(
+        "--weights", default=None, metavar="PATH", help="weights file for encoders that take one"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.ingest import load_dataset
+
+    dataset = load_dataset(args.dataset)
+    bar = tqdm(total=len(dataset.images), unit="img", desc=f"embed {args.encoder}", leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    started = time.perf_counter()
+    try:
+        result = embed_dataset(
+            dataset,
+            args.encoder,
+            cache_root=args.cache,
+            device=args.device,
+            batch_size=args.batch_size,
+            progress=progress,
+            weights_path=args.weights,
+        )
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    failures_path = Path(args.dataset) / f"embed_failures_{args.encoder}.csv"
+    # Written even when empty, so a stale file from an earlier run never misleads.
+    result.failures.to_csv(failures_path, index=False)
+    n_images = len(result.image_ids)
+    worked = result.n_computed + result.n_failed
+    print(f"images:   {n_images}")
+    print(f"cached:   {result.n_cached}")
+    print(f"computed: {result.n_computed}")
+    print(
+        f"failed:   {result.n_failed}"
+        + (f"  (reasons in {failures_path})" if result.n_failed else "")
+    )
+    print(
+        f"images/s: {n_images / seconds:.1f} overall ({seconds:.1f} s, model load included); "
+        f"{worked} embedded or attempted"
+    )
+    print(f"key:      {result.key}")
+    return 1 if n_images and result.n_failed == n_images else 0
