@@ -1,0 +1,690 @@
+"""Clustering of feature matrices: a registry of algorithms, scores, k sweeps and summaries.
+
+Every algorithm in :data:`ALGORITHMS` declares its parameters (type, default, valid range) so
+that front ends can build widgets from the registry, and whether it takes a number of clusters
+``k``. :func:`cluster` runs one of them on the rows of ``X`` without NaN; NaN rows (images that
+failed) get label -1, like noise, and every output stays aligned with the rows of ``X``.
+
+Scaling: features arrive already scaled from ``core.features`` (per-block standardisation and
+weights), and re-standardising here would undo those block weights, so inputs are used as given.
+``standardize=True`` z-scores each column over the fitted rows for matrices that were not
+prepared that way (e.g. raw metadata columns).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+NOISE = -1
+# Silhouette is O(n^2) in time and memory; above this many rows it is estimated on a sample.
+SILHOUETTE_SAMPLE = 5000
+# FasterPAM needs the full distance matrix (n^2 float32): 20,000 rows is 1.6 GB.
+KMEDOIDS_MAX_SAMPLES = 20_000
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One tunable parameter of an algorithm.
+
+    kind : "int", "float" or "choice". ``low``/``high`` are inclusive bounds (None: unbounded);
+    ``ui_high`` is a sensible widget maximum where ``high`` is unbounded. ``allow_none``: None is
+    a valid value (meaning given in ``help``).
+    """
+
+    name: str
+    kind: str
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    allow_none: bool = False
+    ui_high: float | None = None
+    help: str = ""
+
+    def validate(self, value: Any, algorithm: str) -> Any:
+        """Return ``value`` (ints/floats normalised) or raise ValueError naming the valid range."""
+        where = f"for algorithm {algorithm!r}"
+        if value is None:
+            if self.allow_none:
+                return None
+            raise ValueError(f"{self.name}=None is not allowed {where}")
+        if self.kind == "choice":
+            if value not in self.choices:
+                valid = ", ".join(repr(c) for c in self.choices)
+                raise ValueError(f"{self.name}={value!r} is not valid {where}; valid: {valid}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise ValueError(f"{self.name}={value!r} must be a number ({self.kind}) {where}")
+        if self.kind == "int":
+            if float(value) != int(value):
+                raise ValueError(f"{self.name}={value!r} must be an integer {where}")
+            value = int(value)
+        else:
+            value = float(value)
+        if (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high
+        ):
+            high = "inf" if self.high is None else self.high
+            raise ValueError(f"{self.name}={value!r} must be in [{self.low}, {high}] {where}")
+        return value
+
+
+def _k(default: int = 4) -> ParamSpec:
+    return ParamSpec("k", "int", default, low=2, ui_high=30, help="number of clusters")
+
+
+@dataclass
+class _Fit:
+    labels: np.ndarray
+    centers: np.ndarray | None = None
+    medoids: np.ndarray | None = None  # indices into the fitted rows
+    membership: np.ndarray | None = None  # (n_fitted, k) soft memberships
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """A registry entry: name, what it does, whether it takes ``k``, and its parameters."""
+
+    name: str
+    description: str
+    takes_k: bool
+    params: tuple[ParamSpec, ...]
+    fit: Callable[[np.ndarray, dict[str, Any], int], _Fit] = field(repr=False)
+    finds_noise: bool = False
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+
+def _fit_kmeans(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=p["k"], n_init=p["n_init"], random_state=random_state).fit(X)
+    return _Fit(model.labels_, centers=model.cluster_centers_)
+
+
+def _fit_gmm(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    from sklearn.mixture import GaussianMixture
+
+    model = GaussianMixture(
+        n_components=p["k"],
+        covariance_type=p["covariance_type"],
+        reg_covar=p["reg_covar"],
+        random_state=random_state,
+    ).fit(X)
+    membership = model.predict_proba(X)
+    return _Fit(membership.argmax(axis=1), centers=model.means_, membership=membership)
+
+
+def _fit_agglomerative(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    from sklearn.cluster import AgglomerativeClustering
+
+    model = AgglomerativeClustering(n_clusters=p["k"], linkage=p["linkage"]).fit(X)
+    return _Fit(model.labels_)
+
+
+def _fit_spectral(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    from sklearn.cluster import SpectralClustering
+
+    model = SpectralClustering(
+        n_clusters=p["k"],
+        affinity=p["affinity"],
+        n_neighbors=p["n_neighbors"],
+        random_state=random_state,
+    ).fit(X)
+    return _Fit(model.labels_)
+
+
+def _fit_dbscan(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    from sklearn.cluster import DBSCAN
+
+    model = DBSCAN(eps=p["eps"], min_samples=p["min_samples"], metric=p["metric"]).fit(X)
+    return _Fit(model.labels_)
+
+
+def _fit_hdbscan(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    from sklearn.cluster import HDBSCAN
+
+    model = HDBSCAN(
+        min_cluster_size=p["min_cluster_size"],
+        min_samples=p["min_samples"],
+        cluster_selection_epsilon=p["cluster_selection_epsilon"],
+        copy=True,
+    ).fit(X)
+    return _Fit(model.labels_)
+
+
+def _fit_birch(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    from sklearn.cluster import Birch
+
+    model = Birch(
+        n_clusters=p["k"], threshold=p["threshold"], branching_factor=p["branching_factor"]
+    ).fit(X)
+    return _Fit(model.labels_)
+
+
+def _fit_kmedoids(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    import kmedoids
+    from sklearn.metrics import pairwise_distances
+
+    if X.shape[0] > KMEDOIDS_MAX_SAMPLES:
+        raise ValueError(
+            f"kmedoids needs an n x n distance matrix; n_samples={X.shape[0]} exceeds "
+            f"{KMEDOIDS_MAX_SAMPLES}; use kmeans or a sample"
+        )
+    distances = pairwise_distances(X, metric=p["metric"]).astype(np.float32)
+    result = kmedoids.fasterpam(
+        distances, p["k"], max_iter=p["max_iter"], init="random", random_state=random_state, n_cpu=1
+    )
+    medoids = np.asarray(result.medoids, dtype=np.int64)
+    return _Fit(np.asarray(result.labels, dtype=np.int64), centers=X[medoids], medoids=medoids)
+
+
+def _fit_fuzzy_cmeans(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    import skfuzzy
+
+    centers, membership, *_ = skfuzzy.cluster.cmeans(
+        X.T, c=p["k"], m=p["m"], error=p["error"], maxiter=p["maxiter"], seed=random_state
+    )
+    return _Fit(membership.argmax(axis=0), centers=centers, membership=membership.T)
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    spec.name: spec
+    for spec in (
+        AlgorithmSpec(
+            "kmeans",
+            "k-means (Lloyd, k-means++ starts): compact, similar-sized spherical clusters",
+            True,
+            (_k(), ParamSpec("n_init", "int", 10, low=1, high=100, help="restarts; best kept")),
+            _fit_kmeans,
+        ),
+        AlgorithmSpec(
+            "gmm",
+            "Gaussian mixture (EM); hard label = most probable component",
+            True,
+            (
+                _k(),
+                # "diag" by default: full covariances over 1,000+ embedding dims are singular
+                # for cohorts of a few hundred scans.
+                ParamSpec(
+                    "covariance_type",
+                    "choice",
+                    "diag",
+                    choices=("diag", "full", "tied", "spherical"),
+                ),
+                ParamSpec("reg_covar", "float", 1e-6, low=0.0, high=1.0, help="added to variances"),
+            ),
+            _fit_gmm,
+        ),
+        AlgorithmSpec(
+            "agglomerative",
+            "bottom-up hierarchical merging (Ward linkage by default)",
+            True,
+            (
+                _k(),
+                ParamSpec(
+                    "linkage", "choice", "ward", choices=("ward", "complete", "average", "single")
+                ),
+            ),
+            _fit_agglomerative,
+        ),
+        AlgorithmSpec(
+            "spectral",
+            "spectral clustering on a k-nearest-neighbour graph: non-convex shapes",
+            True,
+            (
+                _k(),
+                ParamSpec(
+                    "affinity", "choice", "nearest_neighbors", choices=("nearest_neighbors", "rbf")
+                ),
+                ParamSpec("n_neighbors", "int", 10, low=2, ui_high=100, help="graph neighbours"),
+            ),
+            _fit_spectral,
+        ),
+        AlgorithmSpec(
+            "dbscan",
+            "density-based; finds the number of clusters and marks sparse points as noise (-1)",
+            False,
+            (
+                ParamSpec("eps", "float", 0.5, low=1e-9, ui_high=50.0, help="neighbourhood radius"),
+                ParamSpec("min_samples", "int", 5, low=1, ui_high=100, help="core-point density"),
+                ParamSpec(
+                    "metric", "choice", "euclidean", choices=("euclidean", "cosine", "manhattan")
+                ),
+            ),
+            _fit_dbscan,
+            finds_noise=True,
+        ),
+        AlgorithmSpec(
+            "hdbscan",
+            "hierarchical DBSCAN: density clusters at varying scales, noise = -1",
+            False,
+            (
+                ParamSpec("min_cluster_size", "int", 5, low=2, ui_high=200),
+                ParamSpec(
+                    "min_samples",
+                    "int",
+                    None,
+                    low=1,
+                    allow_none=True,
+                    ui_high=100,
+                    help="None: same as min_cluster_size",
+                ),
+                ParamSpec("cluster_selection_epsilon", "float", 0.0, low=0.0, ui_high=10.0),
+            ),
+            _fit_hdbscan,
+            finds_noise=True,
+        ),
+        AlgorithmSpec(
+            "birch",
+            "BIRCH: streaming CF-tree summary, then agglomerative on the subclusters",
+            True,
+            (
+                _k(),
+                ParamSpec(
+                    "threshold", "float", 0.5, low=1e-9, ui_high=10.0, help="subcluster radius"
+                ),
+                ParamSpec("branching_factor", "int", 50, low=2, ui_high=200),
+            ),
+            _fit_birch,
+        ),
+        AlgorithmSpec(
+            "kmedoids",
+            "k-medoids (FasterPAM): cluster centres are real scans; robust to outliers",
+            True,
+            (
+                _k(),
+                ParamSpec(
+                    "metric", "choice", "euclidean", choices=("euclidean", "cosine", "manhattan")
+                ),
+                ParamSpec("max_iter", "int", 100, low=1, high=10_000),
+            ),
+            _fit_kmedoids,
+        ),
+        AlgorithmSpec(
+            "fuzzy-cmeans",
+            "fuzzy c-means: soft memberships; hard label = largest membership",
+            True,
+            (
+                _k(),
+                ParamSpec("m", "float", 2.0, low=1.01, high=10.0, help="fuzziness exponent"),
+                ParamSpec("error", "float", 0.005, low=1e-9, high=1.0, help="stopping tolerance"),
+                ParamSpec("maxiter", "int", 1000, low=1, high=100_000),
+            ),
+            _fit_fuzzy_cmeans,
+        ),
+    )
+}
+
+
+@dataclass
+class Clustering:
+    """Result of :func:`cluster`.
+
+    labels : ndarray of shape (n_samples,), int; clusters are 0..n_clusters-1, -1 is noise or a
+        NaN row that was not fitted.
+    scores : silhouette, davies_bouldin, calinski_harabasz over non-noise rows (NaN when
+        undefined, e.g. fewer than 2 clusters).
+    centers : ndarray of shape (n_clusters, n_features) in the fitted (possibly standardised)
+        space, for kmeans, gmm, kmedoids, fuzzy-cmeans; else None.
+    medoid_indices : ndarray of shape (n_clusters,), row indices into ``X`` (kmedoids only).
+    membership : ndarray of shape (n_samples, n_clusters), soft memberships (gmm,
+        fuzzy-cmeans; NaN rows for unfitted rows), else None.
+    inertia : within-cluster sum of squared distances to the cluster mean (noise excluded).
+    """
+
+    labels: np.ndarray
+    algorithm: str
+    params: dict[str, Any]
+    n_clusters: int
+    scores: dict[str, float]
+    centers: np.ndarray | None = None
+    medoid_indices: np.ndarray | None = None
+    membership: np.ndarray | None = None
+    inertia: float = float("nan")
+    n_noise: int = 0
+    n_excluded: int = 0
+    standardized: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def get_algorithm(name: str) -> AlgorithmSpec:
+    """Registry look-up; raises ValueError listing the valid names."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown clustering algorithm {name!r}; valid: {', '.join(ALGORITHMS)}"
+        ) from None
+
+
+def resolve_params(algorithm: str, **params: Any) -> dict[str, Any]:
+    """Defaults of ``algorithm`` updated with ``params``, each validated against its spec.
+
+    Raises ValueError for an unknown algorithm, unknown parameter names (listing the valid
+    ones) or an out-of-range value.
+    """
+    spec = get_algorithm(algorithm)
+    specs = {p.name: p for p in spec.params}
+    unknown = sorted(set(params) - set(specs))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for algorithm {algorithm!r}; "
+            f"valid: {', '.join(specs)}"
+        )
+    resolved = spec.defaults()
+    for name, value in params.items():
+        resolved[name] = specs[name].validate(value, algorithm)
+    return resolved
+
+
+def _check_against_data(algorithm: str, params: dict[str, Any], n: int) -> None:
+    if "k" in params and params["k"] > n:
+        raise ValueError(f"k={params['k']} must be <= n_samples={n}")
+    if (
+        algorithm == "spectral"
+        and params["affinity"] == "nearest_neighbors"
+        and params["n_neighbors"] >= n
+    ):
+        raise ValueError(f"n_neighbors={params['n_neighbors']} must be < n_samples={n}")
+    if algorithm == "hdbscan" and params["min_cluster_size"] > n:
+        raise ValueError(f"min_cluster_size={params['min_cluster_size']} must be <= n_samples={n}")
+    if algorithm == "hdbscan" and params["min_samples"] is not None and params["min_samples"] > n:
+        raise ValueError(f"min_samples={params['min_samples']} must be <= n_samples={n}")
+
+
+def _as_matrix(X: Any) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
+    return X
+
+
+def _standardize(X: np.ndarray) -> np.ndarray:
+    scale = X.std(axis=0)
+    scale[scale == 0] = 1.0  # constant columns stay 0 instead of dividing by zero
+    return (X - X.mean(axis=0)) / scale
+
+
+def clustering_scores(
+    X: np.ndarray, labels: np.ndarray, *, random_state: int = 0
+) -> dict[str, float]:
+    """Internal validity scores of a labelling, noise (-1) excluded.
+
+    X : ndarray of shape (n_samples, n_features), no NaN; labels : ndarray of shape (n_samples,).
+    Returns silhouette (higher better, in [-1, 1]), davies_bouldin (lower better),
+    calinski_harabasz (higher better); each NaN unless 2 <= n_clusters <= n_points - 1.
+    Silhouette is estimated on a sample of SILHOUETTE_SAMPLE rows for larger inputs.
+    """
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    keep = labels != NOISE
+    X, labels = X[keep], labels[keep]
+    n_clusters = len(np.unique(labels))
+    nan = float("nan")
+    if not 2 <= n_clusters <= len(labels) - 1:
+        return {"silhouette": nan, "davies_bouldin": nan, "calinski_harabasz": nan}
+    sample = SILHOUETTE_SAMPLE if len(labels) > SILHOUETTE_SAMPLE else None
+    return {
+        "silhouette": float(
+            silhouette_score(X, labels, sample_size=sample, random_state=random_state)
+        ),
+        "davies_bouldin": float(davies_bouldin_score(X, labels)),
+        "calinski_harabasz": float(calinski_harabasz_score(X, labels)),
+    }
+
+
+def _inertia(X: np.ndarray, labels: np.ndarray) -> float:
+    total = 0.0
+    for label in np.unique(labels[labels != NOISE]):
+        members = X[labels == label]
+        total += float(((members - members.mean(axis=0)) ** 2).sum())
+    return total
+
+
+def cluster(
+    X: np.ndarray,
+    *,
+    algorithm: str = "kmeans",
+    random_state: int = 0,
+    standardize: bool = False,
+    **params: Any,
+) -> Clustering:
+    """Cluster the rows of ``X``.
+
+    X : ndarray of shape (n_samples, n_features). Rows with NaN/inf are not fitted; their label
+        is -1 and they are counted in ``n_excluded``.
+    algorithm : a key of :data:`ALGORITHMS`; params : that algorithm's parameters (e.g. ``k``).
+    standardize : z-score columns over the fitted rows first (off: features arrive scaled).
+
+    Returns a :class:`Clustering` aligned with the rows of ``X``; cluster ids are renumbered
+    0..n_clusters-1 in order of their original ids.
+
+    Raises ValueError for an unknown algorithm or parameter, an out-of-range value,
+    ``k > n_samples`` (``f"k={k} must be <= n_samples={n}"``, n counting fitted rows), or fewer
+    than 2 rows without NaN. Warnings raised by the algorithm are kept in ``notes``.
+    """
+    spec = get_algorithm(algorithm)
+    resolved = resolve_params(algorithm, **params)
+    X = _as_matrix(X)
+    valid = np.isfinite(X).all(axis=1)
+    n_valid = int(valid.sum())
+    if n_valid < 2:
+        raise ValueError(f"clustering needs at least 2 rows without NaN; got n_samples={n_valid}")
+    _check_against_data(algorithm, resolved, n_valid)
+    data = _standardize(X[valid]) if standardize else X[valid]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = spec.fit(data, resolved, random_state)
+    notes = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+
+    raw = np.asarray(fit.labels, dtype=np.int64)
+    # Renumber to 0..m-1: fuzzy/GMM argmax can leave a component empty.
+    kept_ids = np.unique(raw[raw != NOISE])
+    renumber = {int(old): new for new, old in enumerate(kept_ids)}
+    fitted_labels = np.array([renumber.get(int(v), NOISE) for v in raw], dtype=np.int64)
+    centers = fit.centers[kept_ids] if fit.centers is not None else None
+    membership = None
+    if fit.membership is not None:
+        membership = np.full((X.shape[0], len(kept_ids)), np.nan)
+        membership[valid] = fit.membership[:, kept_ids]
+    medoid_indices = None
+    if fit.medoids is not None:
+        medoid_indices = np.flatnonzero(valid)[fit.medoids[kept_ids]]
+
+    labels = np.full(X.shape[0], NOISE, dtype=np.int64)
+    labels[valid] = fitted_labels
+    n_excluded = X.shape[0] - n_valid
+    if n_excluded:
+        notes.append(f"{n_excluded} row(s) with NaN features were not clustered (label -1)")
+    return Clustering(
+        labels=labels,
+        algorithm=algorithm,
+        params=resolved,
+        n_clusters=len(kept_ids),
+        scores=clustering_scores(data, fitted_labels, random_state=random_state),
+        centers=centers,
+        medoid_indices=medoid_indices,
+        membership=membership,
+        inertia=_inertia(data, fitted_labels),
+        n_noise=int((fitted_labels == NOISE).sum()),
+        n_excluded=n_excluded,
+        standardized=standardize,
+        notes=notes,
+    )
+
+
+def k_sweep(
+    X: np.ndarray,
+    *,
+    algorithm: str = "kmeans",
+    ks: Iterable[int] = range(2, 11),
+    random_state: int = 0,
+    standardize: bool = False,
+    **params: Any,
+) -> pd.DataFrame:
+    """Run ``algorithm`` for each k and tabulate the scores (to pick k).
+
+    X : ndarray of shape (n_samples, n_features). ``params`` are the algorithm's other
+    parameters. Returns a DataFrame with one row per k: k, n_clusters (found),
+    silhouette, davies_bouldin, calinski_harabasz, inertia.
+
+    Raises ValueError for an algorithm that does not take k, ``k`` inside ``params``, an empty
+    ``ks`` or any k outside [2, n_samples] (checked before any fitting).
+    """
+    spec = get_algorithm(algorithm)
+    if not spec.takes_k:
+        takes_k = ", ".join(name for name, s in ALGORITHMS.items() if s.takes_k)
+        raise ValueError(f"algorithm {algorithm!r} does not take k; k_sweep works with: {takes_k}")
+    if "k" in params:
+        raise ValueError("pass the values of k as ks=..., not k=...")
+    ks = [int(k) for k in ks]
+    if not ks:
+        raise ValueError("ks is empty; give at least one k, e.g. ks=range(2, 11)")
+    X = _as_matrix(X)
+    n_valid = int(np.isfinite(X).all(axis=1).sum())
+    for k in ks:
+        if k < 2:
+            raise ValueError(f"k={k} must be >= 2")
+        if k > n_valid:
+            raise ValueError(f"k={k} must be <= n_samples={n_valid}")
+    rows = []
+    for k in ks:
+        result = cluster(
+            X,
+            algorithm=algorithm,
+            random_state=random_state,
+            standardize=standardize,
+            k=k,
+            **params,
+        )
+        rows.append(
+            {"k": k, "n_clusters": result.n_clusters, **result.scores, "inertia": result.inertia}
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["k", "n_clusters", "silhouette", "davies_bouldin", "calinski_harabasz", "inertia"],
+    )
+
+
+def cluster_medoids(X: np.ndarray, labels: np.ndarray, *, n: int = 5) -> dict[int, list[int]]:
+    """Row indices of the ``n`` members closest to each cluster's mean (most central first).
+
+    X : ndarray of shape (n_samples, n_features); labels : ndarray of shape (n_samples,).
+    Noise (-1) and NaN rows are skipped. Raises ValueError on mismatched lengths or n < 1.
+    """
+    X = _as_matrix(X)
+    labels = np.asarray(labels)
+    if labels.shape != (X.shape[0],):
+        raise ValueError(f"labels has shape {labels.shape}; expected ({X.shape[0]},) to match X")
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    valid = np.isfinite(X).all(axis=1)
+    result: dict[int, list[int]] = {}
+    for label in np.unique(labels[(labels != NOISE) & valid]):
+        rows = np.flatnonzero((labels == label) & valid)
+        distances = np.linalg.norm(X[rows] - X[rows].mean(axis=0), axis=1)
+        order = np.argsort(distances, kind="stable")[:n]
+        result[int(label)] = [int(i) for i in rows[order]]
+    return result
+
+
+def _mix(values: pd.Series, top: int = 3) -> tuple[Any, float, str]:
+    """Most common value, its share of non-missing values, and a 'A 60%, B 40%' text."""
+    present = values.dropna()
+    present = present[present.astype(str).str.strip() != ""]
+    n_missing = len(values) - len(present)
+    if present.empty:
+        return None, float("nan"), f"missing {100:.0f}%" if len(values) else ""
+    counts = present.astype(str).value_counts()
+    shares = counts / len(values)
+    parts = [f"{name} {100 * share:.0f}%" for name, share in shares.iloc[:top].items()]
+    if len(counts) > top:
+        parts.append(f"other {100 * shares.iloc[top:].sum():.0f}%")
+    if n_missing:
+        parts.append(f"missing {100 * n_missing / len(values):.0f}%")
+    return counts.index[0], float(counts.iloc[0] / len(present)), ", ".join(parts)
+
+
+def cluster_summary(
+    labels: np.ndarray, metadata_df: pd.DataFrame, *, label_column: str | None = None
+) -> pd.DataFrame:
+    """Describe each cluster by its metadata.
+
+    labels : ndarray of shape (n_samples,), aligned by position with the rows of
+    ``metadata_df`` (e.g. ``images.parquet``: columns age, sex, modality, view, label).
+    label_column : ground-truth column; None uses "label" when present and not all missing.
+
+    Returns one row per cluster (noise/unclustered -1 last): cluster, size, share_pct,
+    age_mean, age_sd, sex_mix, and for modality, view and the label column ``<col>_top``,
+    ``<col>_share`` (share of non-missing values) and ``<col>_mix``. Absent columns give
+    empty values. Raises ValueError on mismatched lengths or an unknown ``label_column``.
+    """
+    labels = np.asarray(labels)
+    if len(labels) != len(metadata_df):
+        raise ValueError(
+            f"labels has {len(labels)} rows but metadata_df has {len(metadata_df)}; they must align"
+        )
+    if label_column is not None and label_column not in metadata_df.columns:
+        raise ValueError(
+            f"label_column={label_column!r} not in metadata columns: {', '.join(map(str, metadata_df.columns))}"
+        )
+    if (
+        label_column is None
+        and "label" in metadata_df.columns
+        and metadata_df["label"].notna().any()
+    ):
+        label_column = "label"
+    meta = metadata_df.reset_index(drop=True)
+    mix_columns = [("modality", "modality"), ("view", "view")]
+    if label_column is not None:
+        mix_columns.append((label_column, "label"))
+
+    ids = sorted(set(labels.tolist()), key=lambda v: (v == NOISE, v))
+    rows = []
+    for cluster_id in ids:
+        members = meta[labels == cluster_id]
+        row: dict[str, Any] = {
+            "cluster": int(cluster_id),
+            "size": len(members),
+            "share_pct": 100 * len(members) / len(meta),
+        }
+        if "age" in members.columns:
+            age = pd.to_numeric(members["age"], errors="coerce")
+            row["age_mean"] = float(age.mean()) if age.notna().any() else float("nan")
+            row["age_sd"] = float(age.std()) if age.notna().sum() > 1 else float("nan")
+        else:
+            row["age_mean"] = row["age_sd"] = float("nan")
+        row["sex_mix"] = _mix(members["sex"])[2] if "sex" in members.columns else ""
+        for column, prefix in mix_columns:
+            if column in members.columns:
+                top, share, text = _mix(members[column])
+            else:
+                top, share, text = None, float("nan"), ""
+            row[f"{prefix}_top"], row[f"{prefix}_share"], row[f"{prefix}_mix"] = top, share, text
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def algorithm_table(algorithms: Mapping[str, AlgorithmSpec] = ALGORITHMS) -> pd.DataFrame:
+    """One row per registered algorithm: name, takes_k, finds_noise, parameters, description."""
+    return pd.DataFrame(
+        [
+            {
+                "name": spec.name,
+                "takes_k": spec.takes_k,
+                "finds_noise": spec.finds_noise,
+                "parameters": ", ".join(f"{p.name}={p.default!r}" for p in spec.params),
+                "description": spec.description,
+            }
+            for spec in algorithms.values()
+        ]
+    )

@@ -1,0 +1,412 @@
+"""2-D / 3-D maps of a feature matrix (UMAP, PCA, t-SNE) and a store of named, cached runs.
+
+A projection is expensive (UMAP and t-SNE take seconds to minutes), so, as in FiftyOne's
+brain, every run has a key derived from the feature matrix's key, the method and its full
+parameter set; :class:`ProjectionStore` keeps the coordinates with their config, version and
+timestamp, and :func:`compute_or_load` reloads by key instead of recomputing.
+
+Preprocessing: before UMAP and t-SNE, a matrix wider than ``pre_pca_dims`` (50) columns is
+standardised per column and reduced to ``pre_pca_dims`` principal components. Neighbour search
+in 1,000+ embedding dimensions is slow and noisy; the leading 50 components keep the
+neighbourhood structure (the usual recipe for t-SNE/UMAP on CNN embeddings) and make runs much
+faster. PCA itself runs on the matrix as given: features arrive already scaled from
+``core.features``. Rows with any NaN/inf (images that failed to load) are left out of the fit
+and get NaN coordinates, so ``coords[i]`` always belongs to ``X[i]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+# Bump when preprocessing or defaults change so that stored runs stop matching.
+PROJECTION_VERSION = "1"
+METHODS = ("umap", "pca", "tsne")
+DEFAULT_PRE_PCA_DIMS = 50
+
+# The defaults each method is run with; they are part of every key so that leaving a
+# parameter out and passing its default name the same run.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "umap": {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean"},
+    "pca": {},
+    "tsne": {"perplexity": 30.0, "learning_rate": "auto", "max_iter": 1000, "metric": "euclidean"},
+}
+# Set by project() itself, never by the caller through **params.
+_RESERVED = {"n_components", "random_state", "n_jobs", "verbose"}
+
+
+@dataclass
+class Projection:
+    """Coordinates of one projection run.
+
+    coords : ndarray of shape (n_samples, n_components), float32; NaN rows for input rows
+        that held NaN/inf.
+    params : every parameter the run used (defaults filled in), JSON-serialisable.
+    key : the store key (set by :func:`compute_or_load`; None for a bare :func:`project`).
+    """
+
+    coords: np.ndarray
+    method: str
+    params: dict[str, Any]
+    key: str | None = None
+    created: str | None = None
+    from_cache: bool = False
+    n_failed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _estimator_class(method: str) -> type:
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE
+    import umap  # imported lazily: numba start-up costs ~2 s
+
+    return umap.UMAP
+
+
+def _allowed_params(method: str) -> set[str]:
+    signature = inspect.signature(_estimator_class(method).__init__)
+    names = {name for name in signature.parameters if name != "self"}
+    extra = {"pre_pca_dims"} if method != "pca" else set()
+    return (names - _RESERVED) | extra
+
+
+def resolve_params(
+    method: str, *, n_components: int = 2, random_state: int = 0, **params: Any
+) -> dict[str, Any]:
+    """Return the full parameter set a run uses: method defaults, then ``params``.
+
+    Raises ValueError for an unknown method, ``n_components`` not in {2, 3}, or a parameter
+    name the method does not take (the message lists the valid names).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown projection method {method!r}; valid: {', '.join(METHODS)}")
+    if n_components not in (2, 3):
+        raise ValueError(f"n_components={n_components!r} must be 2 or 3")
+    allowed = _allowed_params(method)
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; "
+            f"valid: {', '.join(sorted(allowed))}"
+        )
+    resolved: dict[str, Any] = {"n_components": int(n_components), "random_state": random_state}
+    if method != "pca":
+        resolved["pre_pca_dims"] = DEFAULT_PRE_PCA_DIMS
+    resolved.update(METHOD_DEFAULTS[method])
+    resolved.update(params)
+    return _jsonable(resolved)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise ValueError(f"parameter value {value!r} ({type(value).__name__}) is not JSON-serialisable")
+
+
+def _canonical(value: Any) -> Any:
+    # perplexity=5 and perplexity=5.0 are the same run and must share a key.
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _validate_for_data(method: str, params: dict[str, Any], n_valid: int, n_features: int) -> None:
+    n_components = params["n_components"]
+    if n_valid < n_components + 1:
+        raise ValueError(
+            f"{method} needs at least {n_components + 1} rows without NaN; got n_samples={n_valid}"
+        )
+    if method == "pca" and n_features < n_components:
+        raise ValueError(f"n_components={n_components} must be <= n_features={n_features} for pca")
+    if method == "tsne":
+        perplexity = params["perplexity"]
+        if not 0 < perplexity < n_valid:
+            raise ValueError(
+                f"perplexity={perplexity} must be > 0 and < n_samples={n_valid} for tsne; "
+                f"try perplexity={max(1, min(30, (n_valid - 1) // 3))}"
+            )
+    if method == "umap":
+        n_neighbors = params["n_neighbors"]
+        if not 2 <= n_neighbors < n_valid:
+            raise ValueError(
+                f"n_neighbors={n_neighbors} must be >= 2 and < n_samples={n_valid} for umap; "
+                f"try n_neighbors={max(2, min(15, n_valid - 1))}"
+            )
+    pre = params.get("pre_pca_dims")
+    if pre is not None and (not isinstance(pre, int) or pre < n_components):
+        raise ValueError(
+            f"pre_pca_dims={pre!r} must be None or an int >= n_components={n_components}"
+        )
+
+
+def _pre_reduce(X: np.ndarray, dims: int | None, random_state: int, notes: list[str]) -> np.ndarray:
+    if dims is None or X.shape[1] <= dims:
+        return X
+    from sklearn.decomposition import PCA
+
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale == 0] = 1.0  # constant columns carry no neighbourhood information
+    standardized = (X - mean) / scale
+    n_keep = min(dims, X.shape[0] - 1)
+    reduced = PCA(n_components=n_keep, svd_solver="full", random_state=random_state)
+    notes.append(
+        f"standardised and PCA-reduced {X.shape[1]} -> {n_keep} dimensions before projection"
+    )
+    return reduced.fit_transform(standardized)
+
+
+def project(
+    X: np.ndarray,
+    *,
+    method: str = "umap",
+    n_components: int = 2,
+    random_state: int = 0,
+    **params: Any,
+) -> Projection:
+    """Project a feature matrix to 2 or 3 dimensions.
+
+    X : ndarray of shape (n_samples, n_features). Rows with NaN/inf are not fitted and get NaN
+        coordinates.
+    method : "umap" (default), "pca" or "tsne".
+    params : passed to the estimator (e.g. ``n_neighbors``, ``min_dist`` for UMAP,
+        ``perplexity`` for t-SNE, ``whiten`` for PCA) plus ``pre_pca_dims`` (int or None,
+        default 50) for UMAP/t-SNE: wider matrices are standardised and PCA-reduced first.
+
+    Returns a :class:`Projection` with ``coords`` of shape (n_samples, n_components), float32.
+
+    Raises ValueError for a bad method, ``n_components``, parameter name, a non-2-D ``X``, too
+    few valid rows, ``perplexity >= n_samples`` (t-SNE) or ``n_neighbors >= n_samples`` (UMAP);
+    every message includes the bad value and the valid range.
+    """
+    resolved = resolve_params(
+        method, n_components=n_components, random_state=random_state, **params
+    )
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
+    valid = np.isfinite(X).all(axis=1)
+    n_valid = int(valid.sum())
+    _validate_for_data(method, resolved, n_valid, X.shape[1])
+
+    notes: list[str] = []
+    estimator_params = {k: v for k, v in resolved.items() if k != "pre_pca_dims"}
+    data = X[valid]
+    if method == "pca":
+        estimator_params.setdefault("svd_solver", "full")  # deterministic, unlike randomized
+    else:
+        data = _pre_reduce(data, resolved["pre_pca_dims"], random_state, notes)
+    if method == "umap":
+        # umap-learn forces one thread when random_state is set; saying so avoids its warning.
+        estimator_params["n_jobs"] = 1
+    estimator = _estimator_class(method)(**estimator_params)
+    with warnings.catch_warnings():
+        # UMAP's "spectral initialisation failed" and numba notices are not actionable here.
+        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+        fitted = estimator.fit_transform(data)
+
+    coords = np.full((X.shape[0], n_components), np.nan, dtype=np.float32)
+    coords[valid] = np.asarray(fitted, dtype=np.float32)
+    n_failed = X.shape[0] - n_valid
+    if n_failed:
+        notes.append(f"{n_failed} row(s) with NaN features have NaN coordinates")
+    return Projection(coords=coords, method=method, params=resolved, n_failed=n_failed, notes=notes)
+
+
+def projection_key(matrix_key: str, method: str, params: Mapping[str, Any]) -> str:
+    """Key of a projection run: ``f"{method}-{hash}"`` over matrix key, method, params, version.
+
+    ``params`` should be the full set from :func:`resolve_params` so that spelling out a
+    default gives the same key. Raises ValueError if a parameter value is not JSON-serialisable.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown projection method {method!r}; valid: {', '.join(METHODS)}")
+    payload = json.dumps(
+        {
+            "matrix_key": matrix_key,
+            "method": method,
+            "params": _canonical(_jsonable(dict(params))),
+            "version": PROJECTION_VERSION,
+        },
+        sort_keys=True,
+    )
+    return f"{method}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    # Same-directory temp file + os.replace: readers see the old file or the new one, never half.
+    with tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as handle:
+        try:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            handle.close()
+            Path(handle.name).unlink(missing_ok=True)
+            raise
+    os.replace(handle.name, path)
+
+
+class ProjectionStore:
+    """Projection runs on disk: ``root/projections/<key>.npy`` plus ``<key>.json`` (config).
+
+    Files are written to a temporary name and moved into place with ``os.replace``, the
+    coordinates before the config, so a run is visible only once complete.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    @property
+    def directory(self) -> Path:
+        return self.root / "projections"
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        if not key or any(ch in key for ch in "/\\") or key.startswith("."):
+            raise ValueError(f"invalid projection key {key!r}")
+        return self.directory / f"{key}.npy", self.directory / f"{key}.json"
+
+    def get(self, key: str) -> Projection | None:
+        """Return the stored run for ``key``, or None when absent, incomplete or of an older
+        version."""
+        coords_path, config_path = self._paths(key)
+        if not (coords_path.exists() and config_path.exists()):
+            return None
+        try:
+            config = json.loads(config_path.read_text())
+            coords = np.load(coords_path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None  # a damaged entry is a cache miss, recomputed and overwritten
+        if config.get("version") != PROJECTION_VERSION:
+            return None
+        return Projection(
+            coords=coords.astype(np.float32, copy=False),
+            method=config["method"],
+            params=config["params"],
+            key=key,
+            created=config.get("created"),
+            from_cache=True,
+            n_failed=int(config.get("n_failed", 0)),
+            notes=list(config.get("notes", [])),
+        )
+
+    def put(self, projection: Projection, *, matrix_key: str | None = None) -> Path:
+        """Store ``projection`` under ``projection.key``; returns the config path.
+
+        Raises ValueError when the projection has no key.
+        """
+        if not projection.key:
+            raise ValueError("projection.key is empty; build one with projection_key(...)")
+        coords_path, config_path = self._paths(projection.key)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        created = projection.created or datetime.now(UTC).isoformat(timespec="seconds")
+        config = {
+            "key": projection.key,
+            "matrix_key": matrix_key,
+            "method": projection.method,
+            "params": projection.params,
+            "version": PROJECTION_VERSION,
+            "created": created,
+            "n_samples": int(projection.coords.shape[0]),
+            "n_failed": projection.n_failed,
+            "notes": projection.notes,
+        }
+        coords = np.ascontiguousarray(projection.coords, dtype=np.float32)
+        _atomic_write(coords_path, lambda fh: np.save(fh, coords, allow_pickle=False))
+        _atomic_write(config_path, lambda fh: fh.write(json.dumps(config, indent=2).encode()))
+        projection.created = created
+        return config_path
+
+    def list_runs(self) -> pd.DataFrame:
+        """One row per stored run: key, matrix_key, method, params (JSON), n_samples, created."""
+        rows = []
+        if self.directory.exists():
+            for config_path in sorted(self.directory.glob("*.json")):
+                try:
+                    config = json.loads(config_path.read_text())
+                except (OSError, ValueError):
+                    continue
+                rows.append(
+                    {
+                        "key": config.get("key", config_path.stem),
+                        "matrix_key": config.get("matrix_key"),
+                        "method": config.get("method"),
+                        "params": json.dumps(config.get("params", {}), sort_keys=True),
+                        "n_samples": config.get("n_samples"),
+                        "version": config.get("version"),
+                        "created": config.get("created"),
+                    }
+                )
+        columns = ["key", "matrix_key", "method", "params", "n_samples", "version", "created"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def delete(self, key: str) -> bool:
+        """Remove a stored run; returns whether anything was removed."""
+        removed = False
+        for path in self._paths(key):
+            if path.exists():
+                path.unlink()
+                removed = True
+        return removed
+
+
+def compute_or_load(
+    store: ProjectionStore,
+    X: np.ndarray,
+    matrix_key: str,
+    method: str = "umap",
+    **params: Any,
+) -> Projection:
+    """Return the stored projection of ``X`` for this config, computing and storing it if absent.
+
+    X : ndarray of shape (n_samples, n_features), the matrix that ``matrix_key`` names.
+    params : as for :func:`project` (``n_components``, ``random_state`` included).
+
+    A stored run whose row count differs from ``X`` is treated as stale and recomputed.
+    Raises what :func:`project` raises.
+    """
+    n_components = params.pop("n_components", 2)
+    random_state = params.pop("random_state", 0)
+    resolved = resolve_params(
+        method, n_components=n_components, random_state=random_state, **params
+    )
+    key = projection_key(matrix_key, method, resolved)
+    cached = store.get(key)
+    if cached is not None and cached.coords.shape[0] == np.shape(X)[0]:
+        return cached
+    fresh = project(
+        X, method=method, n_components=n_components, random_state=random_state, **params
+    )
+    fresh.key = key
+    store.put(fresh, matrix_key=matrix_key)
+    return fresh
