@@ -1,0 +1,234 @@
+"""ICD-10-CM look-up: search the code set by code or by words, and validate codes.
+
+The code set is the one shipped with the ``simple-icd-10-cm`` package (see
+``CODE_SET_VERSION``). Chapters ("9") and blocks ("I30-I5A") are not codes and are never
+offered or accepted; categories ("I42"), subcategories ("I42.0") and 7th-character extensions
+("S72.001A") are. ``IcdCode.billable`` is True for leaf codes, the ones a claim may carry.
+
+The search index is built once per process on first use (~0.2 s) and then answers a query in a
+few milliseconds: an inverted index from description words to codes, plus a sorted list of
+dot-less codes for prefix search.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+__all__ = ["CODE_SET_VERSION", "IcdCode", "normalize_icd10", "search_icd10", "validate_icd10"]
+
+
+@dataclass(frozen=True)
+class IcdCode:
+    """One ICD-10-CM code: ``code`` with its dot ("I42.0"), its description, and whether it is a
+    leaf (billable) code."""
+
+    code: str
+    description: str
+    billable: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.description}"
+
+
+def _code_set_version() -> str:
+    # Read from the package's data file names without importing it: the import parses the
+    # whole tabular XML (seconds), which only the first search should pay for.
+    spec = find_spec("simple_icd_10_cm")
+    try:
+        names = [p.name for loc in spec.submodule_search_locations for p in (Path(loc) / "data").iterdir()]
+    except (AttributeError, TypeError, OSError):
+        return "unknown"
+    match = next((re.search(r"code-list-(.+)\.txt$", n) for n in names if n.startswith("code-list-")), None)
+    return f"ICD-10-CM {match.group(1).replace('-', ' ')}" if match else "unknown"
+
+
+CODE_SET_VERSION = _code_set_version()
+
+_CODE_SHAPE = re.compile(r"^[A-Z][0-9][0-9A-Z]([0-9A-Z]{0,4})$")
+_WORD = re.compile(r"[a-z0-9]+")
+# A query shaped like "I4", "I42" or "i42.0" is (also) searched as a code prefix.
+_CODE_TOKEN = re.compile(r"^[A-Za-z][0-9]([0-9A-Za-z](\.?[0-9A-Za-z]{0,4})?)?$")
+
+
+def _stem(word: str) -> str:
+    # Enough stemming that "cardiomyopathy" finds "Other cardiomyopathies" and "fractures"
+    # finds "fracture"; applied to both the index and the query, so it only has to be consistent.
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _words(text: str) -> list[str]:
+    return [_stem(w) for w in _WORD.findall(text.lower())]
+
+
+def normalize_icd10(code: str) -> str:
+    """Upper-case ``code`` and drop dots and spaces: ``" i42.0 "`` -> ``"I420"``.
+
+    This is the key the index is built on; it does not check that the code exists.
+    """
+    return re.sub(r"[\s.]", "", str(code)).upper()
+
+
+class _Index:
+    """Everything the search needs, built in one pass over the code set."""
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():
+            # simple-icd-10-cm 1.5 loads its data through deprecated importlib.resources calls.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import simple_icd_10_cm as cm
+
+        self.codes: list[IcdCode] = []
+        self.by_key: dict[str, int] = {}
+        self.word_counts: list[int] = []
+        postings: dict[str, set[int]] = {}
+        for code in cm.get_all_codes(True):
+            if cm.is_chapter_or_block(code):
+                continue
+            # The package joins alternative titles with "/\t"; one line reads better in a table.
+            description = " ".join(cm.get_description(code).split())
+            position = len(self.codes)
+            self.codes.append(IcdCode(code, description, bool(cm.is_leaf(code))))
+            self.by_key[normalize_icd10(code)] = position
+            words = _words(description)
+            self.word_counts.append(len(words))
+            for word in set(words):
+                postings.setdefault(word, set()).add(position)
+        self.postings = postings
+        self.vocabulary = sorted(postings)
+        # Positions follow the package's order, which is code order, so sorting keys keeps it.
+        self.sorted_keys = sorted(self.by_key)
+
+    def prefix_positions(self, key: str) -> list[int]:
+        keys = self.sorted_keys
+        out = []
+        for i in range(bisect.bisect_left(keys, key), len(keys)):
+            if not keys[i].startswith(key):
+                break
+            out.append(self.by_key[keys[i]])
+        return out
+
+    def word_positions(self, word: str) -> tuple[set[int], set[int]]:
+        """(positions whose description has ``word`` as a whole word, positions where it is only
+        part of a word)."""
+        whole = self.postings.get(word, set())
+        partial: set[int] = set()
+        if len(word) < 3:
+            # "a" or "of" inside longer words would match nearly every code.
+            return whole, partial
+        for entry in self.vocabulary:
+            if word in entry and entry != word:
+                partial |= self.postings[entry]
+        return whole, partial - whole
+
+
+_index: _Index | None = None
+_index_lock = threading.Lock()
+
+
+def _get_index() -> _Index:
+    global _index
+    if _index is None:
+        with _index_lock:
+            if _index is None:
+                _index = _Index()
+    return _index
+
+
+def search_icd10(query: str, *, limit: int = 20) -> list[IcdCode]:
+    """Codes matching ``query``, best first, at most ``limit``.
+
+    ``query`` is a code or code prefix ("I42", "i42.0") or words from the description
+    ("hypertrophic cardiomyopathy"; every word must occur, in any order; plurals match). Ranking:
+    exact code, then codes under that prefix (in code order), then codes whose description
+    holds every word whole, then those where a word is only part of a longer word. Within the
+    word ranks billable codes come first, then descriptions with fewer other words, then code
+    order. An empty query gives ``[]``.
+
+    Raises ``ValueError`` if ``limit < 1``.
+    """
+    if limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1")
+    query = str(query).strip()
+    if not query:
+        return []
+    index = _get_index()
+    # rank per position; lower is better
+    ranks: dict[int, tuple] = {}
+
+    key = normalize_icd10(query)
+    if _CODE_TOKEN.match(query.replace(" ", "")):
+        for position in index.prefix_positions(key):
+            ranks[position] = (0 if index.codes[position].code.replace(".", "") == key else 1, position)
+
+    words = _words(query)
+    if words:
+        matched: set[int] | None = None
+        partial_any: set[int] = set()
+        for word in words:
+            whole, partial = index.word_positions(word)
+            hits = whole | partial
+            matched = hits if matched is None else matched & hits
+            partial_any |= partial
+            if not matched:
+                break
+        for position in matched or ():
+            if position in ranks:
+                continue
+            code = index.codes[position]
+            rank = 3 if position in partial_any else 2
+            extra_words = index.word_counts[position] - len(words)
+            ranks[position] = (rank, not code.billable, extra_words, position)
+
+    best = sorted(ranks, key=ranks.__getitem__)[:limit]
+    return [index.codes[p] for p in best]
+
+
+def _suggestions(key: str, raw: str) -> list[str]:
+    index = _get_index()
+    # The longest prefix that still names real codes says where the typo is ("I4299X" -> I42.9).
+    for length in range(len(key) - 1, 2, -1):
+        positions = index.prefix_positions(key[:length])
+        if positions:
+            return [index.codes[p].code for p in positions[:5]]
+    if re.search(r"[A-Za-z]{3,}", raw):
+        # Likely a disease name typed into the code field.
+        found = search_icd10(raw, limit=5)
+        if found:
+            return [c.code for c in found]
+    close = difflib.get_close_matches(key, index.sorted_keys, n=5, cutoff=0.75)
+    return [index.codes[index.by_key[k]].code for k in close]
+
+
+def validate_icd10(code: str) -> IcdCode:
+    """The ``IcdCode`` for ``code``, normalised: ``"i420"`` and ``"I42.0"`` both give
+    ``IcdCode("I42.0", "Dilated cardiomyopathy", True)``.
+
+    Raises ``ValueError`` when ``code`` is empty or not an ICD-10-CM code in this code set
+    (chapters and blocks are not codes); the message names the bad value, the expected shape,
+    and close existing codes when there are any.
+    """
+    if code is None or not str(code).strip():
+        raise ValueError(f"ICD-10-CM code {code!r} is empty; give a code such as 'I42.0'")
+    key = normalize_icd10(code)
+    index = _get_index()
+    position = index.by_key.get(key)
+    if position is not None:
+        return index.codes[position]
+    shape = (
+        "" if _CODE_SHAPE.match(key)
+        else " (codes are a letter, a digit, a digit or letter, then up to 4 more, e.g. 'I42.0')"
+    )
+    suggestions = _suggestions(key, str(code))
+    hint = f"; close codes: {', '.join(suggestions)}" if suggestions else ""
+    raise ValueError(f"{code!r} is not an ICD-10-CM code in {CODE_SET_VERSION}{shape}{hint}")
