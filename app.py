@@ -1,0 +1,36 @@
+"""ScanAtlas: the router. Shared choices (dataset, encoder) live in the sidebar so they survive
+page changes; each page is a short script over ``core``."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.encoders import ENCODERS
+from ui import data, state
+
+st.set_page_config(page_title="ScanAtlas", page_icon=":material/radiology:", layout="wide")
+state.init_state()
+
+pages = [
+    st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
+    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/memory:"),
+    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+    st.Page("pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+    st.Page("pages/label.py", title="Label", icon=":material/label:"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:"),
+]
+navigation = st.navigation(pages)
+
+with st.sidebar:
+    st.markdown("### ScanAtlas")
+    names = data.dataset_names()
+    state.choice("Dataset", names, "dataset", help="Ingested datasets; add one on the Data page.")
+    image_encoders = [name for name, spec in ENCODERS.items() if spec.kind == "image"]
+    state.choice("Image encoder", image_encoders, "encoder", help="Pretrained network that turns each scan into a vector.")
+    state.choice(
+        "Rows", ["patient", "image"], "level",
+        format_func=lambda v: {"patient": "Patients (slices averaged)", "image": "Images"}[v],
+    )
+
+navigation.run()
+state.sync_query_params()

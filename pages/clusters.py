@@ -1,0 +1,89 @@
+"""Clusters: choose an algorithm and its parameters; scores, a k sweep, and per-cluster
+size, most central scans, metadata and ground-truth mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core.clustering import ALGORITHMS, cluster_medoids, cluster_summary, get_algorithm
+from core.encoders import WeightsUnavailableError
+from ui import data, state, widgets
+
+st.title("Clusters")
+dataset = data.current_dataset()
+encoder, level = st.session_state["encoder"], st.session_state["level"]
+
+with st.sidebar:
+    st.markdown("#### Clustering")
+    algorithm = state.choice("Algorithm", list(ALGORITHMS), "algorithm",
+                             help="; ".join(f"{n}: {s.description}" for n, s in ALGORITHMS.items()))
+    spec = get_algorithm(algorithm)
+    params = {}
+    for param in spec.params:
+        label, key = param.name, f"clusters_{algorithm}_{param.name}"
+        if param.name == "k":
+            params["k"] = int(st.slider("k (clusters)", 2, int(param.ui_high or 20), int(st.session_state["k"]), key="clusters_k"))
+            if params["k"] != st.session_state["k"]:
+                state.remember("k", params["k"])
+        elif param.kind == "choice":
+            params[param.name] = st.selectbox(label, list(param.choices), index=list(param.choices).index(param.default), key=key, help=param.help)
+        elif param.allow_none and param.default is None:
+            continue
+        elif param.kind == "int":
+            params[param.name] = int(st.number_input(label, int(param.low or 0), int(param.high or param.ui_high or 10_000), int(param.default), key=key, help=param.help))
+        else:
+            params[param.name] = float(st.number_input(label, float(param.low or 0.0), float(param.high or param.ui_high or 1e6), float(param.default), key=key, help=param.help, format="%.4g"))
+
+st.session_state.setdefault("cluster_params", {})[algorithm] = {k: v for k, v in params.items() if k != "k"}
+try:
+    cohort = data.cohort(dataset, encoder, level)
+    cluster_key, result = data.current_clustering(cohort)
+except WeightsUnavailableError as error:
+    st.error(f"{error}\n\nPick another encoder in the sidebar.")
+    st.stop()
+except ValueError as error:
+    st.error(f"{error}\n\nChange the parameters in the sidebar.")
+    st.stop()
+
+scores = result.scores
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Clusters found", result.n_clusters)
+c2.metric("Silhouette (higher is better)", f"{scores.get('silhouette', np.nan):.3f}")
+c3.metric("Davies-Bouldin (lower is better)", f"{scores.get('davies_bouldin', np.nan):.3f}")
+c4.metric("Calinski-Harabasz (higher is better)", f"{scores.get('calinski_harabasz', np.nan):.0f}")
+for note in result.notes:
+    st.caption(note)
+if result.n_noise:
+    st.caption(f"{result.n_noise} rows were labelled noise (-1).")
+
+if spec.takes_k:
+    with st.expander("k sweep: help choosing k", expanded=False):
+        sweep = data.sweep(cohort.key, algorithm, cohort)
+        long = sweep.melt(id_vars="k", value_vars=["silhouette", "davies_bouldin", "calinski_harabasz"])
+        figure = px.line(long, x="k", y="value", facet_row="variable", markers=True, height=520)
+        figure.update_yaxes(matches=None)
+        st.plotly_chart(figure, key="clusters_sweep")
+
+table = cohort.table
+label_column = "label" if table["label"].notna().any() else None
+summary = cluster_summary(result.labels, table, label_column=label_column)
+st.subheader("Per cluster")
+st.dataframe(summary, hide_index=True, width="stretch")
+
+if label_column:
+    mix = pd.crosstab(pd.Series(result.labels, name="cluster"), table["label"].fillna("(none)").values)
+    figure = px.imshow(mix, text_auto=True, aspect="auto", color_continuous_scale="Blues",
+                       labels={"x": "ground truth", "y": "cluster", "color": "count"}, height=360)
+    st.markdown("**Ground truth mix** (rows: clusters)")
+    st.plotly_chart(figure, key="clusters_mix")
+
+st.subheader("Most central scans per cluster")
+medoids = cluster_medoids(cohort.X, result.labels, n=5)
+for cluster_id in sorted(medoids):
+    members = table.iloc[medoids[cluster_id]]
+    st.markdown(f"**Cluster {cluster_id}** ({int((result.labels == cluster_id).sum())} {level}s)")
+    widgets.gallery(data.representative_images(dataset, members, level), columns=5, limit=5, key=f"clusters_medoids_{cluster_id}")
+st.caption("Next: **Label** maps each cluster to a disease and an ICD-10-CM code.")

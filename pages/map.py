@@ -1,0 +1,72 @@
+"""Map: the cohort as a UMAP / PCA / t-SNE scatter; colour by cluster, ground truth or any
+column; box or lasso points to see the scans behind them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core.encoders import WeightsUnavailableError
+from ui import data, state, widgets
+
+st.title("Map")
+dataset = data.current_dataset()
+encoder, level = st.session_state["encoder"], st.session_state["level"]
+
+c1, c2, c3 = st.columns([2, 1, 2])
+method = state.choice("Projection", ["umap", "pca", "tsne"], "method", where=c1,
+                      format_func={"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}.get)
+dims = c2.radio("Dimensions", [2, 3], horizontal=True, key="map_dims")
+
+try:
+    cohort = data.cohort(dataset, encoder, level)
+except WeightsUnavailableError as error:
+    st.error(f"{error}\n\nPick another encoder in the sidebar, or put the weights where the message says.")
+    st.stop()
+algorithm = st.session_state["algorithm"]
+cluster_key, clustering = data.current_clustering(cohort)
+
+table = cohort.table.copy()
+table["cluster"] = pd.Series(clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
+colour_options = ["cluster", "label", *[c for c in table.columns if c not in ("cluster", "label", "text", "path", "image_id", "sha256", "patient_id")]]
+colour = c3.selectbox("Colour by", colour_options, key="map_colour",
+                      help="cluster (current clustering), label (ground truth) or any metadata column")
+
+projection = data.projection(cohort, method, dims)
+coords = projection.coords
+plot = table.assign(**{f"dim{i + 1}": coords[:, i] for i in range(dims)}, row=np.arange(len(table)))
+plot = plot[np.isfinite(coords).all(axis=1)]
+hover = [c for c in ("patient_id", "label", "age", "sex", "modality", "view", "cluster") if c in plot.columns]
+numeric = pd.api.types.is_numeric_dtype(plot[colour]) and plot[colour].nunique() > 8
+colour_values = plot[colour] if numeric else plot[colour].astype(str).fillna("(none)")
+common = {"color": colour_values, "hover_data": hover, "custom_data": ["row"], "height": 620}
+if numeric:
+    common["color_continuous_scale"] = "Viridis"
+if dims == 2:
+    figure = px.scatter(plot, x="dim1", y="dim2", render_mode="webgl", **common)
+    figure.update_layout(dragmode="lasso")
+else:
+    figure = px.scatter_3d(plot, x="dim1", y="dim2", z="dim3", **common)
+figure.update_traces(marker={"size": 7 if dims == 2 else 4, "opacity": 0.85})
+figure.update_layout(legend_title_text=colour, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+st.caption(
+    f"{len(plot)} {level}s · {encoder} · {method.upper()} · clusters: {algorithm} "
+    f"({clustering.n_clusters}). Drag a lasso or box around points to see their scans."
+)
+event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
+
+selected_rows = sorted({int(p["customdata"][0]) for p in event.selection.points}) if dims == 2 and event and event.selection.points else []
+if selected_rows:
+    chosen = table.iloc[selected_rows]
+    st.subheader(f"{len(chosen)} selected")
+    st.dataframe(chosen.drop(columns=[c for c in ("path", "text", "sha256") if c in chosen.columns]),
+                 hide_index=True, width="stretch", height=200)
+    rows = data.representative_images(dataset, chosen, level)
+    widgets.gallery(rows, key="map_gallery")
+    with st.expander("Scan viewer (window / level)", expanded=False):
+        scans = dataset.images[dataset.images["patient_id"].isin(chosen["patient_id"])] if level == "patient" else rows
+        widgets.scan_viewer(dataset, scans.reset_index(drop=True), key="map_viewer")
+else:
+    st.info("Select points with the lasso or box tool to open their scans.")

@@ -1,0 +1,66 @@
+"""Small display pieces several pages use: the scan gallery and the window/level viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.ingest import Dataset
+from ui import data
+
+GALLERY_FIELDS = ("patient_id", "label", "age", "sex", "modality", "view")
+
+
+def caption_for(row: pd.Series) -> str:
+    parts = []
+    for field in GALLERY_FIELDS:
+        value = row.get(field)
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value == "unknown":
+            continue
+        parts.append(f"{value:.0f}y" if field == "age" else str(value))
+    return " · ".join(parts)
+
+
+def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key: str = "gallery") -> None:
+    """Thumbnails of ``image_rows`` (rows of an images table) with their key metadata."""
+    shown = image_rows.head(limit)
+    if len(image_rows) > limit:
+        st.caption(f"Showing {limit} of {len(image_rows)} scans.")
+    grid = st.columns(columns)
+    for i, (_, row) in enumerate(shown.iterrows()):
+        picture = data.thumbnail(str(row["path"]), int(row["frame"]))
+        with grid[i % columns]:
+            if picture is None:
+                st.warning(f"Cannot display {row['path']}")
+            else:
+                st.image(picture, caption=caption_for(row), clamp=True, width="stretch")
+
+
+def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str) -> None:
+    """One scan at a time, with window/level sliders (DICOM-style) and its metadata."""
+    if image_rows.empty:
+        return
+    options = list(range(len(image_rows)))
+    index = st.selectbox("Scan", options, key=f"{key}_scan",
+                         format_func=lambda i: f"{image_rows.iloc[i]['patient_id']} · frame {image_rows.iloc[i]['frame']}"
+                         f" · {str(image_rows.iloc[i]['path']).rsplit('/', 1)[-1]}")
+    row = image_rows.iloc[index]
+    picture = data.thumbnail(str(row["path"]), int(row["frame"]), size=1024)
+    if picture is None:
+        st.warning("This scan cannot be displayed.")
+        return
+    left, right = st.columns([3, 2])
+    with right:
+        level = st.slider("Level (centre)", 0.0, 1.0, 0.5, 0.01, key=f"{key}_level")
+        width = st.slider("Window (width)", 0.02, 1.0, 1.0, 0.01, key=f"{key}_width")
+        shown = {k: row.get(k) for k in ("patient_id", "label", "age", "sex", "modality", "view", "frame", "rows", "columns")}
+        st.dataframe(pd.DataFrame({"field": list(shown), "value": [str(v) for v in shown.values()]}),
+                     hide_index=True, width="stretch")
+        if isinstance(row.get("text"), str):
+            st.markdown("**Notes**")
+            st.write(row["text"][:1500])
+    with left:
+        low = level - width / 2
+        windowed = np.clip((picture - low) / width, 0.0, 1.0)
+        st.image(windowed, clamp=True, width="stretch")
