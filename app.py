@@ -18,6 +18,9 @@ pages = [
     st.Page("pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"),
     st.Page("pages/label.py", title="Label", icon=":material/label:"),
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("pages/drift.py", title="Drift", icon=":material/compare_arrows:"),
+    st.Page("pages/classifiers.py", title="Classifiers", icon=":material/model_training:"),
+    st.Page("pages/fairness.py", title="Fairness", icon=":material/balance:"),
 ]
 navigation = st.navigation(pages)
 

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules under core.commands, in the order `scanatlas --help` lists them.
-COMMANDS = ["demo", "ingest", "encoders", "embed", "cache"]
+COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify"]
 
 
 def build_parser() -> argparse.ArgumentParser:

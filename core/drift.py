@@ -372,6 +372,11 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "unnamed"
 
 
+def labels_filename(encoder: str, algorithm: str) -> str:
+    """File name of one grid combination's per-row labels, as ``drift_grid`` writes it."""
+    return f"labels_{_safe_name(encoder)}__{_safe_name(algorithm)}.csv"
+
+
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
         frame.to_csv(handle, index=False)
@@ -479,7 +484,7 @@ def drift_grid(
                             "mapped_label": report.mapped_labels,
                         }
                     )
-                    name = f"labels_{_safe_name(encoder)}__{_safe_name(algorithm)}.csv"
+                    name = labels_filename(encoder, algorithm)
                     _write_csv_atomic(per_row, out / name)
             except Exception as error:  # one bad combination must not sink the whole grid
                 row["error"] = f"{type(error).__name__}: {error}"

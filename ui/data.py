@@ -105,8 +105,10 @@ def cohort(dataset: Dataset, encoder: str, level: str, metadata: tuple[str, ...]
     return _cohort(dataset_token(dataset), image_set.key, level, metadata, with_text, dataset, image_set, text_set)
 
 
+# The dataset token and embedding key must be hashed (no leading underscore): they are what
+# tells one dataset's or encoder's cohort from another's.
 @st.cache_data(show_spinner=False, max_entries=32)
-def _cohort(_token: str, _key: str, level: str, metadata: tuple, _with_text: bool, _dataset, _image_set, _text_set) -> Cohort:
+def _cohort(token: str, embedding_key: str, level: str, metadata: tuple, with_text: bool, _dataset, _image_set, _text_set) -> Cohort:
     return build_cohort(_dataset, _image_set, level=level, metadata=metadata, text_set=_text_set)
 
 
@@ -179,3 +181,11 @@ def current_clustering(cohort: Cohort):
     if get_algorithm(algorithm).takes_k:
         params["k"] = int(st.session_state["k"])
     return clustering(cohort, algorithm, params)
+
+
+@st.cache_resource
+def job_runner():
+    """One background job runner per server (drift studies, classifier runs)."""
+    from core.jobs import JobRunner
+
+    return JobRunner(max_workers=1)

@@ -1,0 +1,63 @@
+"""``scanatlas classify DIR``: cross-validated classifier on embeddings (+ metadata, + text)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core.classify.models import MODELS
+from core.classify.study import classifier_study, write_study
+from core.ingest import load_dataset
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "classify",
+        help="train and cross-validate a classifier; per-class AUC/F1 with CIs, fairness",
+        description="Patient-grouped cross-validation of a classifier on image embeddings, fused "
+        "with metadata and report text. Writes per_class.csv, comparison.csv (image vs text vs "
+        "metadata vs fused), fairness.csv, leakage.json and config.json to --out.",
+    )
+    parser.add_argument("dataset", help="ingested dataset folder")
+    parser.add_argument("--target", default="label", help="label column (default %(default)s)")
+    parser.add_argument("--positive", action="append",
+                        help="value(s) of the positive class for a binary target, e.g. COVID-19 (repeatable)")
+    parser.add_argument("--encoder", default="efficientnet-lite0")
+    parser.add_argument("--no-text", action="store_true", help="leave the report-text block out")
+    parser.add_argument("--metadata", default="age,sex", help="comma-separated metadata columns ('' for none)")
+    parser.add_argument("--model", default="logreg", choices=list(MODELS))
+    parser.add_argument("--level", default="image", choices=["image", "patient"])
+    parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--bootstrap", type=int, default=500)
+    parser.add_argument("--mask-leaks", action="store_true", help="mask label words in the text first")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    dataset = load_dataset(args.dataset)
+    positive = args.positive[0] if args.positive and len(args.positive) == 1 else args.positive
+    with tqdm(total=100, desc="classify", unit="%") as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.set_postfix_str(message[:40])
+            bar.update(round(fraction * 100) - bar.n)
+
+        study = classifier_study(
+            dataset, target_column=args.target, positive=positive, encoder=args.encoder,
+            use_text=not args.no_text, metadata=[c for c in args.metadata.split(",") if c],
+            model=args.model, level=args.level, n_splits=args.splits, n_bootstrap=args.bootstrap,
+            mask_leaking_words=args.mask_leaks, progress=progress,
+        )
+    fmt = {"float_format": lambda v: f"{v:.3f}"}
+    columns = [c for c in ("class", "support", "auc", "auc_lo", "auc_hi", "f1", "f1_lo", "f1_hi", "precision", "recall") if c in study.report.per_class]
+    print(study.report.per_class[columns].to_string(index=False, **fmt))
+    print("\nModalities:")
+    shown = [c for c in ("modality", "n_features", "n_rows", "mean_auc", "auc_lo", "auc_hi", "mean_f1", "rank") if c in study.comparison]
+    print(study.comparison[shown].to_string(index=False, **fmt))
+    if study.leakage is not None and study.leakage.flagged:
+        print(f"\nWARNING label leakage in the text: {'; '.join(study.leakage.flags)}. Consider --mask-leaks.")
+    out = write_study(study, Path(args.out))
+    print(f"\nWrote {out}")
+    return 0

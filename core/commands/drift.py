@@ -1,0 +1,55 @@
+"""``scanatlas drift DIR``: encoders x clustering algorithms scored against ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from tqdm import tqdm
+
+from core.ingest import load_dataset
+from core.settings import runs_root
+from core.study import STUDY_ALGORITHMS, drift_study
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "drift",
+        help="how far clusters fall from ground truth: encoders x algorithms grid",
+        description="Cluster an ingested dataset with every encoder x algorithm and score each "
+        "against the ground-truth labels (label-change %%, ARI, NMI, ...). Writes grid.csv, one "
+        "labels_<encoder>__<algorithm>.csv per combination, contingency.csv and confounders.csv.",
+    )
+    parser.add_argument("dataset", help="ingested dataset folder (from `scanatlas ingest`)")
+    parser.add_argument("--encoder", action="append", dest="encoders", metavar="NAME",
+                        help="encoder (repeatable; default efficientnet-lite0, pixels, minilm)")
+    parser.add_argument("--algorithms", default=",".join(STUDY_ALGORITHMS),
+                        help="comma-separated algorithms (default %(default)s)")
+    parser.add_argument("--level", choices=["image", "patient"], default="image")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--out", help="also copy the study files to this folder")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    dataset = load_dataset(args.dataset)
+    encoders = args.encoders or ["efficientnet-lite0", "pixels", "minilm"]
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    with tqdm(total=100, desc="drift", unit="%") as bar:
+        def progress(fraction: float, message: str) -> None:
+            bar.set_postfix_str(message[:40])
+            bar.update(round(fraction * 100) - bar.n)
+
+        study = drift_study(dataset, encoders, algorithms=algorithms, level=args.level,
+                            label_column=args.label_column, runs_dir=runs_root(), progress=progress)
+    columns = [c for c in ("encoder", "algorithm", "n_clusters", "label_change_pct", "ari", "nmi", "error") if c in study.grid]
+    print(study.grid[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\n{'Loaded' if study.from_cache else 'Wrote'} {study.folder}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in study.folder.iterdir():
+            shutil.copy2(path, out / path.name)
+        print(f"Copied to {out}")
+    return 0

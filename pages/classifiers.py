@@ -1,0 +1,79 @@
+"""Classifiers: cross-validated models on embeddings (+ metadata, + report text), per-class
+AUC/F1 with CIs, ROC curves, confusion matrix, and what each modality adds."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.classify.models import MODELS
+from core.classify.study import classifier_study, study_key
+from ui import data
+
+st.title("Classifiers")
+dataset = data.current_dataset()
+images = dataset.images
+candidates = [c for c in images.columns if c not in ("image_id", "sha256", "path", "frame", "n_frames", "rows", "columns", "text", "patient_id")
+              and 2 <= images[c].nunique() <= 50]
+if not candidates:
+    st.info("This dataset has no label column to learn (a column with 2-50 distinct values).")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+target = c1.selectbox("Target column", candidates, index=candidates.index("label") if "label" in candidates else 0, key="classifiers_target")
+values = sorted(images[target].dropna().astype(str).unique())
+positive = c2.selectbox("Positive class (binary) or all classes", ["(all classes)", *values], key="classifiers_positive")
+model = c3.selectbox("Model", list(MODELS), key="classifiers_model")
+c4, c5, c6 = st.columns(3)
+use_text = c4.checkbox("Add report text (minilm)", value=bool(images["text"].notna().any()), key="classifiers_text")
+use_meta = c5.checkbox("Add age and sex", value=True, key="classifiers_meta")
+mask = c6.checkbox("Mask label words in the text", value=False, key="classifiers_mask",
+                   help="Notes often name the finding ('COVID-19 positive'); masking shows what the text adds beyond that")
+config = dict(target_column=target, positive=None if positive == "(all classes)" else positive,
+              encoder=st.session_state["encoder"], use_text=use_text, metadata=("age", "sex") if use_meta else (),
+              model=model, level=st.session_state["level"], mask_leaking_words=mask)
+key = study_key(dataset, **config)
+runner = data.job_runner()
+if st.button("Train and evaluate", type="primary", key="classifiers_run"):
+    runner.submit(key, classifier_study, dataset, **config)
+    st.session_state["classifier_job"] = key
+
+
+@st.fragment(run_every=2)
+def show() -> None:
+    job = runner.get(key)
+    if job is None:
+        st.caption("Patient-grouped 5-fold cross-validation: no patient is in both training and test folds.")
+        return
+    if not job.done:
+        st.progress(job.fraction, text=job.message)
+        return
+    if job.error is not None:
+        st.error(f"Training failed: {job.error}. Pick another target or positive class.")
+        return
+    study = job.result()
+    report = study.report
+    st.subheader(f"Per class ({report.kind}, {report.model})")
+    st.dataframe(report.per_class, hide_index=True, width="stretch")
+    st.caption("95% bootstrap intervals over patients. Threshold chosen on validation folds (Youden's J).")
+    if study.leakage is not None and study.leakage.flagged:
+        st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
+    left, right = st.columns(2)
+    roc = go.Figure()
+    for name, curve in report.roc.items():
+        if len(curve):
+            roc.add_scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=str(name))
+    roc.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, showlegend=False)
+    roc.update_layout(title="ROC curves", xaxis_title="false positive rate", yaxis_title="true positive rate", height=380)
+    left.plotly_chart(roc, key="classifiers_roc")
+    right.plotly_chart(px.imshow(report.confusion, text_auto=True, color_continuous_scale="Blues", title="Confusion matrix",
+                                 labels={"x": "predicted", "y": "true"}, height=380), key="classifiers_confusion")
+    st.subheader("What each modality adds")
+    st.dataframe(study.comparison, hide_index=True, width="stretch")
+    for note in study.notes:
+        st.caption(note)
+    st.caption("Fairness breakdowns for this model are on the **Fairness** page.")
+
+
+show()
