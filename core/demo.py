@@ -49,7 +49,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "patient_id", "age", "gender", "modality", "num_slices", "folder_path", "diagnosis",
 )
 
-FIELD_OF_VIEW_MM = 220.0
+FIELD_OF_VIEW_MM = 110.0
 LV_LENGTH_MM = 88.0  # base-to-apex distance covered by the slice stack
 MAX_STORED_VALUE = 4095  # 12 bits stored
 
@@ -80,10 +80,10 @@ class GroupModel:
 
 
 GROUP_MODELS: dict[str, GroupModel] = {
-    "Normal": GroupModel(25.0, 9.0, 0.05, False, 47.0, 14.0, 0.50),
-    "Dilated cardiomyopathy": GroupModel(34.0, 6.0, 0.0, False, 54.0, 12.0, 0.65),
-    "Hypertrophic cardiomyopathy": GroupModel(16.0, 17.0, 0.35, False, 38.0, 14.0, 0.62),
-    "Myocardial infarction": GroupModel(27.0, 9.5, 0.05, True, 64.0, 10.0, 0.75),
+    "Normal": GroupModel(24.0, 9.0, 0.05, False, 47.0, 14.0, 0.50),
+    "Dilated cardiomyopathy": GroupModel(40.0, 5.5, 0.0, False, 54.0, 12.0, 0.65),
+    "Hypertrophic cardiomyopathy": GroupModel(13.0, 19.0, 0.4, False, 38.0, 14.0, 0.62),
+    "Myocardial infarction": GroupModel(31.0, 9.0, 0.05, True, 64.0, 10.0, 0.75),
 }
 
 
@@ -154,7 +154,7 @@ def _draw_patient(index: int, patient_id: str, group: str, seed: int) -> _Patien
     return _Patient(
         index=index, patient_id=patient_id, group=group, age=age, male=male,
         study_date=study_date, study_time=study_time, birth_date=birth_date,
-        centre=tuple(np.clip(rng.normal(0.0, 4.0, 2), -9.0, 9.0)),
+        centre=tuple(np.clip(rng.normal(0.0, 2.5, 2), -6.0, 6.0)),
         apex_drift=tuple(rng.normal(0.0, 4.0, 2)),
         size_jitter=float(np.exp(rng.normal(0.0, 0.06))),
         wall_jitter=float(np.exp(rng.normal(0.0, 0.08))),
@@ -167,11 +167,11 @@ def _draw_patient(index: int, patient_id: str, group: str, seed: int) -> _Patien
         fat_mm=float(rng.uniform(6.0, 16.0)),
         lung_shift=tuple(rng.normal(0.0, 4.0, 2)),
         scar_angle=float(rng.uniform(0.0, 2 * np.pi)),
-        scar_half_width=float(np.deg2rad(rng.uniform(30.0, 60.0))),
+        scar_half_width=float(np.deg2rad(rng.uniform(50.0, 80.0))),
         scar_start=float(rng.uniform(0.0, 0.35)),
         intensity_scale=float(rng.uniform(1100.0, 1900.0)),
         intensity_offset=float(rng.uniform(0.0, 60.0)),
-        noise=float(rng.uniform(0.02, 0.045)),
+        noise=float(rng.uniform(0.015, 0.03)),
         blur_mm=float(rng.uniform(0.8, 1.8)),
         bias=tuple(np.clip(rng.normal(0.0, 0.12, 4), -0.25, 0.25)),
     )
@@ -418,7 +418,7 @@ def make_demo_cohort(
     n_slices : int, default 8
         Short-axis slices per patient, base to apex, 1..64.
     size : int, default 128
-        Image height and width in pixels, 32..1024; the field of view stays 220 mm.
+        Image height and width in pixels, 32..1024; the field of view stays 110 mm (a heart-centred crop).
     seed : int, default DEMO_SEED
         Non-negative seed; the same parameters give byte-identical files.
 

@@ -129,9 +129,9 @@ def _mid_slice(csv_path: Path, folder: str, n_slices: int) -> tuple[np.ndarray, 
 
 
 def _heart_region_values(pixels: np.ndarray, spacing: float) -> np.ndarray:
-    """Pixels within 60 mm of the image centre, scaled by the image's 99th percentile."""
+    """Pixels within 40 mm of the image centre, scaled by the image's 99th percentile."""
     centres = (np.arange(pixels.shape[0]) + 0.5 - pixels.shape[0] / 2) * spacing
-    disk = np.hypot(centres[None, :], centres[:, None]) < 60.0
+    disk = np.hypot(centres[None, :], centres[:, None]) < 40.0
     return pixels[disk] / np.percentile(pixels, 99)
 
 

@@ -1,0 +1,121 @@
+"""End-to-end analysis on the demo cohort, whose answer is known: clustering recovers the
+planted groups, the drift study writes and reloads its grid, the classifier study reports
+per-class AUC with CIs, a modality comparison and fairness tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.classify.study import classifier_study, write_study
+from core.clustering import cluster
+from core.demo import make_demo_cohort
+from core.drift import drift_report
+from core.embed import embed_dataset
+from core.ingest import ingest
+from core.jobs import JobRunner
+from core.study import drift_study
+from core.workspace import ClusteringStore, build_cohort, cluster_cohort
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("scanatlas-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCANATLAS_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def demo40(cache_env: Path, tmp_path_factory: pytest.TempPathFactory):
+    """40 patients x 4 slices of 128 px: big enough for clustering to mean something."""
+    cohort = tmp_path_factory.mktemp("demo40")
+    make_demo_cohort(cohort, n_patients=40, n_slices=4, size=128, seed=0)
+    return ingest(cohort, cache_env / "datasets" / "demo40").dataset
+
+
+@pytest.mark.slow
+def test_clustering_recovers_the_planted_groups(demo40):
+    embedded = embed_dataset(demo40, "efficientnet-lite0")
+    cohort = build_cohort(demo40, embedded, level="patient")
+    result = cluster(cohort.X, algorithm="kmeans", k=4)
+    report = drift_report(cohort.table["label"].to_numpy(dtype=object), result.labels)
+    # Chance is ARI 0; the pretrained ImageNet encoder finds the groups without labels.
+    assert report.ari > 0.3, report.summary()
+    # A permutation of the labels scores near zero: the ARI above is not an artefact.
+    shuffled = np.random.default_rng(0).permutation(cohort.table["label"].to_numpy(dtype=object))
+    assert drift_report(shuffled, result.labels).ari < 0.15
+
+
+def test_named_clustering_runs_are_reused(demo40, cache_env):
+    embedded = embed_dataset(demo40, "pixels")
+    cohort = build_cohort(demo40, embedded, level="patient")
+    store = ClusteringStore(cache_env / "runs")
+    key, first = cluster_cohort(store, cohort, algorithm="kmeans", k=4)
+    again_key, again = cluster_cohort(store, cohort, algorithm="kmeans", k=4)
+    other_key, _ = cluster_cohort(store, cohort, algorithm="kmeans", k=3)
+    assert key == again_key != other_key
+    assert np.array_equal(first.labels, again.labels)
+    assert (cache_env / "runs" / "clusterings" / f"{key}.json").is_file()
+
+
+def test_drift_study_writes_grid_and_per_combination_labels(demo40, cache_env):
+    calls = []
+    study = drift_study(demo40, ["pixels"], algorithms=["kmeans", "agglomerative", "birch"], level="patient",
+                        runs_dir=cache_env / "runs", progress=lambda f, m: calls.append(f))
+    assert list(study.grid["algorithm"]) == ["kmeans", "agglomerative", "birch"]
+    assert study.grid["ari"].between(-1, 1).all() and study.grid["label_change_pct"].between(0, 100).all()
+    for algorithm in ("kmeans", "agglomerative", "birch"):
+        labels = pd.read_csv(study.folder / f"labels_pixels__{algorithm}.csv")
+        assert len(labels) == 40 and {"row_id", "cluster"} <= set(labels.columns)
+    assert (study.folder / "confounders.csv").is_file() and (study.folder / "contingency.csv").is_file()
+    assert calls[-1] == 1.0 and calls == sorted(calls)
+    again = drift_study(demo40, ["pixels"], algorithms=["kmeans", "agglomerative", "birch"], level="patient",
+                        runs_dir=cache_env / "runs")
+    assert again.from_cache and np.allclose(again.grid["ari"], study.grid["ari"])
+
+
+def test_drift_study_without_ground_truth_is_refused(demo40, cache_env):
+    unlabeled = type(demo40)(root=demo40.root, images=demo40.images.assign(label=None),
+                             patients=demo40.patients.assign(label=None), report=demo40.report,
+                             manifest=demo40.manifest)
+    with pytest.raises(ValueError, match="no ground truth"):
+        drift_study(unlabeled, ["pixels"], runs_dir=cache_env / "runs")
+
+
+def test_classifier_study_binary_with_fairness(demo40, tmp_path):
+    study = classifier_study(demo40, positive="Dilated cardiomyopathy", encoder="pixels", use_text=False,
+                             level="image", n_bootstrap=50, n_splits=4)
+    per_class = study.report.per_class.set_index("class")
+    assert per_class.loc["Dilated cardiomyopathy", "auc"] > 0.8
+    assert (per_class["auc_lo"] <= per_class["auc"]).all() and (per_class["auc"] <= per_class["auc_hi"]).all()
+    # Patient-grouped folds: no patient on both sides.
+    folds = pd.DataFrame({"patient": study.table["patient_id"], "fold": study.report.folds})
+    assert (folds.groupby("patient")["fold"].nunique() == 1).all()
+    assert set(study.comparison["modality"]) >= {"image", "metadata", "fused"}
+    assert {"sex", "age_band"} <= set(study.fairness["attribute"])
+    written = write_study(study, tmp_path / "out")
+    assert {"per_class.csv", "comparison.csv", "fairness.csv", "config.json"} <= {p.name for p in written.iterdir()}
+
+
+def test_job_runner_reports_progress_and_reuses_jobs():
+    def work(n, *, progress):
+        for i in range(n):
+            progress((i + 1) / n, f"step {i + 1}")
+        return n * 2
+
+    runner = JobRunner()
+    job = runner.submit("k", work, 3)
+    assert job.result() == 6 and job.fraction == 1.0 and job.message == "step 3"
+    assert runner.submit("k", work, 5) is job
+
+    def broken(*, progress):
+        raise RuntimeError("boom")
+
+    failed = runner.submit("bad", broken)
+    with pytest.raises(RuntimeError):
+        failed.result()
+    assert runner.submit("bad", work, 1) is not failed
