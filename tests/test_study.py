@@ -119,3 +119,25 @@ def test_job_runner_reports_progress_and_reuses_jobs():
     with pytest.raises(RuntimeError):
         failed.result()
     assert runner.submit("bad", work, 1) is not failed
+
+
+def test_cli_drift_classify_explain_write_their_files(demo40, tmp_path, capsys):
+    from core.cli import main
+
+    root = str(demo40.root)
+    assert main(["drift", root, "--encoder", "pixels", "--algorithms", "kmeans,birch", "--level", "patient",
+                 "--out", str(tmp_path / "drift")]) == 0
+    grid = pd.read_csv(tmp_path / "drift" / "grid.csv")
+    assert list(grid["algorithm"]) == ["kmeans", "birch"]
+    assert main(["classify", root, "--encoder", "pixels", "--positive", "Hypertrophic cardiomyopathy",
+                 "--no-text", "--bootstrap", "50", "--splits", "4", "--out", str(tmp_path / "classify")]) == 0
+    per_class = pd.read_csv(tmp_path / "classify" / "per_class.csv").set_index("class")
+    assert per_class.loc["Hypertrophic cardiomyopathy", "auc"] > 0.8
+    assert main(["explain", root, "--encoder", "pixels", "--positive", "Dilated cardiomyopathy", "--gradcam", "0",
+                 "--out", str(tmp_path / "explain")]) == 0
+    importance = pd.read_csv(tmp_path / "explain" / "shap_importance.csv")
+    assert {"feature", "mean_abs_shap"} <= set(importance.columns) and importance["feature"].str.startswith("PC").any()
+    similar = pd.read_csv(tmp_path / "explain" / "similar_cases.csv")
+    assert len(similar) == 5 * len(demo40.images)
+    out = capsys.readouterr().out
+    assert "Modalities:" in out and "Cluster drivers" in out
