@@ -9,7 +9,9 @@ import streamlit as st
 
 from core.classify.models import MODELS
 from core.classify.study import classifier_study, study_key
+from core.explain import SUPPORTED_CAM_ENCODERS, shap_beeswarm_figure, shap_waterfall_figure
 from ui import data
+from ui.jobs import wait_for
 
 st.title("Classifiers")
 dataset = data.current_dataset()
@@ -37,43 +39,56 @@ key = study_key(dataset, **config)
 runner = data.job_runner()
 if st.button("Train and evaluate", type="primary", key="classifiers_run"):
     runner.submit(key, classifier_study, dataset, **config)
-    st.session_state["classifier_job"] = key
+st.session_state["classifier_job"] = key
 
 
-@st.fragment(run_every=2)
-def show() -> None:
-    job = runner.get(key)
-    if job is None:
-        st.caption("Patient-grouped 5-fold cross-validation: no patient is in both training and test folds.")
-        return
-    if not job.done:
-        st.progress(job.fraction, text=job.message)
-        return
-    if job.error is not None:
-        st.error(f"Training failed: {job.error}. Pick another target or positive class.")
-        return
-    study = job.result()
-    report = study.report
-    st.subheader(f"Per class ({report.kind}, {report.model})")
-    st.dataframe(report.per_class, hide_index=True, width="stretch")
-    st.caption("95% bootstrap intervals over patients. Threshold chosen on validation folds (Youden's J).")
-    if study.leakage is not None and study.leakage.flagged:
-        st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
-    left, right = st.columns(2)
-    roc = go.Figure()
-    for name, curve in report.roc.items():
-        if len(curve):
-            roc.add_scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=str(name))
-    roc.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, showlegend=False)
-    roc.update_layout(title="ROC curves", xaxis_title="false positive rate", yaxis_title="true positive rate", height=380)
-    left.plotly_chart(roc, key="classifiers_roc")
-    right.plotly_chart(px.imshow(report.confusion, text_auto=True, color_continuous_scale="Blues", title="Confusion matrix",
-                                 labels={"x": "predicted", "y": "true"}, height=380), key="classifiers_confusion")
-    st.subheader("What each modality adds")
-    st.dataframe(study.comparison, hide_index=True, width="stretch")
-    for note in study.notes:
-        st.caption(note)
-    st.caption("Fairness breakdowns for this model are on the **Fairness** page.")
+job = wait_for(key)
+if job is None:
+    st.caption("Patient-grouped 5-fold cross-validation: no patient is in both training and test folds.")
+    st.stop()
+if job.error is not None:
+    st.error(f"Training failed: {job.error}. Pick another target or positive class.")
+    st.stop()
+study = job.result()
+report = study.report
+st.subheader(f"Per class ({report.kind}, {report.model})")
+st.dataframe(report.per_class, hide_index=True, width="stretch")
+st.caption("95% bootstrap intervals over patients. Threshold chosen on validation folds (Youden's J).")
+if study.leakage is not None and study.leakage.flagged:
+    st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
+left, right = st.columns(2)
+roc = go.Figure()
+for name, curve in report.roc.items():
+    if len(curve):
+        roc.add_scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=str(name))
+roc.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, showlegend=False)
+roc.update_layout(title="ROC curves", xaxis_title="false positive rate", yaxis_title="true positive rate", height=380)
+left.plotly_chart(roc, key="classifiers_roc")
+right.plotly_chart(px.imshow(report.confusion, text_auto=True, color_continuous_scale="Blues", title="Confusion matrix",
+                             labels={"x": "predicted", "y": "true"}, height=380), key="classifiers_confusion")
+st.subheader("What each modality adds")
+st.dataframe(study.comparison, hide_index=True, width="stretch")
+for note in study.notes:
+    st.caption(note)
 
-
-show()
+st.subheader("Why: SHAP over metadata and embedding components")
+shap_result = data.shap_for_study(key, study)
+positive_class = shap_result.classes[-1]
+st.plotly_chart(shap_beeswarm_figure(shap_result, class_label=positive_class), key="classifiers_beeswarm")
+rows = study.table.reset_index(drop=True)
+row = st.selectbox("Explain one row", range(len(rows)), key="classifiers_row",
+                   format_func=lambda i: f"{rows.at[i, 'patient_id']} · {rows.at[i, config['target_column']]}")
+try:
+    st.plotly_chart(shap_waterfall_figure(shap_result, row, class_label=positive_class), key="classifiers_waterfall")
+except ValueError as error:
+    st.info(f"No explanation for this row: {error}")
+if st.session_state["encoder"] in SUPPORTED_CAM_ENCODERS:
+    scans = data.representative_images(dataset, rows.iloc[[row]], config["level"])
+    scan = scans.iloc[0]
+    heat = data.gradcam_for(key, study, str(scan["path"]), int(scan["frame"]))
+    if heat is not None:
+        image, overlay = heat
+        a, b = st.columns(2)
+        a.image(image, caption="scan", clamp=True, width="stretch")
+        b.image(overlay, caption=f"Grad-CAM towards '{positive_class}' ({st.session_state['encoder']} + linear head)", width="stretch")
+st.caption("Fairness breakdowns for this model are on the **Fairness** page.")

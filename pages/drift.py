@@ -11,6 +11,7 @@ from core.encoders import encoder_availability
 from core.settings import runs_root
 from core.study import CONFOUNDER_COLUMNS, STUDY_ALGORITHMS, drift_study, study_key
 from ui import data
+from ui.jobs import wait_for
 
 st.title("Drift")
 dataset = data.current_dataset()
@@ -59,24 +60,17 @@ if st.button("Run study", type="primary", key="drift_run", disabled=not (encoder
     runner.submit(key, drift_study, dataset, encoders, algorithms=algorithms, level=level, runs_dir=runs_root())
 
 
-@st.fragment(run_every=2)
-def study_status() -> None:
-    current = runner.get(key)
-    if current is None:
-        st.caption("Runs in the background; results are saved and reloaded next time.")
-    elif not current.done:
-        st.progress(current.fraction, text=current.message)
-    elif current.error is not None:
-        st.error(f"The study failed: {current.error}. Try fewer encoders or algorithms.")
-    else:
-        study = current.result()
-        grid = study.grid
-        st.dataframe(grid, hide_index=True, width="stretch")
-        st.caption(f"Files (grid.csv and one labels CSV per combination): {study.folder}")
-        if {"encoder", "algorithm", "ari"} <= set(grid.columns):
-            pivot = grid.pivot_table(index="encoder", columns="algorithm", values="ari")
-            st.plotly_chart(px.imshow(pivot, text_auto=".2f", aspect="auto", color_continuous_scale="Greens",
-                                      labels={"color": "ARI"}, height=300), key="drift_grid_heatmap")
-
-
-study_status()
+job = wait_for(key)
+if job is None:
+    st.caption("Runs in the background; results are saved and reloaded next time.")
+elif job.error is not None:
+    st.error(f"The study failed: {job.error}. Try fewer encoders or algorithms.")
+else:
+    study = job.result()
+    grid = study.grid
+    st.dataframe(grid, hide_index=True, width="stretch")
+    st.caption(f"Files (grid.csv and one labels CSV per combination): {study.folder}")
+    if {"encoder", "algorithm", "ari"} <= set(grid.columns):
+        pivot = grid.pivot_table(index="encoder", columns="algorithm", values="ari")
+        st.plotly_chart(px.imshow(pivot, text_auto=".2f", aspect="auto", color_continuous_scale="Greens",
+                                  labels={"color": "ARI"}, height=300), key="drift_grid_heatmap")

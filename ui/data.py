@@ -189,3 +189,33 @@ def job_runner():
     from core.jobs import JobRunner
 
     return JobRunner(max_workers=1)
+
+
+@st.cache_data(show_spinner="Computing SHAP values...", max_entries=16)
+def shap_for_study(study_key: str, _study):
+    """SHAP of a logistic model on metadata + 10 embedding PCs for the study's target."""
+    from core.explain import shap_explanation
+
+    table = _study.table.reset_index(drop=True)
+    metadata = table[[c for c in ("age", "sex", "view", "modality") if c in table and table[c].nunique() > 1]]
+    target = _study.report.target
+    y = pd.Series([target.classes[v] if v >= 0 else None for v in target.y], dtype=object)
+    return shap_explanation(metadata, _study.image_vectors, y)
+
+
+@st.cache_data(show_spinner="Computing Grad-CAM...", max_entries=64)
+def gradcam_for(study_key: str, _study, path: str, frame: int):
+    """(scan, overlay) with Grad-CAM of the study's positive class, or None."""
+    from sklearn.linear_model import LogisticRegression
+
+    from core.explain import gradcam_heatmap, overlay_heatmap
+
+    target = _study.report.target
+    vectors = _study.image_vectors
+    usable = (target.y >= 0) & np.isfinite(vectors).all(axis=1)
+    if usable.sum() < 4 or len(set(target.y[usable])) < 2:
+        return None
+    head = LogisticRegression(max_iter=2000, class_weight="balanced").fit(vectors[usable], target.y[usable])
+    image = load_pixels(path, frame)
+    heat = gradcam_heatmap(image, _study.config["encoder"], head.coef_, head.intercept_, len(head.classes_) - 1)
+    return image, overlay_heatmap(image, heat)

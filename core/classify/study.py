@@ -19,6 +19,7 @@ from core.classify.leakage import LeakageReport, detect_text_leakage, mask_label
 from core.classify.target import prepare_target
 from core.embed import embed_dataset
 from core.fairness import age_bands, country_from_location, fairness_table
+from core.features import patient_embeddings
 from core.ingest import Dataset
 from core.workspace import build_cohort, short_hash
 
@@ -40,6 +41,7 @@ class ClassifierStudy:
     leakage: LeakageReport | None
     config: dict
     table: pd.DataFrame
+    image_vectors: np.ndarray  # (n_rows, dim) raw encoder vectors (patient level: pooled)
     notes: list[str] = field(default_factory=list)
 
 
@@ -141,7 +143,11 @@ def classifier_study(
               "n_splits": n_splits, "n_bootstrap": n_bootstrap, "mask_leaking_words": mask_leaking_words,
               "created": datetime.now(UTC).isoformat(timespec="seconds")}
     report(1.0, "done")
-    return ClassifierStudy(main, comparison, fairness, leakage, config, rows, notes + main.notes)
+    if level == "image":
+        image_vectors = np.asarray(image_set.vectors)
+    else:
+        _, image_vectors = patient_embeddings(dataset.images, image_set.vectors)
+    return ClassifierStudy(main, comparison, fairness, leakage, config, rows, image_vectors, notes + main.notes)
 
 
 def study_key(dataset: Dataset, **config) -> str:

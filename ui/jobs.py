@@ -1,0 +1,29 @@
+"""Show a background job's progress without blocking the page; rerun the page when it ends."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import data
+
+
+def wait_for(key: str | None):
+    """The finished job for ``key``, or None (nothing started: caller shows its hint).
+
+    While the job runs, a progress bar refreshes every 2 s and the rest of the page stops;
+    when it finishes the whole page reruns once to show the results.
+    """
+    job = data.job_runner().get(key) if key else None
+    if job is None:
+        return None
+    if not job.done:
+
+        @st.fragment(run_every=2)
+        def progress() -> None:
+            if job.done:
+                st.rerun()
+            st.progress(job.fraction, text=job.message)
+
+        progress()
+        st.stop()
+    return job
