@@ -8,7 +8,9 @@ import streamlit as st
 from core.encoders import ENCODERS
 from ui import data, state
 
-st.set_page_config(page_title="ScanAtlas", page_icon=":material/radiology:", layout="wide")
+# An emoji favicon is inlined; a :material: one is fetched from fonts.gstatic.com, which
+# offline hospital networks cannot reach.
+st.set_page_config(page_title="ScanAtlas", page_icon="🩻", layout="wide")
 state.init_state()
 
 pages = [

@@ -71,7 +71,10 @@ table = cohort.table
 label_column = "label" if table["label"].notna().any() else None
 summary = cluster_summary(result.labels, table, label_column=label_column)
 st.subheader("Per cluster")
-st.dataframe(summary, hide_index=True, width="stretch")
+# Ground truth first; columns with nothing in them (e.g. modality at patient level) left out.
+shown = summary.replace("", np.nan).dropna(axis=1, how="all").round(1)
+first = [c for c in ("cluster", "size", "label_top", "label_share", "label_mix") if c in shown.columns]
+st.dataframe(shown, hide_index=True, width="stretch", column_order=[*first, *[c for c in shown.columns if c not in first]])
 
 if label_column:
     mix = pd.crosstab(pd.Series(result.labels, name="cluster"), table["label"].fillna("(none)").values)

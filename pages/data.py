@@ -13,21 +13,23 @@ from core.ingest import LAYOUTS, ingest, summarize
 from core.ingest.layouts import read_csv
 from core.ingest.normalize import CANONICAL_FIELDS, canonical_column_map
 from core.settings import cache_root
-from ui import data, state
+from ui import data, state, widgets
 
 st.title("Data")
 st.caption("Load scans and patient metadata. Several datasets can live side by side; switch in the sidebar.")
 
 source_kind = st.radio(
-    "Source", ["Built-in demo cohort", "Folder on the server", "Upload files"], horizontal=True, key="data_source"
+    "Add or open a dataset from", ["Built-in demo cohort", "Folder on the server", "Upload files"], horizontal=True, key="data_source"
 )
 
 if source_kind == "Built-in demo cohort":
+    on_demo = st.session_state["dataset"] == data.demo_ready()
     st.info(
-        "The demo cohort is **synthetic**: generated cardiac-MRI short-axis slices (80 patients x 8 slices) "
+        ("You are looking at the demo cohort. It is " if on_demo else "The demo cohort is ")
+        + "**synthetic**: generated cardiac-MRI short-axis slices (80 patients x 8 slices) "
         "with four planted groups (normal, dilated / hypertrophic cardiomyopathy, myocardial infarction)."
     )
-    if st.button("Use the demo cohort", key="data_use_demo", type="primary"):
+    if not on_demo and st.button("Use the demo cohort", key="data_use_demo", type="primary"):
         state.remember("dataset", data.demo_ready())
         st.rerun()
 else:
@@ -102,11 +104,16 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Images", len(images))
 c2.metric("Patients", len(patients))
 c3.metric("Not ingested", int((report["status"] != "slice_count_mismatch").sum()) if len(report) else 0)
-c4.metric("With ground truth", int(images["label"].notna().sum()))
+c4.metric("Images with ground truth", int(images["label"].notna().sum()))
 with st.expander("Summary", expanded=False):
     st.code(summarize(dataset), language=None)
-st.markdown("**Patients**")
-st.dataframe(patients, width="stretch", hide_index=True, height=260)
+labeled = patients["label"].notna().any()
+sample = patients.groupby("label", sort=True).head(1).head(6) if labeled else patients.head(6)
+st.markdown("**Sample scans**" + (" (one patient per ground-truth label)" if labeled else ""))
+widgets.gallery(data.representative_images(dataset, sample, "patient"), columns=6, limit=6, key="data_samples")
+filled = patients.dropna(axis=1, how="all")
+st.markdown("**Patients**" + (f" ({patients.shape[1] - filled.shape[1]} empty columns hidden)" if filled.shape[1] < patients.shape[1] else ""))
+st.dataframe(filled, width="stretch", hide_index=True, height=260)
 st.markdown("**Ingest report**: every file or row that was not ingested, and why")
 if len(report):
     st.dataframe(report, width="stretch", hide_index=True, height=220)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.encoders import WeightsUnavailableError
 from core.export import export_columns, private_columns, to_csv_bytes, to_parquet_bytes
-from core.labels import labeled_patients
+from core.labels import LABEL_COLUMNS, labeled_patients
 from ui import data
 
 st.title("Export")
@@ -36,7 +36,10 @@ exported = export_columns(table)
 left_out = private_columns(table)
 st.caption(f"{len(exported)} patients, {exported.shape[1]} columns."
            + (f" Left out (server paths): {', '.join(left_out)}." if left_out else ""))
-st.dataframe(exported, hide_index=True, width="stretch", height=420)
+first = [c for c in ("patient_id", *LABEL_COLUMNS, "label", "age", "sex") if c in exported.columns]
+st.dataframe(exported, hide_index=True, width="stretch", height=420,
+             column_order=[*first, *[c for c in exported.columns if c not in first]],
+             column_config={"label": "ground truth (label)", "disease": "disease (assigned)"})
 stem = f"{dataset.name}_labeled_patients_with_icd_10"
 c1, c2 = st.columns(2)
 c1.download_button("Download CSV", to_csv_bytes(exported), file_name=f"{stem}.csv", mime="text/csv",

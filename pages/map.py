@@ -30,7 +30,16 @@ cluster_key, clustering = data.current_clustering(cohort)
 
 table = cohort.table.copy()
 table["cluster"] = pd.Series(clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
-colour_options = ["cluster", "label", *[c for c in table.columns if c not in ("cluster", "label", "text", "path", "image_id", "sha256", "patient_id")]]
+
+
+def tells_rows_apart(column: pd.Series) -> bool:
+    # Identifiers (one value per row) and constants colour nothing useful.
+    distinct = column.nunique()
+    return distinct > 1 and (pd.api.types.is_numeric_dtype(column) or distinct <= 30)
+
+
+hidden = ("cluster", "label", "text", "path", "image_id", "sha256", "patient_id")
+colour_options = ["cluster", "label", *[c for c in table.columns if c not in hidden and tells_rows_apart(table[c])]]
 colour = c3.selectbox("Colour by", colour_options, key="map_colour",
                       help="cluster (current clustering), label (ground truth) or any metadata column")
 
@@ -44,6 +53,10 @@ colour_values = plot[colour] if numeric else plot[colour].astype(str).fillna("(n
 common = {"color": colour_values, "hover_data": hover, "custom_data": ["row"], "height": 620}
 if numeric:
     common["color_continuous_scale"] = "Viridis"
+else:
+    # C2 before C10; a palette whose neighbours are easy to tell apart.
+    order = sorted(colour_values.dropna().unique(), key=lambda v: (len(v), v) if colour == "cluster" else (0, v))
+    common.update(category_orders={colour: order}, color_discrete_sequence=px.colors.qualitative.Bold)
 if dims == 2:
     figure = px.scatter(plot, x="dim1", y="dim2", render_mode="webgl", **common)
     figure.update_layout(dragmode="lasso")
@@ -60,8 +73,8 @@ event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "bo
 selected_rows = sorted({int(p["customdata"][0]) for p in event.selection.points}) if dims == 2 and event and event.selection.points else []
 if selected_rows:
     chosen = table.iloc[selected_rows]
-    st.subheader(f"{len(chosen)} selected")
-    st.dataframe(chosen.drop(columns=[c for c in ("path", "text", "sha256") if c in chosen.columns]),
+    st.subheader(f"{len(chosen)} {level}s selected")
+    st.dataframe(chosen.drop(columns=[c for c in ("path", "text", "sha256") if c in chosen.columns]).dropna(axis=1, how="all"),
                  hide_index=True, width="stretch", height=200)
     rows = data.representative_images(dataset, chosen, level)
     widgets.gallery(rows, key="map_gallery")

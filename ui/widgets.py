@@ -27,8 +27,9 @@ def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key:
     shown = image_rows.head(limit)
     if len(image_rows) > limit:
         st.caption(f"Showing {limit} of {len(image_rows)} scans.")
-    grid = st.columns(columns)
     for i, (_, row) in enumerate(shown.iterrows()):
+        if i % columns == 0:  # a new row of columns, so that captions of any length stay aligned
+            grid = st.columns(columns)
         picture = data.thumbnail(str(row["path"]), int(row["frame"]))
         with grid[i % columns]:
             if picture is None:

@@ -1,0 +1,269 @@
+"""Streamlit AppTest of every page: each loads cleanly on the demo cohort and on the real
+covid-chestxray collection, its controls change what it shows, labels persist across sessions,
+bad ICD-10-CM codes are refused, and the URL query parameters reopen the same view.
+
+The demo cohort's efficientnet-lite0 embeddings are computed once per test session, into a cache
+folder that tests/test_browser.py reuses; tests about page logic use the ``pixels`` encoder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from core.datasets import DEMO_NAME, open_dataset
+from core.ingest import ingest
+from core.labels import LabelStore
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+PAGES_DIR = "pages"  # where app.py's st.Page files live, relative to app.py
+PAGES = ("data", "embeddings", "map", "clusters", "label", "export", "drift")
+TIMEOUT_S = 900  # the first efficientnet-lite0 run embeds 640 scans on a 2-core CPU
+_original_pages_manager_init = PagesManager.__init__
+
+
+def _navigation_pages_manager_init(self, *args, **kwargs) -> None:
+    # AppTest (Streamlit 1.67) re-detects the pages/ folder before every run and then runs the
+    # page file alone, skipping app.py (sidebar, shared state). The real server leaves that
+    # legacy mode as soon as app.py calls st.navigation, which this app always does.
+    _original_pages_manager_init(self, *args, **kwargs)
+    PagesManager.uses_pages_directory = False
+
+
+@pytest.fixture(scope="session")
+def app_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SCANATLAS_CACHE for the app tests; the same folder as tests/test_browser.py's, so the
+    demo cohort and its embeddings are made once per test session."""
+    path = tmp_path_factory.getbasetemp() / "scanatlas-app-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def label_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('app-labels') / 'labels.db'}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def app_environment(app_cache: Path, label_db: str):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCANATLAS_CACHE", str(app_cache))
+        patch.setenv("SCANATLAS_DB_URL", label_db)
+        patch.setattr(PagesManager, "__init__", _navigation_pages_manager_init)
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        yield
+        st.cache_data.clear()
+        st.cache_resource.clear()
+
+
+@pytest.fixture(scope="module")
+def covid_name(app_cache: Path, covid_dir: Path) -> str:
+    """The real covid-chestxray collection ingested as the app's dataset ``covid``."""
+    target = app_cache / "datasets" / "covid"
+    if not (target / "images.parquet").is_file():
+        ingest(covid_dir, target, name="covid")
+    return "covid"
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def open_app(page: str = "data", **query: object) -> AppTest:
+    """A fresh session (as a new browser tab) opened with ``query`` in the URL, on ``page``."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    at.query_params.update({key: str(value) for key, value in query.items()})
+    at.run()
+    if page != "data":
+        at.switch_page(f"{PAGES_DIR}/{page}.py").run()
+    assert_clean(at)
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def map_traces(at: AppTest) -> list[dict]:
+    """The map's Plotly traces, with x decoded to an array (Plotly sends float32 as base64)."""
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    traces = json.loads(charts[0].proto.spec)["data"]
+    for trace in traces:
+        x = trace["x"]
+        trace["x"] = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]) if isinstance(x, dict) else np.asarray(x)
+    return traces
+
+
+def map_coords(at: AppTest) -> np.ndarray:
+    return np.sort(np.concatenate([trace["x"] for trace in map_traces(at)]))
+
+
+def check_page(at: AppTest, page: str, dataset) -> None:
+    """What each page must show for ``dataset`` beyond loading cleanly."""
+    n_patients = dataset.patients["patient_id"].nunique()
+    assert at.title[0].value == page.capitalize()
+    if page == "data":
+        assert metric(at, "Images") == str(len(dataset.images))
+        assert metric(at, "Patients") == str(n_patients)
+    elif page == "embeddings":
+        assert any(f"{len(dataset.images)} images" in c.value for c in at.caption)
+    elif page == "map":
+        n_points = sum(len(trace["x"]) for trace in map_traces(at))
+        assert 0 < n_points <= n_patients
+        assert any(f"{n_points} patients" in c.value for c in at.caption)
+    elif page == "clusters":
+        assert metric(at, "Clusters found") == "4"
+    elif page == "label":
+        editor = at.data_editor[0].value
+        assert editor["cluster"].tolist() == [0, 1, 2, 3]
+        # Suggested codes are real codes or empty (never "nan"), each shown with its meaning.
+        assert not editor["code means"].str.startswith("(not").any()
+        assert ((editor["icd10_code"] == "") == (editor["code means"] == "")).all()
+    elif page == "export":
+        exported = at.dataframe[0].value
+        assert len(exported) == n_patients
+        assert {"disease", "icd10_code"} <= set(exported.columns)
+    elif page == "drift":
+        assert float(metric(at, "Labels that change").rstrip("%")) >= 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_on_demo_with_default_encoder(page: str) -> None:
+    at = open_app(page)
+    assert at.selectbox(key="widget_encoder").value == "efficientnet-lite0"
+    assert at.selectbox(key="widget_dataset").value == DEMO_NAME
+    check_page(at, page, open_dataset(DEMO_NAME))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_on_real_covid_collection(page: str, covid_name: str) -> None:
+    at = open_app()
+    at.selectbox(key="widget_dataset").set_value(covid_name).run()
+    at.selectbox(key="widget_encoder").set_value("pixels").run()
+    at.switch_page(f"{PAGES_DIR}/{page}.py").run()
+    assert_clean(at)
+    assert at.query_params["dataset"] == covid_name
+    check_page(at, page, open_dataset(covid_name))
+
+
+def test_k_slider_changes_clusters_found() -> None:
+    at = open_app("clusters", encoder="pixels")
+    assert metric(at, "Clusters found") == "4"
+    at.slider(key="clusters_k").set_value(6).run()
+    assert_clean(at)
+    assert metric(at, "Clusters found") == "6"
+    assert len(at.dataframe[0].value) == 6  # one summary row per cluster
+    assert at.query_params["k"] == "6"
+
+
+def test_projection_choice_changes_the_map() -> None:
+    at = open_app("map", encoder="pixels", method="umap")
+    umap_coords = map_coords(at)
+    at.selectbox(key="widget_method").set_value("pca").run()
+    assert_clean(at)
+    pca_coords = map_coords(at)
+    assert len(pca_coords) == len(umap_coords) == 80
+    assert not np.allclose(pca_coords, umap_coords)
+    assert any("PCA" in c.value for c in at.caption)
+    assert at.query_params["method"] == "pca"
+
+
+def test_colour_by_changes_the_legend() -> None:
+    at = open_app("map", encoder="pixels")
+    assert sorted(trace["name"] for trace in map_traces(at)) == ["C0", "C1", "C2", "C3"]
+    at.selectbox(key="map_colour").set_value("label").run()
+    assert_clean(at)
+    truth = set(open_dataset(DEMO_NAME).patients["label"])
+    assert {trace["name"] for trace in map_traces(at)} == truth
+
+
+def test_embeddings_button_reports_cache_hits() -> None:
+    at = open_app("embeddings")
+    at.multiselect(key="embeddings_encoders").set_value(["pixels"]).run()
+    at.button(key="embeddings_run").click().run()
+    assert_clean(at)
+    first = at.dataframe[-1].value.iloc[0]
+    assert first["from cache"] + first["computed"] == 640 and first["failed"] == 0
+    at.button(key="embeddings_run").click().run()
+    again = at.dataframe[-1].value.iloc[0]
+    assert (again["from cache"], again["computed"]) == (640, 0)
+
+
+def test_saved_mapping_survives_a_new_session(label_db: str) -> None:
+    view = {"encoder": "pixels", "k": 3}  # a clustering no other test labels
+    at = open_app("label", **view)
+    assert not any("Saved mapping" in s.value for s in at.success)
+    suggested = at.data_editor[0].value
+    suggested_codes = set(suggested["icd10_code"]) - {""}
+    assert suggested_codes  # the demo's ground truth suggests codes (e.g. I42.0) to save
+    at.text_input(key="label_author").input("Dr Ada Test").run()
+    at.button(key="label_save").click().run()
+    assert_clean(at)
+    assert any("Saved mapping, version 1, by Dr Ada Test" in s.value for s in at.success)
+
+    st.cache_resource.clear()  # as after a server restart: a new LabelStore, same database
+    st.cache_data.clear()
+    fresh = open_app("label", **view)
+    assert any("Saved mapping, version 1" in s.value for s in fresh.success)
+    fresh.switch_page(f"{PAGES_DIR}/export.py").run()
+    assert_clean(fresh)
+    assert any("mapping version 1" in s.value for s in fresh.success)
+    exported = fresh.dataframe[0].value
+    assert set(exported["disease"]) == set(suggested["disease"])
+    assert set(exported["icd10_code"].dropna()) == suggested_codes
+
+
+def test_invalid_icd10_code_in_a_patient_override_is_refused(label_db: str) -> None:
+    at = open_app("label", encoder="pixels")
+    at.text_input(key="label_author").input("Dr Ada Test").run()
+    patient = at.selectbox(key="label_override_patient").value
+    at.text_input(key="label_override_disease").input("Hypertrophic cardiomyopathy").run()
+    at.text_input(key="label_override_code").input("Q99.99").run()
+    at.button(key="label_override_save").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "Not saved" in at.error[0].value and "Q99.99" in at.error[0].value
+    overrides = LabelStore(label_db).patient_overrides(DEMO_NAME)
+    assert patient not in set(overrides["patient_id"])
+
+
+def test_label_store_refuses_an_invalid_code(label_db: str) -> None:
+    store = LabelStore(label_db)
+    with pytest.raises(ValueError, match="XYZ123"):
+        store.save_mapping(DEMO_NAME, "refused-clustering", {0: ("Pneumonia", "XYZ123")}, author="Dr Ada Test")
+    assert store.history(DEMO_NAME, "refused-clustering").empty
+
+
+def test_query_params_reopen_the_same_view() -> None:
+    at = open_app("clusters", encoder="pixels")
+    at.slider(key="clusters_k").set_value(5).run()
+    at.switch_page(f"{PAGES_DIR}/map.py").run()
+    at.selectbox(key="widget_method").set_value("pca").run()
+    link = dict(at.query_params)
+    assert link["k"] == "5" and link["method"] == "pca" and link["encoder"] == "pixels"
+
+    reopened = open_app("map", **link)
+    assert reopened.selectbox(key="widget_method").value == "pca"
+    assert reopened.selectbox(key="widget_encoder").value == "pixels"
+    np.testing.assert_allclose(map_coords(reopened), map_coords(at))
+    reopened.switch_page(f"{PAGES_DIR}/clusters.py").run()
+    assert reopened.slider(key="clusters_k").value == 5
+    assert metric(reopened, "Clusters found") == "5"
+
+
+def test_unknown_query_values_fall_back_to_defaults() -> None:
+    at = open_app("data", dataset="no-such-dataset", k="many", encoder="pixels")
+    assert at.selectbox(key="widget_dataset").value == DEMO_NAME
+    assert at.session_state["k"] == 4
+    assert at.query_params["dataset"] == DEMO_NAME
