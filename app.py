@@ -14,15 +14,15 @@ st.set_page_config(page_title="ScanAtlas", page_icon="🩻", layout="wide")
 state.init_state()
 
 pages = [
-    st.Page("pages/data.py", title="Data", icon=":material/folder_open:", default=True),
-    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/memory:"),
-    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
-    st.Page("pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"),
-    st.Page("pages/label.py", title="Label", icon=":material/label:"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:"),
-    st.Page("pages/drift.py", title="Drift", icon=":material/compare_arrows:"),
-    st.Page("pages/classifiers.py", title="Classifiers", icon=":material/model_training:"),
-    st.Page("pages/fairness.py", title="Fairness", icon=":material/balance:"),
+    st.Page("app_pages/data.py", title="Data", icon=":material/folder_open:", default=True),
+    st.Page("app_pages/embeddings.py", title="Embeddings", icon=":material/memory:"),
+    st.Page("app_pages/map.py", title="Map", icon=":material/scatter_plot:"),
+    st.Page("app_pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+    st.Page("app_pages/label.py", title="Label", icon=":material/label:"),
+    st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("app_pages/drift.py", title="Drift", icon=":material/compare_arrows:"),
+    st.Page("app_pages/classifiers.py", title="Classifiers", icon=":material/model_training:"),
+    st.Page("app_pages/fairness.py", title="Fairness", icon=":material/balance:"),
 ]
 navigation = st.navigation(pages)
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core.datasets import DEMO_NAME, open_dataset
@@ -23,18 +22,9 @@ from core.ingest import ingest
 from core.labels import LabelStore
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
-PAGES_DIR = "pages"  # where app.py's st.Page files live, relative to app.py
+PAGES_DIR = "app_pages"  # where app.py's st.Page files live, relative to app.py
 PAGES = ("data", "embeddings", "map", "clusters", "label", "export", "drift")
 TIMEOUT_S = 900  # the first efficientnet-lite0 run embeds 640 scans on a 2-core CPU
-_original_pages_manager_init = PagesManager.__init__
-
-
-def _navigation_pages_manager_init(self, *args, **kwargs) -> None:
-    # AppTest (Streamlit 1.67) re-detects the pages/ folder before every run and then runs the
-    # page file alone, skipping app.py (sidebar, shared state). The real server leaves that
-    # legacy mode as soon as app.py calls st.navigation, which this app always does.
-    _original_pages_manager_init(self, *args, **kwargs)
-    PagesManager.uses_pages_directory = False
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +46,6 @@ def app_environment(app_cache: Path, label_db: str):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SCANATLAS_CACHE", str(app_cache))
         patch.setenv("SCANATLAS_DB_URL", label_db)
-        patch.setattr(PagesManager, "__init__", _navigation_pages_manager_init)
         st.cache_data.clear()
         st.cache_resource.clear()
         yield

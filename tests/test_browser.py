@@ -302,10 +302,6 @@ def test_walk_from_data_to_export(page, server: str, label_db: str, tmp_path: Pa
     assert not page.problems, page.problems
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app.py routes with st.navigation but its pages live in pages/: a fresh server whose first "
-    "request is a deep link (/embeddings) runs that page alone in Streamlit's legacy pages/ mode, "
-    "without app.py's shared state and sidebar. Renaming pages/ (e.g. app_pages/) fixes it."))
 def test_a_deep_link_as_the_first_request_opens_the_page(
     chromium_path: Path, label_db: str, tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
