@@ -290,7 +290,7 @@ def _probe_raster(path: str | os.PathLike[str], max_pixels: int) -> ImageInfo:
         return ImageInfo("raster", _raster_frames(image), height, width, _raster_channels(image.mode))
 
 
-def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int) -> np.ndarray:
+def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int, min_size: int | None = None) -> np.ndarray:
     with _open_raster(path) as image:
         n_frames = _raster_frames(image)
         if not 0 <= frame < n_frames:
@@ -301,6 +301,10 @@ def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int) -> n
             if frame:
                 image.seek(frame)
             _raster_check_size(path, image, max_pixels)
+            if min_size and image.format == "JPEG":
+                # libjpeg can decode at 1/2, 1/4 or 1/8 scale for a fraction of the cost; draft
+                # keeps both sides >= min_size, so a model input of that size loses nothing.
+                image.draft(image.mode, (min_size, min_size))
             image.load()
             if _exif_orientation(image) != 1:
                 image = ImageOps.exif_transpose(image)
@@ -381,13 +385,20 @@ def probe_image(
 
 
 def load_pixels(
-    path: str | os.PathLike[str], frame: int = 0, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | os.PathLike[str],
+    frame: int = 0,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size: int | None = None,
 ) -> np.ndarray:
     """Decode one frame of a DICOM or raster image.
 
     DICOM: modality LUT, VOI LUT / window, MONOCHROME1 inversion, YBR/palette -> RGB, then
     min-max scaled per frame. Raster: EXIF orientation applied, scaled by bit depth (8 or 16),
     alpha composited onto black.
+
+    ``min_size``: a hint that the caller only needs both sides >= ``min_size`` (e.g. a model's
+    input size); JPEGs are then decoded at a reduced scale where that stays above it.
 
     Returns
     -------
@@ -414,7 +425,7 @@ def load_pixels(
         except Exception as exc:
             raise PixelError(path, "unreadable", f"cannot scale decoded pixels ({exc})") from exc
     try:
-        return _finish(_load_raster(path, int(frame), max_pixels))
+        return _finish(_load_raster(path, int(frame), max_pixels, min_size))
     except (PixelError, FrameRangeError):
         raise
     except Exception as exc:

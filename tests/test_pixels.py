@@ -454,3 +454,18 @@ def test_to_unit_range_edge_cases():
 def test_file_paths_may_be_str_or_pathlike(tmp_path):
     path = sample("CT_small.dcm")
     np.testing.assert_array_equal(load_pixels(path), load_pixels(Path(path)))
+
+
+def test_min_size_decodes_jpeg_at_reduced_scale_but_never_below_it(covid_dir):
+    path = max((covid_dir / "images").glob("*.jpg"), key=lambda p: min(Image.open(p).size))
+    full = load_pixels(path)
+    small = load_pixels(path, min_size=224)
+    assert min(small.shape[:2]) >= 224
+    assert small.shape[0] < full.shape[0]
+    # Same picture: the full decode shrunk to the same size agrees closely.
+    resized = Image.fromarray((full * 255).astype(np.uint8)).resize((small.shape[1], small.shape[0]), Image.BILINEAR)
+    shrunk = np.asarray(resized, dtype=np.float32) / 255
+    assert np.abs(shrunk - small).mean() < 0.05
+    # PNGs are unaffected by the hint.
+    png = next((covid_dir / "images").glob("*.png"))
+    assert load_pixels(png, min_size=224).shape == load_pixels(png).shape

@@ -49,7 +49,7 @@ def _prepare_one(
 ) -> tuple[torch.Tensor | None, str | None]:
     _, path, frame = item
     try:
-        image = load_pixels(path, int(frame), max_pixels=max_pixels)
+        image = load_pixels(path, int(frame), max_pixels=max_pixels, min_size=encoder.spec.input_size)
         return encoder.preprocess(image), None
     except PixelError as error:
         return None, f"{error.status}: {error.reason}"

@@ -158,7 +158,9 @@ class ImageEncoder:
         Includes the weights fingerprint, so vectors from a user-supplied weights file never
         share a cache entry with the standard weights.
         """
-        return {**self.preprocessing.as_dict(), "weights_sha256": self.weights_sha256}
+        # decode_min_size: JPEGs are decoded at reduced scale down to the input size (pixels.py).
+        return {**self.preprocessing.as_dict(), "weights_sha256": self.weights_sha256,
+                "decode_min_size": self.spec.input_size}
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """image : ndarray (H, W) or (H, W, 3) float32 in [0, 1] -> tensor (C, S, S).
