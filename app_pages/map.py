@@ -81,5 +81,13 @@ if selected_rows:
     with st.expander("Scan viewer (window / level)", expanded=False):
         scans = dataset.images[dataset.images["patient_id"].isin(chosen["patient_id"])] if level == "patient" else rows
         widgets.scan_viewer(dataset, scans.reset_index(drop=True), key="map_viewer")
+    with st.expander("Find patients like this", expanded=len(chosen) == 1):
+        anchor = st.selectbox("Like", selected_rows, key="map_like",
+                              format_func=lambda i: f"{table.iloc[i]['patient_id']} · {table.iloc[i].get('label') or ''}")
+        similar = data.similar_cases(cohort, anchor, k=8)
+        neighbours = table.iloc[similar["row"]].assign(distance=similar["distance"].round(3).values)
+        keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view", "text") if c in neighbours]
+        st.dataframe(neighbours[keep], hide_index=True, width="stretch")
+        widgets.gallery(data.representative_images(dataset, neighbours, level), columns=8, limit=8, key="map_similar")
 else:
     st.info("Select points with the lasso or box tool to open their scans.")

@@ -219,3 +219,18 @@ def gradcam_for(study_key: str, _study, path: str, frame: int):
     image = load_pixels(path, frame)
     heat = gradcam_heatmap(image, _study.config["encoder"], head.coef_, head.intercept_, len(head.classes_) - 1)
     return image, overlay_heatmap(image, heat)
+
+
+@st.cache_resource(max_entries=16)
+def _similar_index(cohort_key: str, _cohort: Cohort):
+    from core.explain import SimilarCases
+
+    vectors = _cohort.features.block("image").astype(np.float64, copy=True)
+    vectors[~_cohort.has_vector] = np.nan
+    return SimilarCases(metric="cosine").fit(vectors)
+
+
+def similar_cases(cohort: Cohort, row: int, *, k: int = 8) -> pd.DataFrame:
+    """The ``k`` rows nearest to ``row`` in image-embedding space (rank, id, distance, row)."""
+    index = _similar_index(cohort.key, cohort)
+    return index.query(int(row), k=min(k, int(cohort.has_vector.sum()) - 1))
