@@ -6,18 +6,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.encoders import WeightsUnavailableError
 from core.export import export_columns, private_columns, to_csv_bytes, to_parquet_bytes
 from core.labels import LABEL_COLUMNS, labeled_patients
 from ui import data
 
 st.title("Export")
 dataset = data.current_dataset()
-try:
-    cohort = data.cohort(dataset, st.session_state["encoder"], st.session_state["level"])
-except WeightsUnavailableError as error:
-    st.error(f"{error}\n\nPick another encoder in the sidebar.")
-    st.stop()
+cohort = data.session_cohort(dataset)
 clustering_key, result = data.current_clustering(cohort)
 store = data.label_store()
 mapping = store.current_mapping(dataset.name, clustering_key)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.encoders import WeightsUnavailableError
 from core.labels import (
     CODE_SET_VERSION,
     majority_labels,
@@ -19,11 +18,7 @@ from ui import data
 st.title("Label")
 st.caption(f"Map each cluster to a disease and an ICD-10-CM code ({CODE_SET_VERSION}). Every save is a new version.")
 dataset = data.current_dataset()
-try:
-    cohort = data.cohort(dataset, st.session_state["encoder"], st.session_state["level"])
-except WeightsUnavailableError as error:
-    st.error(f"{error}\n\nPick another encoder in the sidebar.")
-    st.stop()
+cohort = data.session_cohort(dataset)
 clustering_key, result = data.current_clustering(cohort)
 store = data.label_store()
 table = cohort.table

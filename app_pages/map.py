@@ -8,7 +8,6 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.encoders import WeightsUnavailableError
 from ui import data, state, widgets
 
 st.title("Map")
@@ -20,11 +19,7 @@ method = state.choice("Projection", ["umap", "pca", "tsne"], "method", where=c1,
                       format_func={"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}.get)
 dims = c2.radio("Dimensions", [2, 3], horizontal=True, key="map_dims")
 
-try:
-    cohort = data.cohort(dataset, encoder, level)
-except WeightsUnavailableError as error:
-    st.error(f"{error}\n\nPick another encoder in the sidebar, or put the weights where the message says.")
-    st.stop()
+cohort = data.session_cohort(dataset)
 algorithm = st.session_state["algorithm"]
 cluster_key, clustering = data.current_clustering(cohort)
 

@@ -234,3 +234,15 @@ def similar_cases(cohort: Cohort, row: int, *, k: int = 8) -> pd.DataFrame:
     """The ``k`` rows nearest to ``row`` in image-embedding space (rank, id, distance, row)."""
     index = _similar_index(cohort.key, cohort)
     return index.query(int(row), k=min(k, int(cohort.has_vector.sum()) - 1))
+
+
+def session_cohort(dataset: Dataset) -> Cohort:
+    """The cohort for the sidebar's encoder and rows; stops the page with a next step when the
+    encoder's weights are not on this machine."""
+    from core.encoders import WeightsUnavailableError
+
+    try:
+        return cohort(dataset, st.session_state["encoder"], st.session_state["level"])
+    except WeightsUnavailableError as error:
+        st.error(f"{error}\n\nPick another encoder in the sidebar, or put the weights where the message says.")
+        st.stop()
