@@ -141,3 +141,22 @@ def test_cli_drift_classify_explain_write_their_files(demo40, tmp_path, capsys):
     assert len(similar) == 5 * len(demo40.images)
     out = capsys.readouterr().out
     assert "Modalities:" in out and "Cluster drivers" in out
+
+
+def test_classifier_study_multilabel_chexpert_convention(demo40):
+    images = demo40.images.copy()
+    # Two findings per image: 1 positive, 0 negative, -1 uncertain (a few made uncertain).
+    for name in ("Dilated cardiomyopathy", "Hypertrophic cardiomyopathy"):
+        images[name] = (images["label"] == name).astype(int)
+    images.loc[images.index[:6], "Dilated cardiomyopathy"] = -1
+    dataset = type(demo40)(root=demo40.root, images=images, patients=demo40.patients,
+                           report=demo40.report, manifest=demo40.manifest)
+    study = classifier_study(dataset, target_column=["Dilated cardiomyopathy", "Hypertrophic cardiomyopathy"],
+                             uncertain_policy="ignore", encoder="pixels", use_text=False, metadata=(),
+                             level="image", n_bootstrap=30, n_splits=4)
+    assert study.report.kind == "multilabel"
+    per_class = study.report.per_class.set_index("class")
+    assert per_class.loc["Hypertrophic cardiomyopathy", "auc"] > 0.8
+    # Uncertain labels are left out under "ignore": fewer rows scored for that finding.
+    assert per_class.loc["Dilated cardiomyopathy", "n_rows"] == len(images) - 6
+    assert study.fairness is None

@@ -64,8 +64,10 @@ def sensitive_attributes(table: pd.DataFrame) -> pd.DataFrame:
 def classifier_study(
     dataset: Dataset,
     *,
-    target_column: str = "label",
+    target_column: str | Sequence[str] = "label",
     positive: str | Sequence[str] | None = None,
+    uncertain_policy: str = "ignore",
+    calibrate: bool = False,
     encoder: str = "efficientnet-lite0",
     use_text: bool = True,
     metadata: Sequence[str] = ("age", "sex"),
@@ -80,6 +82,10 @@ def classifier_study(
 ) -> ClassifierStudy:
     """Run the study. Rows are images (grouped by patient in CV) or patients.
 
+    ``target_column``: one column (binary with ``positive``, else multi-class) or several
+    columns for a multi-label target in the CheXpert convention (1 positive, 0 negative, -1
+    uncertain, blank unknown; ``uncertain_policy`` "ignore", "as-positive" or "as-negative").
+
     Raises ``ValueError`` for a target column the dataset lacks or with fewer than two classes.
     """
     def report(fraction: float, message: str) -> None:
@@ -87,8 +93,11 @@ def classifier_study(
             progress(fraction, message)
 
     table = dataset.images if level == "image" else dataset.patients
-    if target_column not in table.columns:
-        raise ValueError(f"target column {target_column!r} not found; columns: {list(table.columns)}")
+    columns = [target_column] if isinstance(target_column, str) else list(target_column)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"target column(s) {missing} not found; columns: {list(table.columns)}")
+    single = columns[0] if len(columns) == 1 else None
     report(0.02, f"embedding with {encoder}")
     image_set = embed_dataset(dataset, encoder)
     text_set = None
@@ -96,8 +105,8 @@ def classifier_study(
     if use_text and "text" in dataset.images and dataset.images["text"].notna().any():
         texts = dataset.images["text"]
         if mask_leaking_words:
-            labels = dataset.images[target_column].astype(str)
-            masked = mask_label_words(texts, sorted(set(labels.dropna())) + ([positive] if isinstance(positive, str) else list(positive or [])))
+            terms = columns if single is None else sorted(set(dataset.images[single].dropna().astype(str)))
+            masked = mask_label_words(texts, terms + ([positive] if isinstance(positive, str) else list(positive or [])))
             notes.append("label words were masked in the text before embedding")
             report(0.2, "embedding masked text")
             text_set = embed_dataset(dataset.images.assign(text=masked), TEXT_ENCODER)
@@ -106,7 +115,7 @@ def classifier_study(
             text_set = embed_dataset(dataset, TEXT_ENCODER)
     cohort = build_cohort(dataset, image_set, level=level, metadata=tuple(metadata), text_set=text_set)
     rows = cohort.table
-    target = prepare_target(rows, target_column, positive=positive)
+    target = prepare_target(rows, single or columns, positive=positive, uncertain_policy=uncertain_policy)
     groups = rows["patient_id"].astype(str).to_numpy()
     blocks = {block.name: cohort.features.block(block.name) for block in cohort.features.blocks}
     # Rows with no image vector are imputed by build_features; leave them out of evaluation.
@@ -118,15 +127,16 @@ def classifier_study(
     report(0.35, f"cross-validating {model}")
     fused = np.hstack(list(blocks.values()))
     main = evaluate(fused, target, groups, model=model, n_splits=n_splits, n_bootstrap=n_bootstrap,
-                    rare_classes=rare_classes, random_state=random_state)
+                    rare_classes=rare_classes if single else "error", calibrate=calibrate,
+                    random_state=random_state)
     report(0.6, "comparing modalities")
     comparison = compare_modalities(blocks, main.target, groups, model=model, n_splits=n_splits,
                                     n_bootstrap=min(n_bootstrap, 200), random_state=random_state,
-                                    rare_classes=rare_classes)
+                                    rare_classes=rare_classes if single else "error", calibrate=calibrate)
     leakage = None
-    if "text" in rows and rows["text"].notna().any():
+    if single and "text" in rows and rows["text"].notna().any():
         report(0.85, "checking the text for label leakage")
-        leakage = detect_text_leakage(rows["text"], rows[target_column], groups=groups, random_state=random_state)
+        leakage = detect_text_leakage(rows["text"], rows[single], groups=groups, random_state=random_state)
     fairness = None
     if main.kind == "binary":
         report(0.9, "fairness breakdowns")
@@ -141,6 +151,7 @@ def classifier_study(
     config = {"dataset": dataset.name, "target": target_column, "positive": positive, "encoder": encoder,
               "text": text_set is not None, "metadata": list(metadata), "model": model, "level": level,
               "n_splits": n_splits, "n_bootstrap": n_bootstrap, "mask_leaking_words": mask_leaking_words,
+              "uncertain_policy": uncertain_policy, "calibrate": calibrate,
               "created": datetime.now(UTC).isoformat(timespec="seconds")}
     report(1.0, "done")
     if level == "image":

@@ -21,7 +21,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "metadata vs fused), fairness.csv, leakage.json and config.json to --out.",
     )
     parser.add_argument("dataset", help="ingested dataset folder")
-    parser.add_argument("--target", default="label", help="label column (default %(default)s)")
+    parser.add_argument("--target", action="append", metavar="COLUMN",
+                        help="label column (default: label); repeat for a multi-label target in the "
+                        "CheXpert convention (1 positive, 0 negative, -1 uncertain)")
+    parser.add_argument("--uncertain", default="ignore", choices=["ignore", "as-positive", "as-negative"],
+                        help="multi-label: what -1 (uncertain) means (default %(default)s)")
+    parser.add_argument("--calibrate", action="store_true", help="calibrate probabilities (CalibratedClassifierCV)")
     parser.add_argument("--positive", action="append",
                         help="value(s) of the positive class for a binary target, e.g. COVID-19 (repeatable)")
     parser.add_argument("--encoder", default="efficientnet-lite0")
@@ -45,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update(round(fraction * 100) - bar.n)
 
         study = classifier_study(
-            dataset, target_column=args.target, positive=positive, encoder=args.encoder,
+            dataset, target_column=args.target[0] if args.target and len(args.target) == 1 else (args.target or "label"),
+            positive=positive, uncertain_policy=args.uncertain, calibrate=args.calibrate, encoder=args.encoder,
             use_text=not args.no_text, metadata=[c for c in args.metadata.split(",") if c],
             model=args.model, level=args.level, n_splits=args.splits, n_bootstrap=args.bootstrap,
             mask_leaking_words=args.mask_leaks, progress=progress,
