@@ -246,3 +246,16 @@ def session_cohort(dataset: Dataset) -> Cohort:
     except WeightsUnavailableError as error:
         st.error(f"{error}\n\nPick another encoder in the sidebar, or put the weights where the message says.")
         st.stop()
+
+
+DRIVER_SKIP = {"patient_id", "image_id", "sha256", "path", "text", "label", "filename", "frame", "n_frames",
+               "rows", "columns", "n_images", "cluster"}
+
+
+@st.cache_data(show_spinner="Finding what drives the clusters...", max_entries=32)
+def cluster_drivers_for(clustering_key: str, _labels: np.ndarray, _table: pd.DataFrame) -> pd.DataFrame:
+    """Mean |SHAP| per metadata column and cluster (``core.explain.cluster_drivers``)."""
+    from core.explain import cluster_drivers
+
+    metadata = _table[[c for c in _table.columns if c not in DRIVER_SKIP and not c.endswith("_uid")]]
+    return cluster_drivers(metadata, _labels)

@@ -65,3 +65,22 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str) -> None
         low = level - width / 2
         windowed = np.clip((picture - low) / width, 0.0, 1.0)
         st.image(windowed, clamp=True, width="stretch")
+        study = _finished_classifier_study()
+        if study is not None and st.checkbox("Grad-CAM of the last classifier", key=f"{key}_gradcam"):
+            result = data.gradcam_for(st.session_state["classifier_job"], study, str(row["path"]), int(row["frame"]))
+            if result is None:
+                st.info("The last classifier has too few labelled rows for a Grad-CAM head.")
+            else:
+                st.image(result[1], caption=f"where {study.config['encoder']} + a linear head look for "
+                         f"'{study.report.target.classes[-1]}'", width="stretch")
+
+
+def _finished_classifier_study():
+    """The classifier study trained in this session, when its encoder is a CNN."""
+    from core.explain import SUPPORTED_CAM_ENCODERS
+
+    job = data.job_runner().get(st.session_state.get("classifier_job") or "")
+    if job is None or not job.done or job.error is not None:
+        return None
+    study = job.result()
+    return study if study.config["encoder"] in SUPPORTED_CAM_ENCODERS else None
