@@ -3,6 +3,8 @@ AUC/F1 with CIs, ROC curves, confusion matrix, and what each modality adds."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
@@ -12,6 +14,24 @@ from core.classify.study import classifier_study, study_key
 from core.explain import SUPPORTED_CAM_ENCODERS, shap_beeswarm_figure, shap_waterfall_figure
 from ui import data
 from ui.jobs import wait_for
+
+
+def interval(value: float, lo: float, hi: float) -> str:
+    if not np.isfinite(value):
+        return "-"
+    return f"{value:.3f} ({lo:.3f}-{hi:.3f})" if np.isfinite(lo) and np.isfinite(hi) else f"{value:.3f}"
+
+
+def with_intervals(table: pd.DataFrame, metrics: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    """Each metric ``column`` and its ``<stem>_lo``/``<stem>_hi`` bounds become one readable
+    column, "0.912 (0.851-0.960)", titled by the ``metrics`` key, where ``column`` was."""
+    out = table.copy()
+    for title, (column, stem) in metrics.items():
+        where = out.columns.get_loc(column)
+        value, lo, hi = out.pop(column), out.pop(f"{stem}_lo"), out.pop(f"{stem}_hi")
+        out.insert(where, title, [interval(*v) for v in zip(value, lo, hi, strict=True)])
+    return out
+
 
 st.title("Classifiers")
 dataset = data.current_dataset()
@@ -51,15 +71,20 @@ if job.error is not None:
     st.stop()
 study = job.result()
 report = study.report
+# SHAP and Grad-CAM both explain the last class: a binary target's positive class.
+classes = list(report.target.classes)
+explained = classes[-1]
 st.subheader(f"Per class ({report.kind}, {report.model})")
-st.dataframe(report.per_class, hide_index=True, width="stretch")
-st.caption("95% bootstrap intervals over patients. Threshold chosen on validation folds (Youden's J).")
+metrics = {"AUC": ("auc", "auc"), "sensitivity (recall)": ("recall", "recall"), "precision": ("precision", "precision"),
+           "F1": ("f1", "f1"), "accuracy": ("accuracy", "accuracy")}
+st.dataframe(with_intervals(report.per_class, metrics), hide_index=True, width="stretch")
+st.caption("Each metric with its 95% bootstrap interval over patients. Threshold chosen on validation folds (Youden's J).")
 if study.leakage is not None and study.leakage.flagged:
     st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
 left, right = st.columns(2)
 roc = go.Figure()
 for name, curve in report.roc.items():
-    if len(curve):
+    if len(curve) and (report.kind != "binary" or name == explained):  # a binary negative's curve mirrors it
         roc.add_scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=str(name))
 roc.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, showlegend=False)
 roc.update_layout(title="ROC curves", xaxis_title="false positive rate", yaxis_title="true positive rate", height=380)
@@ -67,13 +92,18 @@ left.plotly_chart(roc, key="classifiers_roc")
 right.plotly_chart(px.imshow(report.confusion, text_auto=True, color_continuous_scale="Blues", title="Confusion matrix",
                              labels={"x": "predicted", "y": "true"}, height=380), key="classifiers_confusion")
 st.subheader("What each modality adds")
-st.dataframe(study.comparison, hide_index=True, width="stretch")
+comparison = with_intervals(study.comparison, {"AUC": ("mean_auc", "auc"), "F1": ("mean_f1", "f1")})
+if report.kind == "binary":  # its per-class AUCs repeat the AUC column
+    comparison = comparison.drop(columns=[c for c in comparison if c.startswith("auc:")])
+st.dataframe(comparison, hide_index=True, width="stretch")
 for note in study.notes:
     st.caption(note)
 
 st.subheader("Why: SHAP over metadata and embedding components")
 shap_result = data.shap_for_study(key, study)
-positive_class = shap_result.classes[-1]
+positive_class = explained if explained in shap_result.classes else shap_result.classes[-1]
+st.caption("A simple logistic model on the metadata and the first 10 principal components (PC1-PC10) of the image "
+           "embeddings. A PC is not a named finding: for CNN encoders, Grad-CAM below shows where in the scan the network looks.")
 st.plotly_chart(shap_beeswarm_figure(shap_result, class_label=positive_class), key="classifiers_beeswarm")
 rows = study.table.reset_index(drop=True)
 row = st.selectbox("Explain one row", range(len(rows)), key="classifiers_row",
@@ -88,7 +118,8 @@ if st.session_state["encoder"] in SUPPORTED_CAM_ENCODERS:
     heat = data.gradcam_for(key, study, str(scan["path"]), int(scan["frame"]))
     if heat is not None:
         image, overlay = heat
-        a, b = st.columns(2)
-        a.image(image, caption="scan", clamp=True, width="stretch")
-        b.image(overlay, caption=f"Grad-CAM towards '{positive_class}' ({st.session_state['encoder']} + linear head)", width="stretch")
+        st.subheader("Where the network looks: Grad-CAM")
+        a, b, _ = st.columns([1, 1, 1])
+        a.image(image, caption=f"{rows.at[row, 'patient_id']}: {str(scan['path']).rsplit('/', 1)[-1]}", clamp=True, width="stretch")
+        b.image(overlay, caption=f"Grad-CAM towards '{explained}' ({st.session_state['encoder']} + linear head)", width="stretch")
 st.caption("Fairness breakdowns for this model are on the **Fairness** page.")

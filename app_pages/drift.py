@@ -23,32 +23,48 @@ if truth.notna().sum() == 0:
     st.stop()
 _, result = data.current_clustering(cohort)
 
-st.subheader(f"Current clustering: {result.algorithm}, {result.n_clusters} clusters")
+st.caption("How far do clusters found without labels fall from the ground-truth labels? Each cluster is "
+           "given the label it matches best; a row 'changes' when that label is not its own.")
+st.subheader(f"Current clustering: {result.algorithm}, {result.n_clusters} clusters of {st.session_state['encoder']} embeddings")
 report = drift_report(truth.to_numpy(dtype=object), result.labels)
-c = st.columns(6)
-c[0].metric("Labels that change", f"{report.label_change_pct:.1f}%")
-c[1].metric("ARI", f"{report.ari:.3f}")
-c[2].metric("NMI", f"{report.nmi:.3f}")
-c[3].metric("Purity", f"{report.purity:.3f}")
-c[4].metric("Homogeneity", f"{report.homogeneity:.3f}")
-c[5].metric("Completeness", f"{report.completeness:.3f}")
+scores = {
+    "Labels that change": (f"{report.label_change_pct:.1f}%", "Share of rows whose cluster's label is not their own (0% = the clusters reproduce the labels)."),
+    "ARI": (f"{report.ari:.3f}", "Adjusted Rand index: 1 = the same grouping as the labels, 0 = no better than chance."),
+    "NMI": (f"{report.nmi:.3f}", "Normalised mutual information: 1 = clusters and labels determine each other, 0 = independent."),
+    "Purity": (f"{report.purity:.3f}", "Share of rows that carry their cluster's most common label."),
+    "Homogeneity": (f"{report.homogeneity:.3f}", "1 = each cluster holds a single label."),
+    "Completeness": (f"{report.completeness:.3f}", "1 = each label falls in a single cluster."),
+}
+for column, (label, (value, meaning)) in zip(st.columns(len(scores)), scores.items(), strict=True):
+    column.metric(label, value, help=meaning)
 st.caption(f"Clusters mapped to labels by the {report.method} method: "
-           + ", ".join(f"C{k} -> {v}" for k, v in report.mapping.items()))
-figure = px.imshow(report.contingency, text_auto=True, aspect="auto", color_continuous_scale="Blues",
-                   labels={"x": "ground truth", "y": "cluster", "color": "count"}, height=380)
+           + ", ".join(f"C{k} -> {v}" for k, v in report.mapping.items()) + ". Choose the clustering on the **Clusters** page.")
+contingency = report.contingency.rename(index=lambda k: "noise" if k == -1 else f"C{k}")
+figure = px.imshow(contingency, text_auto=True, aspect="auto", color_continuous_scale="Blues",
+                   labels={"x": "ground truth", "y": "cluster", "color": "rows"}, height=380)
 st.plotly_chart(figure, key="drift_heatmap")
 
-st.subheader("Confounders: does a cluster just track view, modality, site or sex?")
+st.subheader("Confounders: do the clusters just track acquisition or demographics?")
 columns = [col for col in CONFOUNDER_COLUMNS if col in cohort.table.columns]
 checks = confounder_checks(result.labels, cohort.table, columns)
-st.dataframe(checks, hide_index=True, width="stretch")
-if "flagged" in checks and checks["flagged"].fillna(False).astype(bool).any():
-    flagged = ", ".join(checks.loc[checks["flagged"].fillna(False).astype(bool), "column"])
-    st.warning(f"Clusters are strongly associated with **{flagged}** (Cramér's V >= 0.3): they may track acquisition, not disease.")
+if checks.empty:
+    st.caption("This dataset has none of these columns: " + ", ".join(CONFOUNDER_COLUMNS) + ".")
+else:
+    skipped = checks["note"].str.startswith("skipped")
+    st.dataframe(checks.loc[~skipped, ["column", "n", "n_levels", "cramers_v", "p_value", "flagged", "note"]],
+                 hide_index=True, width="stretch")
+    not_tested = "; ".join(f"{col}: {note.removeprefix('skipped: ')}" for col, note in checks.loc[skipped, ["column", "note"]].values)
+    st.caption("Cramér's V between cluster and column: 0 = unrelated, 1 = the clusters are that column."
+               + (f" Not tested: {not_tested}." if not_tested else ""))
+    flagged = checks.loc[checks["flagged"].astype(bool), "column"].tolist()
+    if flagged:
+        st.warning(f"Clusters are strongly associated with **{', '.join(flagged)}** (Cramér's V >= 0.3): "
+                   "they may group scans by that rather than by disease.")
 
 st.subheader("Study: encoders x algorithms")
+st.caption("Which embedding and clustering algorithm reproduce the labels best? Each pair is scored as above.")
 available = encoder_availability()
-usable = available.loc[available["weights_available"], "name"].tolist()
+usable = available.loc[available["weights_available"] & (available["kind"] == "image"), "name"].tolist()
 encoders = st.multiselect("Encoders", usable, default=[e for e in ("efficientnet-lite0", "pixels") if e in usable], key="drift_encoders")
 algorithms = st.multiselect("Algorithms", list(STUDY_ALGORITHMS) + ["dbscan"], default=list(STUDY_ALGORITHMS), key="drift_algorithms")
 key = study_key(dataset, encoders, algorithms, level, "label")
@@ -73,4 +89,4 @@ else:
     if {"encoder", "algorithm", "ari"} <= set(grid.columns):
         pivot = grid.pivot_table(index="encoder", columns="algorithm", values="ari")
         st.plotly_chart(px.imshow(pivot, text_auto=".2f", aspect="auto", color_continuous_scale="Greens",
-                                  labels={"color": "ARI"}, height=300), key="drift_grid_heatmap")
+                                  labels={"color": "ARI"}, title="ARI per encoder and algorithm", height=300), key="drift_grid_heatmap")

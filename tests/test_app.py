@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES_DIR = "app_pages"  # where app.py's st.Page files live, relative to app.py
 PAGES = ("data", "embeddings", "map", "clusters", "label", "export", "drift")
 TIMEOUT_S = 900  # the first efficientnet-lite0 run embeds 640 scans on a 2-core CPU
+JOB_WAIT_S = 300  # a background job (classifier, drift study) on the pixels encoder takes seconds
 
 
 @pytest.fixture(scope="session")
@@ -256,3 +260,106 @@ def test_unknown_query_values_fall_back_to_defaults() -> None:
     assert at.selectbox(key="widget_dataset").value == DEMO_NAME
     assert at.session_state["k"] == 4
     assert at.query_params["dataset"] == DEMO_NAME
+
+
+def run_until(at: AppTest, finished: Callable[[AppTest], bool], *, what: str) -> None:
+    """Rerun ``at`` (as the page's 2 s progress fragment would) until a background job's
+    results show; fails after JOB_WAIT_S, showing the progress text it last saw."""
+    deadline = time.monotonic() + JOB_WAIT_S
+    while not finished(at):
+        assert not at.exception, [e.value for e in at.exception]
+        if time.monotonic() > deadline:
+            progress = [bar.text for bar in at.get("progress")]
+            pytest.fail(f"{what} not shown after {JOB_WAIT_S} s; progress: {progress}")
+        time.sleep(0.5)
+        at.run()
+    assert_clean(at)
+
+
+def subheaders(at: AppTest) -> list[str]:
+    return [s.value for s in at.subheader]
+
+
+def train_classifier(at: AppTest, positive: str) -> None:
+    """On the Classifiers page: pick ``positive``, train, and wait for the per-class table."""
+    assert any("Patient-grouped 5-fold" in c.value for c in at.caption)  # the hint before any run
+    at.selectbox(key="classifiers_positive").set_value(positive).run()
+    at.button(key="classifiers_run").click().run()
+    run_until(at, lambda at: any(s.startswith("Per class") for s in subheaders(at)), what="the per-class table")
+
+
+def interval(text: str) -> tuple[float, float, float]:
+    """``(value, lo, hi)`` from a table cell such as "0.912 (0.851-0.960)"."""
+    match = re.fullmatch(r"(\d\.\d{3}) \((\d\.\d{3})-(\d\.\d{3})\)", text)
+    assert match, f"not 'value (lo-hi)': {text!r}"
+    return tuple(float(group) for group in match.groups())
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def test_binary_classifier_then_fairness_by_sex_and_age_band() -> None:
+    at = open_app("classifiers", encoder="pixels")
+    train_classifier(at, "Dilated cardiomyopathy")
+    assert "Per class (binary, logreg)" in subheaders(at)
+    per_class = at.dataframe[0].value
+    assert per_class["class"].tolist() == ["not Dilated cardiomyopathy", "Dilated cardiomyopathy", "mean"]
+    assert per_class["n_rows"].tolist() == [80, 80, 80]  # patients
+    assert per_class["support"].tolist() == [60, 20, 80]  # 20 of the demo's 80 patients have DCM
+    for column in ("AUC", "sensitivity (recall)", "precision", "F1", "accuracy"):
+        for value, lo, hi in per_class[column].map(interval):
+            assert 0 <= lo <= value <= hi <= 1
+    # A dilated cavity is visible in the pixels: even the raw-pixel encoder separates it.
+    assert interval(per_class.set_index("class").at["mean", "AUC"])[0] > 0.8
+    charts = plotly_specs(at)
+    roc = next(c for c in charts if c["layout"].get("title", {}).get("text") == "ROC curves")
+    assert [t.get("name") for t in roc["data"] if t.get("showlegend") is not False] == ["Dilated cardiomyopathy"]
+    assert any("towards class Dilated cardiomyopathy" in c["layout"]["title"]["text"]
+               for c in charts if "title" in c["layout"])  # SHAP explains the positive class
+
+    at.switch_page(f"{PAGES_DIR}/fairness.py").run()
+    assert_clean(at)
+    attribute = at.selectbox(key="fairness_attribute")
+    assert {"sex", "age_band"} <= set(attribute.options)
+    patients = open_dataset(DEMO_NAME).patients
+    for name, expected in (("sex", set(patients["sex"].astype(str))), ("age_band", None)):
+        attribute.set_value(name).run()
+        assert_clean(at)
+        table = at.dataframe[0].value
+        assert set(table["attribute"]) == {"overall", name}
+        groups = table[table["attribute"] == name]
+        assert groups["count"].sum() == 80  # every patient in exactly one group
+        if expected is not None:
+            assert set(groups["group"]) == expected
+        else:
+            assert len(groups) >= 2 and all(g[:1].isdigit() for g in groups["group"])  # "40-59", "80+" ...
+        bars = plotly_specs(at)[0]["data"]
+        assert sorted(g for trace in bars for g in trace["x"]) == sorted(groups["group"])
+        attribute = at.selectbox(key="fairness_attribute")
+
+
+def test_drift_study_with_one_encoder_and_two_algorithms() -> None:
+    at = open_app("drift", encoder="pixels")
+    at.multiselect(key="drift_encoders").set_value(["pixels"]).run()
+    at.multiselect(key="drift_algorithms").set_value(["kmeans", "birch"]).run()
+    at.button(key="drift_run").click().run()
+    run_until(at, lambda at: len(at.dataframe) == 2, what="the study grid")  # confounders, then grid
+    grid = at.dataframe[1].value
+    assert len(grid) == 2
+    assert grid["encoder"].tolist() == ["pixels", "pixels"]
+    assert sorted(grid["algorithm"]) == ["birch", "kmeans"]
+    assert grid["ari"].between(-1, 1).all() and grid["label_change_pct"].between(0, 100).all()
+    assert (grid["error"].fillna("") == "").all()
+    assert any(c.value.startswith("Files (grid.csv") for c in at.caption)
+
+
+@pytest.mark.slow
+def test_classifier_on_real_covid_compares_image_text_metadata_and_fused(covid_name: str) -> None:
+    at = open_app("classifiers", dataset=covid_name, encoder="pixels")
+    assert at.checkbox(key="classifiers_text").value  # the collection has clinical notes
+    train_classifier(at, "COVID-19")
+    comparison = at.dataframe[1].value
+    assert sorted(comparison["modality"]) == ["fused", "image", "metadata", "text"]
+    assert all(0 <= lo <= value <= hi <= 1 for value, lo, hi in comparison["AUC"].map(interval))
+    assert sorted(comparison["rank"]) == [1, 2, 3, 4]

@@ -1,9 +1,11 @@
-"""One walk through the real app in headless Chromium: a real Streamlit server on the demo
-cohort, Data -> Embeddings -> Map -> Clusters -> Label -> Export, as a person would click it.
+"""Two walks through the real app in headless Chromium: a real Streamlit server on the demo
+cohort, Data -> Embeddings -> Map -> Clusters -> Label -> Export and Drift -> Classifiers ->
+Fairness, as a person would click them.
 
-It checks what AppTest cannot: the Plotly map really draws every point, a lasso selection
-opens the scans behind it, a data-editor edit is saved, and the downloaded CSV holds it. A
-full-page screenshot of each page lands in the test's tmp_path (and, for the project's notes,
+They check what AppTest cannot: the Plotly map really draws every point, a lasso selection
+opens the scans behind it, a data-editor edit is saved, and the downloaded CSV holds it; a
+background job started by a button reruns the page by itself when it ends, and its charts
+(ROC, SHAP beeswarm, fairness bars) and the Grad-CAM overlay really draw. A full-page screenshot of each page lands in the test's tmp_path (and, for the project's notes,
 in ``$SCANATLAS_SCREENSHOTS`` or /work/notes/screens when that folder's parent exists; with
 ``SCANATLAS_DOCS_SCREENS=docs/screens`` also a 1400x900 view of each page for the README).
 """
@@ -87,7 +89,10 @@ def running_server(label_db: str, tmp_path_factory: pytest.TempPathFactory) -> I
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false"],
+             "--browser.gatherUsageStats", "false",
+             # No file watcher: edits elsewhere in the tree would put a "File change" banner
+             # in the screenshots and cost CPU on a 2-core box.
+             "--server.fileWatcherType", "none"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
@@ -183,6 +188,19 @@ def shoot(page, name: str, folder: Path) -> None:
     if notes.parent.is_dir():
         notes.mkdir(exist_ok=True)
         shutil.copy(path, notes / path.name)
+
+
+def traces_drawn(page, key: str) -> list[int]:
+    """Points (or bars, or heatmap cells per row) of each trace Plotly drew in the chart with
+    Streamlit key ``key``; empty while the chart is not drawn."""
+    return page.evaluate("""(key) => (document.querySelector(`.st-key-${key} .js-plotly-plot`)?._fullData ?? [])
+        .map(trace => trace._length ?? trace.z?.length ?? 0)""", key)
+
+
+def wait_drawn(page, key: str, **kwargs) -> list[int]:
+    page.wait_for_function("""(key) => document.querySelector(`.st-key-${key} .js-plotly-plot`)?._fullData?.length > 0""",
+                           arg=key, **kwargs)
+    return traces_drawn(page, key)
 
 
 def points_drawn(page) -> int:
@@ -311,3 +329,59 @@ def test_a_deep_link_as_the_first_request_opens_the_page(
         wait_idle(tab)
         assert_no_error_shown(tab)
         expect(tab.get_by_role("combobox", name="Image encoder")).to_be_visible()
+
+
+def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
+    # Drift (deep link): the current clustering against the ground truth, in detail.
+    page.goto(server + "/drift")
+    page.get_by_role("heading", name="Drift", exact=True, level=1).wait_for(timeout=FIRST_START_MS)
+    heatmap = wait_drawn(page, "drift_heatmap", timeout=FIRST_START_MS)
+    assert heatmap == [4]  # clusters x the demo's 4 diagnoses
+    wait_idle(page)
+    for label in ("Labels that change", "ARI", "NMI", "Purity"):
+        value = page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
+        assert float(value.inner_text().rstrip("%")) >= 0
+    # A small study: pixels only, two algorithms (not the AppTest's pair, so it is computed here).
+    for widget, names in (("drift_encoders", ["efficientnet-lite0"]),
+                          ("drift_algorithms", ["gmm", "spectral", "birch", "hdbscan", "kmedoids", "fuzzy-cmeans"])):
+        for name in names:
+            page.locator(f".st-key-{widget}").get_by_role("button", name=f"Remove {name}", exact=True).click()
+            wait_idle(page)
+    page.get_by_role("button", name="Run study").click()
+    assert wait_drawn(page, "drift_grid_heatmap") == [1]  # one encoder row x two algorithm columns
+    assert page.evaluate("() => document.querySelector('.st-key-drift_grid_heatmap .js-plotly-plot')._fullData[0].x") \
+        == ["agglomerative", "kmeans"]
+    wait_idle(page)
+    page.get_by_role("heading", name="Drift", exact=True, level=1).scroll_into_view_if_needed()  # for the README view
+    shoot(page, "drift", tmp_path)
+
+    # Classifiers: a binary model on the default encoder, trained in the background.
+    open_page(page, "Classifiers")
+    wait_idle(page)
+    page.get_by_role("combobox", name="Positive class (binary) or all classes").click()
+    page.get_by_role("option", name="Dilated cardiomyopathy", exact=True).click()
+    wait_idle(page)
+    page.get_by_role("button", name="Train and evaluate").click()
+    page.get_by_role("heading", name="Per class (binary, logreg)").wait_for()
+    roc = wait_drawn(page, "classifiers_roc")
+    assert len(roc) >= 2 and all(n >= 2 for n in roc)  # at least one curve and the diagonal
+    beeswarm = wait_drawn(page, "classifiers_beeswarm")
+    assert len(beeswarm) >= 3 and all(n == 80 for n in beeswarm)  # a row of dots per feature, one per patient
+    page.get_by_text("Grad-CAM towards 'Dilated cardiomyopathy'").wait_for()
+    images = page.get_by_test_id("stImage")
+    assert images.count() == 2 and all(img.evaluate("i => i.naturalWidth > 0") for img in images.locator("img").all())
+    wait_idle(page)
+    shoot(page, "classifiers", tmp_path)
+
+    # Fairness: the same model's metrics per sex, then per age band.
+    open_page(page, "Fairness")
+    bars = wait_drawn(page, "fairness_bars")
+    assert sum(bars) == 2  # F and M
+    page.get_by_role("combobox", name="Group by").click()
+    page.get_by_role("option", name="age_band", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('.st-key-fairness_bars .xtick text')].some(t => /\\d+-\\d+|\\d+\\+/.test(t.textContent))")
+    wait_idle(page)
+    assert sum(traces_drawn(page, "fairness_bars")) >= 2
+    page.mouse.move(0, 0)  # no hover highlight in the screenshot
+    shoot(page, "fairness", tmp_path)
+    assert not page.problems, page.problems
