@@ -71,9 +71,11 @@ if job.error is not None:
     st.stop()
 study = job.result()
 report = study.report
-# SHAP and Grad-CAM both explain the last class: a binary target's positive class.
+# SHAP and Grad-CAM explain one class: a binary target's positive class, or the user's pick.
 classes = list(report.target.classes)
 explained = classes[-1]
+if report.kind == "multiclass":
+    explained = st.selectbox("Explain class (SHAP, Grad-CAM)", classes, index=len(classes) - 1, key="classifiers_explain")
 st.subheader(f"Per class ({report.kind}, {report.model})")
 metrics = {"AUC": ("auc", "auc"), "sensitivity (recall)": ("recall", "recall"), "precision": ("precision", "precision"),
            "F1": ("f1", "f1"), "accuracy": ("accuracy", "accuracy")}
@@ -88,7 +90,14 @@ for name, curve in report.roc.items():
         roc.add_scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=str(name))
 roc.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"}, showlegend=False)
 roc.update_layout(title="ROC curves", xaxis_title="false positive rate", yaxis_title="true positive rate", height=380)
-left.plotly_chart(roc, key="classifiers_roc")
+pr = go.Figure()
+for name, curve in report.pr.items():
+    if len(curve) and (report.kind != "binary" or name == explained):
+        pr.add_scatter(x=curve["recall"], y=curve["precision"], mode="lines", name=str(name))
+pr.update_layout(title="Precision-recall curves", xaxis_title="recall (sensitivity)", yaxis_title="precision", height=380)
+roc_tab, pr_tab = left.tabs(["ROC", "Precision-recall"])
+roc_tab.plotly_chart(roc, key="classifiers_roc")
+pr_tab.plotly_chart(pr, key="classifiers_pr")
 right.plotly_chart(px.imshow(report.confusion, text_auto=True, color_continuous_scale="Blues", title="Confusion matrix",
                              labels={"x": "predicted", "y": "true"}, height=380), key="classifiers_confusion")
 st.subheader("What each modality adds")
@@ -115,7 +124,7 @@ except ValueError as error:
 if st.session_state["encoder"] in SUPPORTED_CAM_ENCODERS:
     scans = data.representative_images(dataset, rows.iloc[[row]], config["level"])
     scan = scans.iloc[0]
-    heat = data.gradcam_for(key, study, str(scan["path"]), int(scan["frame"]))
+    heat = data.gradcam_for(key, study, str(scan["path"]), int(scan["frame"]), classes.index(explained))
     if heat is not None:
         image, overlay = heat
         st.subheader("Where the network looks: Grad-CAM")
