@@ -91,9 +91,7 @@ def drift_study(
                 0.4 * (i + done / max(total, 1)) / len(encoders), f"embedding with {encoder}: {done}/{total}"),
         )
         cohort = build_cohort(dataset, embedded, level=level)
-        X = cohort.X.astype(np.float64, copy=True)
-        X[~cohort.has_vector] = np.nan
-        feature_sets[encoder] = X
+        feature_sets[encoder] = cohort.masked()
     labels = cohort.table[label_column].to_numpy(dtype=object)
     row_ids = cohort.row_ids
     folder.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,16 @@ class Cohort:
     def row_ids(self) -> np.ndarray:
         return self.features.row_ids
 
+    def masked(self, block: str | None = None) -> np.ndarray:
+        """``X`` (or one block of it) as float64 with NaN rows where no image embedded.
+
+        ``build_features`` imputes such rows so that X stays finite; the estimators downstream
+        (clustering, projection, neighbours) must instead leave them out and keep them aligned.
+        """
+        values = (self.X if block is None else self.features.block(block)).astype(np.float64, copy=True)
+        values[~self.has_vector] = np.nan
+        return values
+
 
 def build_cohort(
     dataset: Dataset,
@@ -187,8 +197,6 @@ def cluster_cohort(
     stored = store.get(key)
     if stored is not None and len(stored.labels) == len(cohort.table):
         return key, stored
-    X = cohort.X.astype(np.float64, copy=True)
-    X[~cohort.has_vector] = np.nan
-    result = cluster(X, algorithm=algorithm, random_state=random_state, **resolved)
+    result = cluster(cohort.masked(), algorithm=algorithm, random_state=random_state, **resolved)
     store.put(key, result, cohort_key=cohort.key)
     return key, result

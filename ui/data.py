@@ -124,8 +124,7 @@ def clustering(cohort: Cohort, algorithm: str, params: dict[str, Any]):
 
 @st.cache_data(show_spinner="Computing the map...", max_entries=64)
 def _projection(cohort_key: str, method: str, n_components: int, _cohort: Cohort):
-    X = _cohort.X.astype(np.float64, copy=True)
-    X[~_cohort.has_vector] = np.nan
+    X = _cohort.masked()
     params = {"n_components": n_components}
     if method in ("umap", "tsne"):
         n_valid = int(_cohort.has_vector.sum())
@@ -232,8 +231,7 @@ def gradcam_for(study_key: str, _study, path: str, frame: int, class_index: int 
 def _similar_index(cohort_key: str, _cohort: Cohort):
     from core.explain import SimilarCases
 
-    vectors = _cohort.features.block("image").astype(np.float64, copy=True)
-    vectors[~_cohort.has_vector] = np.nan
+    vectors = _cohort.masked("image")
     return SimilarCases(metric="cosine").fit(vectors)
 
 

@@ -117,13 +117,9 @@ def classifier_study(
     rows = cohort.table
     target = prepare_target(rows, single or columns, positive=positive, uncertain_policy=uncertain_policy)
     groups = rows["patient_id"].astype(str).to_numpy()
-    blocks = {block.name: cohort.features.block(block.name) for block in cohort.features.blocks}
-    # Rows with no image vector are imputed by build_features; leave them out of evaluation.
-    # Rows without notes keep the text block's mean (flagged in features.missing): a missing
-    # note is common and should not drop the scan.
-    for name in blocks:
-        blocks[name] = blocks[name].astype(np.float64)
-        blocks[name][~cohort.has_vector] = np.nan
+    # Rows with no image vector are left out of evaluation (NaN); rows without notes keep the
+    # text block's mean (flagged in features.missing): a missing note should not drop the scan.
+    blocks = {block.name: cohort.masked(block.name) for block in cohort.features.blocks}
     report(0.35, f"cross-validating {model}")
     fused = np.hstack(list(blocks.values()))
     main = evaluate(fused, target, groups, model=model, n_splits=n_splits, n_bootstrap=n_bootstrap,
