@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from core.classify.models import MODELS
 from core.classify.study import classifier_study, write_study
+from core.commands import fraction_bar
 from core.ingest import load_dataset
 
 
@@ -44,11 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset)
     positive = args.positive[0] if args.positive and len(args.positive) == 1 else args.positive
-    with tqdm(total=100, desc="classify", unit="%") as bar:
-        def progress(fraction: float, message: str) -> None:
-            bar.set_postfix_str(message[:40])
-            bar.update(round(fraction * 100) - bar.n)
-
+    with fraction_bar("classify") as progress:
         study = classifier_study(
             dataset, target_column=args.target[0] if args.target and len(args.target) == 1 else (args.target or "label"),
             positive=positive, uncertain_policy=args.uncertain, calibrate=args.calibrate, encoder=args.encoder,

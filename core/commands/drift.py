@@ -6,8 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from tqdm import tqdm
-
+from core.commands import fraction_bar
 from core.ingest import load_dataset
 from core.settings import runs_root
 from core.study import STUDY_ALGORITHMS, drift_study
@@ -36,11 +35,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset)
     encoders = args.encoders or ["efficientnet-lite0", "pixels", "minilm"]
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    with tqdm(total=100, desc="drift", unit="%") as bar:
-        def progress(fraction: float, message: str) -> None:
-            bar.set_postfix_str(message[:40])
-            bar.update(round(fraction * 100) - bar.n)
-
+    with fraction_bar("drift") as progress:
         study = drift_study(dataset, encoders, algorithms=algorithms, level=args.level,
                             label_column=args.label_column, runs_dir=runs_root(), progress=progress)
     columns = [c for c in ("encoder", "algorithm", "n_clusters", "label_change_pct", "ari", "nmi", "error") if c in study.grid]
