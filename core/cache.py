@@ -13,8 +13,8 @@ namespace instead of silently mixing vectors. Inside a namespace the key is the 
 ``text_key(text)`` for text encoders.
 
 Crash safety: a shard holds ``id`` (string) and ``vector`` (fixed-size list of float32) columns
-and is never modified. It is written to ``.tmp-<pid>-<uuid>.arrow`` in the same directory,
-fsynced, then ``os.replace``d to its final name, and the directory is fsynced; so a shard is
+and is never modified. It is written with ``core.atomic.atomic_write`` (a ``.tmp-<pid>-<uuid>-<name>`` file in the
+same directory, fsynced, ``os.replace``d to its final name, directory fsynced); so a shard is
 either wholly there or not there. There is no mutable index file that a crash could corrupt:
 the set of shards *is* the manifest, and each process keeps its own in-memory index of
 ``id -> (shard, row)``, rebuilt from the shard listing when it changes. Temp files left by
@@ -48,6 +48,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from core.atomic import atomic_write, atomic_write_bytes
+
 DEFAULT_ROOT = "cache/embeddings"
 DEFAULT_CHUNK_SIZE = 256
 META_FILE = "namespace.json"
@@ -59,7 +61,7 @@ PRUNE_STATS = ["namespaces", "namespaces_removed", "shards_rewritten", "shards_d
 # fmt: on
 
 _SHARD_RE = re.compile(r"^chunk-(\d{20})-([0-9a-f]{8,32})\.arrow$")
-_TMP_RE = re.compile(r"^\.tmp-(\d+)-[0-9a-f]+\.(arrow|json)$")
+_TMP_RE = re.compile(r"^\.tmp-(\d+)-[0-9a-f]+[-.].+$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # A temp file this old is an orphan even if its pid has been reused by another process.
 _TMP_MAX_AGE_S = 24 * 3600
@@ -116,36 +118,6 @@ class _Index:
     shard_of: np.ndarray  # (n_unique,) int, position in .shards
     row_of: np.ndarray  # (n_unique,) int, row inside that shard
     dim: int
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms without directory fds: the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(directory: Path, final_name: str, suffix: str, write) -> Path:
-    """Write via ``write(file_object)`` to a temp file, fsync, rename to ``final_name``."""
-    tmp = directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.{suffix}"
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        final = directory / final_name
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
-    return final
 
 
 def _pid_alive(pid: int) -> bool:
@@ -297,7 +269,7 @@ class EmbeddingCache:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             data = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
-            _atomic_write(directory, META_FILE, "json", lambda handle: handle.write(data))
+            atomic_write_bytes(directory / META_FILE, data)
         return key
 
     def namespaces(self) -> list[str]:
@@ -516,7 +488,7 @@ class EmbeddingCache:
         name = (
             f"chunk-{seq if seq is not None else time.time_ns():020d}-{uuid.uuid4().hex[:12]}.arrow"
         )
-        return _atomic_write(directory, name, "arrow", write)
+        return atomic_write(directory / name, write)
 
     # -- maintenance --------------------------------------------------------------------------
     def compact(self, namespace: str) -> int:

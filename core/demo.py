@@ -26,6 +26,7 @@ derive from the seed.
 from __future__ import annotations
 
 import csv
+import io
 import datetime as dt
 import operator
 import os
@@ -36,6 +37,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from scipy.ndimage import gaussian_filter
+
+from core.atomic import atomic_write_text
 
 DEMO_SEED = 0
 DEMO_GROUPS: tuple[str, ...] = (
@@ -388,13 +391,12 @@ def _slice_dataset(p: _Patient, pixels: np.ndarray, *, slice_index: int, n_slice
 
 
 def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     # Written last and atomically: a present CSV means the whole cohort is on disk.
-    os.replace(tmp, path)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def make_demo_cohort(

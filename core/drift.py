@@ -15,7 +15,6 @@ so its rows count as changed and as impure; for ARI/NMI it is one more cluster.
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.atomic import atomic_write
 from core.clustering import ALGORITHMS, NOISE, cluster, get_algorithm
 
 DEFAULT_GRID_ALGORITHMS = ("kmeans", "gmm", "agglomerative", "spectral", "birch", "hdbscan")
@@ -377,12 +377,6 @@ def labels_filename(encoder: str, algorithm: str) -> str:
     return f"labels_{_safe_name(encoder)}__{_safe_name(algorithm)}.csv"
 
 
-def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        frame.to_csv(handle, index=False)
-    Path(handle.name).replace(path)
-
-
 def drift_grid(
     feature_sets: Mapping[str, np.ndarray],
     labels_true: Sequence[Any],
@@ -485,7 +479,7 @@ def drift_grid(
                         }
                     )
                     name = labels_filename(encoder, algorithm)
-                    _write_csv_atomic(per_row, out / name)
+                    atomic_write(out / name, lambda fh: per_row.to_csv(fh, index=False))
             except Exception as error:  # one bad combination must not sink the whole grid
                 row["error"] = f"{type(error).__name__}: {error}"
             row["seconds"] = time.perf_counter() - started
@@ -495,5 +489,5 @@ def drift_grid(
                 progress(done, total)
     grid = pd.DataFrame(rows)
     if out is not None:
-        _write_csv_atomic(grid, out / "grid.csv")
+        atomic_write(out / "grid.csv", lambda fh: grid.to_csv(fh, index=False))
     return grid

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.atomic import atomic_write, atomic_write_text
 from core.dicom import read_header
 from core.ingest.layouts import (
     LAYOUTS,
@@ -236,12 +237,6 @@ def _patients_table(images: pd.DataFrame) -> pd.DataFrame:
     return patients
 
 
-def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    writer(tmp)
-    os.replace(tmp, path)
-
-
 def _join_metadata(candidates: list[Candidate], metadata_csv: Path, column_map: Mapping[str, str] | None) -> None:
     """Join an extra metadata CSV onto candidates by file name (when it has a path column)
     or by patient_id. CSV values win over what the layout guessed."""
@@ -372,10 +367,10 @@ def ingest(
         "n_patients": len(patients),
         "n_reported": len(report),
     }
-    _atomic_write(out_dir / "images.parquet", lambda p: images.to_parquet(p, index=False))
-    _atomic_write(out_dir / "patients.parquet", lambda p: patients.to_parquet(p, index=False))
-    _atomic_write(out_dir / "ingest_report.csv", lambda p: report.to_csv(p, index=False))
-    _atomic_write(out_dir / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=2)))
+    atomic_write(out_dir / "images.parquet", lambda fh: images.to_parquet(fh, index=False))
+    atomic_write(out_dir / "patients.parquet", lambda fh: patients.to_parquet(fh, index=False))
+    atomic_write(out_dir / "ingest_report.csv", lambda fh: report.to_csv(fh, index=False))
+    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2))
     dataset = Dataset(root=out_dir, images=images, patients=patients, report=report, manifest=manifest)
     return IngestResult(dataset=dataset, layout=layout)
 
