@@ -26,8 +26,8 @@ derive from the seed.
 from __future__ import annotations
 
 import csv
-import io
 import datetime as dt
+import io
 import operator
 import os
 from dataclasses import dataclass

@@ -479,7 +479,7 @@ def drift_grid(
                         }
                     )
                     name = labels_filename(encoder, algorithm)
-                    atomic_write(out / name, lambda fh: per_row.to_csv(fh, index=False))
+                    atomic_write(out / name, lambda fh, frame=per_row: frame.to_csv(fh, index=False))
             except Exception as error:  # one bad combination must not sink the whole grid
                 row["error"] = f"{type(error).__name__}: {error}"
             row["seconds"] = time.perf_counter() - started
