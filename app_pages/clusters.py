@@ -8,7 +8,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.clustering import ALGORITHMS, cluster_medoids, cluster_summary, get_algorithm
+from core.clustering import ALGORITHMS, cluster_medoids, get_algorithm
+from core.clustering.runs import suggested_k
 from core.encoders import WeightsUnavailableError
 from ui import data, state, widgets
 
@@ -61,15 +62,24 @@ if result.n_noise:
 
 if spec.takes_k:
     with st.expander("k sweep: help choosing k", expanded=False):
-        sweep = data.sweep(cohort.key, algorithm, cohort)
-        long = sweep.melt(id_vars="k", value_vars=["silhouette", "davies_bouldin", "calinski_harabasz"])
-        figure = px.line(long, x="k", y="value", facet_row="variable", markers=True, height=520)
-        figure.update_yaxes(matches=None)
-        st.plotly_chart(figure, key="clusters_sweep")
+        asked = st.button("Compute the k sweep (k = 2-10)", key="clusters_sweep_run")
+        sweep = data.sweep(cohort, algorithm, compute=asked)
+        if sweep is None:
+            st.caption("Clusters the cohort once per k and scores each; saved for next time.")
+        else:
+            best = suggested_k(sweep)
+            if best is not None:
+                st.caption(f"Suggested k (best silhouette): **{best}**.")
+            long = sweep.melt(id_vars="k", value_vars=["silhouette", "davies_bouldin", "calinski_harabasz"],
+                              var_name="score")
+            figure = px.line(long, x="k", y="value", facet_row="score", markers=True, height=520)
+            figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1].replace("_", " ")))
+            figure.update_yaxes(matches=None, title_text="")
+            st.plotly_chart(figure, key="clusters_sweep")
 
 table = cohort.table
 label_column = "label" if table["label"].notna().any() else None
-summary = cluster_summary(result.labels, table, label_column=label_column)
+summary = data.cluster_table(cluster_key)
 st.subheader("Per cluster")
 # Ground truth first; columns with nothing in them (e.g. modality at patient level) left out.
 shown = summary.replace("", np.nan).dropna(axis=1, how="all").round(1)
@@ -84,14 +94,22 @@ if label_column:
     st.plotly_chart(figure, key="clusters_mix")
 
 with st.expander("What drives these clusters? Metadata that predicts membership (SHAP)"):
-    drivers = data.cluster_drivers_for(cluster_key, result.labels, table)
-    accuracy, baseline = drivers.attrs.get("cv_accuracy", float("nan")), drivers.attrs.get("baseline_accuracy", float("nan"))
-    st.caption(f"A random forest predicts the cluster from metadata with cross-validated accuracy {accuracy:.2f} "
-               f"(largest cluster alone: {baseline:.2f}). High accuracy means clusters track metadata such as "
-               "view, scanner or sex rather than disease.")
-    top = drivers.sort_values("mean_abs_shap", ascending=False).groupby("cluster").head(5)
-    st.plotly_chart(px.bar(top, x="mean_abs_shap", y="column", color="cluster", orientation="h", barmode="group",
-                           height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""}), key="clusters_drivers")
+    asked = st.button("Find what drives the clusters", key="clusters_drivers_run")
+    try:
+        drivers = data.cluster_drivers(cohort, cluster_key, result.labels, compute=asked)
+    except ValueError as error:
+        drivers = None
+        st.info(f"No drivers for this clustering: {error}")
+    if drivers is None:
+        st.caption("A random forest learns each row's cluster from its metadata; saved for next time.")
+    else:
+        accuracy, baseline = drivers.attrs.get("cv_accuracy", float("nan")), drivers.attrs.get("baseline_accuracy", float("nan"))
+        st.caption(f"A random forest predicts the cluster from metadata with cross-validated accuracy {accuracy:.2f} "
+                   f"(largest cluster alone: {baseline:.2f}). High accuracy means clusters track metadata such as "
+                   "view, scanner or sex rather than disease.")
+        top = drivers.sort_values("mean_abs_shap", ascending=False).groupby("cluster").head(5)
+        st.plotly_chart(px.bar(top, x="mean_abs_shap", y="column", color="cluster", orientation="h", barmode="group",
+                               height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""}), key="clusters_drivers")
 
 st.subheader("Most central scans per cluster")
 medoids = cluster_medoids(cohort.X, result.labels, n=5)

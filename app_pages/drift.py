@@ -3,13 +3,19 @@ an encoders x algorithms study (background job), and confounder checks."""
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.drift import confounder_checks, drift_report
+from core.columns import CONFOUNDER_COLUMNS
+from core.drift.study import (
+    STUDY_ALGORITHMS,
+    clustering_drift,
+    drift_study,
+    drift_study_key,
+    stored_drift_study,
+)
 from core.encoders import encoder_availability
-from core.settings import runs_root
-from core.study import CONFOUNDER_COLUMNS, STUDY_ALGORITHMS, drift_study, study_key
 from ui import data
 from ui.jobs import wait_for
 
@@ -21,32 +27,32 @@ truth = cohort.table["label"]
 if truth.notna().sum() == 0:
     st.info("This dataset has no ground-truth labels, so drift cannot be measured. Try the demo cohort.")
     st.stop()
-_, result = data.current_clustering(cohort)
+cluster_key, result = data.current_clustering(cohort)
+current = clustering_drift(cohort, cluster_key, result.labels, dataset=dataset.name)
+report = current.summary
 
 st.caption("How far do clusters found without labels fall from the ground-truth labels? Each cluster is "
            "given the label it matches best; a row 'changes' when that label is not its own.")
 st.subheader(f"Current clustering: {result.algorithm}, {result.n_clusters} clusters of {st.session_state['encoder']} embeddings")
-report = drift_report(truth.to_numpy(dtype=object), result.labels)
 scores = {
-    "Labels that change": (f"{report.label_change_pct:.1f}%", "Share of rows whose cluster's label is not their own (0% = the clusters reproduce the labels)."),
-    "ARI": (f"{report.ari:.3f}", "Adjusted Rand index: 1 = the same grouping as the labels, 0 = no better than chance."),
-    "NMI": (f"{report.nmi:.3f}", "Normalised mutual information: 1 = clusters and labels determine each other, 0 = independent."),
-    "Purity": (f"{report.purity:.3f}", "Share of rows that carry their cluster's most common label."),
-    "Homogeneity": (f"{report.homogeneity:.3f}", "1 = each cluster holds a single label."),
-    "Completeness": (f"{report.completeness:.3f}", "1 = each label falls in a single cluster."),
+    "Labels that change": (f"{report['label_change_pct']:.1f}%", "Share of rows whose cluster's label is not their own (0% = the clusters reproduce the labels)."),
+    "ARI": (f"{report['ari']:.3f}", "Adjusted Rand index: 1 = the same grouping as the labels, 0 = no better than chance."),
+    "NMI": (f"{report['nmi']:.3f}", "Normalised mutual information: 1 = clusters and labels determine each other, 0 = independent."),
+    "Purity": (f"{report['purity']:.3f}", "Share of rows that carry their cluster's most common label."),
+    "Homogeneity": (f"{report['homogeneity']:.3f}", "1 = each cluster holds a single label."),
+    "Completeness": (f"{report['completeness']:.3f}", "1 = each label falls in a single cluster."),
 }
 for column, (label, (value, meaning)) in zip(st.columns(len(scores)), scores.items(), strict=True):
     column.metric(label, value, help=meaning)
-st.caption(f"Clusters mapped to labels by the {report.method} method: "
-           + ", ".join(f"C{k} -> {v}" for k, v in report.mapping.items()) + ". Choose the clustering on the **Clusters** page.")
-contingency = report.contingency.rename(index=lambda k: "noise" if k == -1 else f"C{k}")
+st.caption(f"Clusters mapped to labels by the {report['method']} method: "
+           + ", ".join(f"C{k} -> {v}" for k, v in current.mapping.items()) + ". Choose the clustering on the **Clusters** page.")
+contingency = current.contingency.rename(index=lambda k: "noise" if k == -1 else f"C{k}")
 figure = px.imshow(contingency, text_auto=True, aspect="auto", color_continuous_scale="Blues",
                    labels={"x": "ground truth", "y": "cluster", "color": "rows"}, height=380)
 st.plotly_chart(figure, key="drift_heatmap")
 
 st.subheader("Confounders: do the clusters just track acquisition or demographics?")
-columns = [col for col in CONFOUNDER_COLUMNS if col in cohort.table.columns]
-checks = confounder_checks(result.labels, cohort.table, columns)
+checks = current.confounders
 if checks.empty:
     st.caption("This dataset has none of these columns: " + ", ".join(CONFOUNDER_COLUMNS) + ".")
 else:
@@ -67,25 +73,26 @@ available = encoder_availability()
 usable = available.loc[available["weights_available"] & (available["kind"] == "image"), "name"].tolist()
 encoders = st.multiselect("Encoders", usable, default=[e for e in ("efficientnet-lite0", "pixels") if e in usable], key="drift_encoders")
 algorithms = st.multiselect("Algorithms", list(STUDY_ALGORITHMS) + ["dbscan"], default=list(STUDY_ALGORITHMS), key="drift_algorithms")
-key = study_key(dataset, encoders, algorithms, level, "label")
+key = drift_study_key(dataset, encoders, algorithms, level, "label")
 runner = data.job_runner()
-stored = (runs_root() / "drift" / key / "grid.csv").is_file()
-if st.button("Run study", type="primary", key="drift_run", disabled=not (encoders and algorithms)) or (
-    stored and runner.get(key) is None
-):
-    runner.submit(key, drift_study, dataset, encoders, algorithms=algorithms, level=level, runs_dir=runs_root())
+saved = stored_drift_study(key) if encoders and algorithms else None
+if saved is None and st.button("Run study", type="primary", key="drift_run", disabled=not (encoders and algorithms)):
+    runner.submit(key, drift_study, dataset, encoders, algorithms=algorithms, level=level)
 
-
-job = wait_for(key)
-if job is None:
-    st.caption("Runs in the background; results are saved and reloaded next time.")
-elif job.error is not None:
-    st.error(f"The study failed: {job.error}. Try fewer encoders or algorithms.")
-else:
-    study = job.result()
+study = saved
+if study is None:
+    job = wait_for(key)
+    if job is None:
+        st.caption("Runs in the background; results are saved and reloaded next time.")
+    elif job.error is not None:
+        st.error(f"The study failed: {job.error}. Try fewer encoders or algorithms.")
+    else:
+        study = job.result()
+if study is not None:
     grid = study.grid
+    st.caption(f"Saved study from {pd.Timestamp(study.created).tz_convert(None):%Y-%m-%d %H:%M} UTC "
+               f"(`scanatlas runs show {study.key}`).")
     st.dataframe(grid, hide_index=True, width="stretch")
-    st.caption(f"Files (grid.csv and one labels CSV per combination): {study.folder}")
     if {"encoder", "algorithm", "ari"} <= set(grid.columns):
         pivot = grid.pivot_table(index="encoder", columns="algorithm", values="ari")
         st.plotly_chart(px.imshow(pivot, text_auto=".2f", aspect="auto", color_continuous_scale="Greens",

@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.columns import column_role, metadata_columns, tells_rows_apart
 from ui import data, state, widgets
 
 st.title("Map")
@@ -27,14 +28,7 @@ table = cohort.table.copy()
 table["cluster"] = pd.Series(clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
 
 
-def tells_rows_apart(column: pd.Series) -> bool:
-    # Identifiers (one value per row) and constants colour nothing useful.
-    distinct = column.nunique()
-    return distinct > 1 and (pd.api.types.is_numeric_dtype(column) or distinct <= 30)
-
-
-hidden = ("cluster", "label", "text", "path", "image_id", "sha256", "patient_id")
-colour_options = ["cluster", "label", *[c for c in table.columns if c not in hidden and tells_rows_apart(table[c])]]
+colour_options = ["cluster", "label", *[c for c in metadata_columns(table) if tells_rows_apart(table[c])]]
 colour = c3.selectbox("Colour by", colour_options, key="map_colour",
                       help="cluster (current clustering), label (ground truth) or any metadata column")
 
@@ -69,7 +63,8 @@ selected_rows = sorted({int(p["customdata"][0]) for p in event.selection.points}
 if selected_rows:
     chosen = table.iloc[selected_rows]
     st.subheader(f"{len(chosen)} {level}s selected")
-    st.dataframe(chosen.drop(columns=[c for c in ("path", "text", "sha256") if c in chosen.columns]).dropna(axis=1, how="all"),
+    shown = [c for c in chosen.columns if c == "patient_id" or column_role(c) not in ("identifier", "text")]
+    st.dataframe(chosen[shown].dropna(axis=1, how="all"),
                  hide_index=True, width="stretch", height=200)
     rows = data.representative_images(dataset, chosen, level)
     widgets.gallery(rows, key="map_gallery")

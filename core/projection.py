@@ -2,8 +2,9 @@
 
 A projection is expensive (UMAP and t-SNE take seconds to minutes), so, as in FiftyOne's
 brain, every run has a key derived from the feature matrix's key, the method and its full
-parameter set; :class:`ProjectionStore` keeps the coordinates with their config, version and
-timestamp, and :func:`compute_or_load` reloads by key instead of recomputing.
+parameter set; the run store (``core.runs``, kind ``projection``) keeps the coordinates with
+their config, version and timestamp, and :func:`compute_or_load` reloads by key instead of
+recomputing.
 
 Preprocessing: before UMAP and t-SNE, a matrix wider than ``pre_pca_dims`` (50) columns is
 standardised per column and reduced to ``pre_pca_dims`` principal components. Neighbour search
@@ -16,23 +17,19 @@ and get NaN coordinates, so ``coords[i]`` always belongs to ``X[i]``.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
-import pandas as pd
+
+from core.runs import Run, RunStore, run_key
 
 # Bump when preprocessing or defaults change so that stored runs stop matching.
 PROJECTION_VERSION = "1"
+RUN_KIND = "projection"
 METHODS = ("umap", "pca", "tsne")
 DEFAULT_PRE_PCA_DIMS = 50
 
@@ -86,6 +83,17 @@ def _allowed_params(method: str) -> set[str]:
     names = {name for name in signature.parameters if name != "self"}
     extra = {"pre_pca_dims"} if method != "pca" else set()
     return (names - _RESERVED) | extra
+
+
+def map_params(method: str, n_valid: int, *, n_components: int = 2) -> dict[str, Any]:
+    """The parameters the app draws a map with: the method defaults, with UMAP's neighbours and
+    t-SNE's perplexity lowered for cohorts too small for them (``n_valid`` embedded rows)."""
+    params: dict[str, Any] = {"n_components": n_components}
+    if method == "umap":
+        params["n_neighbors"] = min(METHOD_DEFAULTS["umap"]["n_neighbors"], max(2, n_valid - 1))
+    elif method == "tsne":
+        params["perplexity"] = min(METHOD_DEFAULTS["tsne"]["perplexity"], max(2, n_valid - 1))
+    return params
 
 
 def resolve_params(
@@ -242,171 +250,78 @@ def project(
 
 
 def projection_key(matrix_key: str, method: str, params: Mapping[str, Any]) -> str:
-    """Key of a projection run: ``f"{method}-{hash}"`` over matrix key, method, params, version.
+    """Key of a projection run: ``f"projection-{hash}"`` over matrix key, method, params, version.
 
     ``params`` should be the full set from :func:`resolve_params` so that spelling out a
     default gives the same key. Raises ValueError if a parameter value is not JSON-serialisable.
     """
     if method not in METHODS:
         raise ValueError(f"unknown projection method {method!r}; valid: {', '.join(METHODS)}")
-    payload = json.dumps(
-        {
-            "matrix_key": matrix_key,
-            "method": method,
-            "params": _canonical(_jsonable(dict(params))),
-            "version": PROJECTION_VERSION,
-        },
-        sort_keys=True,
+    return run_key(
+        RUN_KIND,
+        inputs={"matrix": matrix_key},
+        config={"method": method, "params": _canonical(_jsonable(dict(params)))},
+        version=PROJECTION_VERSION,
     )
-    return f"{method}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    # Same-directory temp file + os.replace: readers see the old file or the new one, never half.
-    with tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as handle:
-        try:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            handle.close()
-            Path(handle.name).unlink(missing_ok=True)
-            raise
-    os.replace(handle.name, path)
+def _from_run(run: Run) -> Projection:
+    return Projection(
+        coords=run.load("coords").astype(np.float32, copy=False),
+        method=run.config["method"],
+        params=run.config["params"],
+        key=run.key,
+        created=run.created,
+        from_cache=True,
+        n_failed=int(run.summary.get("n_failed", 0)),
+        notes=list(run.load("notes")),
+    )
 
 
-class ProjectionStore:
-    """Projection runs on disk: ``root/projections/<key>.npy`` plus ``<key>.json`` (config).
-
-    Files are written to a temporary name and moved into place with ``os.replace``, the
-    coordinates before the config, so a run is visible only once complete.
-    """
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-
-    @property
-    def directory(self) -> Path:
-        return self.root / "projections"
-
-    def _paths(self, key: str) -> tuple[Path, Path]:
-        if not key or any(ch in key for ch in "/\\") or key.startswith("."):
-            raise ValueError(f"invalid projection key {key!r}")
-        return self.directory / f"{key}.npy", self.directory / f"{key}.json"
-
-    def get(self, key: str) -> Projection | None:
-        """Return the stored run for ``key``, or None when absent, incomplete or of an older
-        version."""
-        coords_path, config_path = self._paths(key)
-        if not (coords_path.exists() and config_path.exists()):
-            return None
-        try:
-            config = json.loads(config_path.read_text())
-            coords = np.load(coords_path, allow_pickle=False)
-        except (OSError, ValueError):
-            return None  # a damaged entry is a cache miss, recomputed and overwritten
-        if config.get("version") != PROJECTION_VERSION:
-            return None
-        return Projection(
-            coords=coords.astype(np.float32, copy=False),
-            method=config["method"],
-            params=config["params"],
-            key=key,
-            created=config.get("created"),
-            from_cache=True,
-            n_failed=int(config.get("n_failed", 0)),
-            notes=list(config.get("notes", [])),
-        )
-
-    def put(self, projection: Projection, *, matrix_key: str | None = None) -> Path:
-        """Store ``projection`` under ``projection.key``; returns the config path.
-
-        Raises ValueError when the projection has no key.
-        """
-        if not projection.key:
-            raise ValueError("projection.key is empty; build one with projection_key(...)")
-        coords_path, config_path = self._paths(projection.key)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        created = projection.created or datetime.now(UTC).isoformat(timespec="seconds")
-        config = {
-            "key": projection.key,
-            "matrix_key": matrix_key,
-            "method": projection.method,
-            "params": projection.params,
-            "version": PROJECTION_VERSION,
-            "created": created,
-            "n_samples": int(projection.coords.shape[0]),
-            "n_failed": projection.n_failed,
-            "notes": projection.notes,
-        }
-        coords = np.ascontiguousarray(projection.coords, dtype=np.float32)
-        _atomic_write(coords_path, lambda fh: np.save(fh, coords, allow_pickle=False))
-        _atomic_write(config_path, lambda fh: fh.write(json.dumps(config, indent=2).encode()))
-        projection.created = created
-        return config_path
-
-    def list_runs(self) -> pd.DataFrame:
-        """One row per stored run: key, matrix_key, method, params (JSON), n_samples, created."""
-        rows = []
-        if self.directory.exists():
-            for config_path in sorted(self.directory.glob("*.json")):
-                try:
-                    config = json.loads(config_path.read_text())
-                except (OSError, ValueError):
-                    continue
-                rows.append(
-                    {
-                        "key": config.get("key", config_path.stem),
-                        "matrix_key": config.get("matrix_key"),
-                        "method": config.get("method"),
-                        "params": json.dumps(config.get("params", {}), sort_keys=True),
-                        "n_samples": config.get("n_samples"),
-                        "version": config.get("version"),
-                        "created": config.get("created"),
-                    }
-                )
-        columns = ["key", "matrix_key", "method", "params", "n_samples", "version", "created"]
-        return pd.DataFrame(rows, columns=columns)
-
-    def delete(self, key: str) -> bool:
-        """Remove a stored run; returns whether anything was removed."""
-        removed = False
-        for path in self._paths(key):
-            if path.exists():
-                path.unlink()
-                removed = True
-        return removed
+def load_projection(key: str, *, store: RunStore | None = None) -> Projection | None:
+    """The stored projection ``key``, or None when absent or of an older version."""
+    run = (store or RunStore()).load(RUN_KIND, key, version=PROJECTION_VERSION)
+    return None if run is None else _from_run(run)
 
 
 def compute_or_load(
-    store: ProjectionStore,
     X: np.ndarray,
     matrix_key: str,
     method: str = "umap",
+    *,
+    store: RunStore | None = None,
+    dataset: str | None = None,
     **params: Any,
 ) -> Projection:
     """Return the stored projection of ``X`` for this config, computing and storing it if absent.
 
     X : ndarray of shape (n_samples, n_features), the matrix that ``matrix_key`` names.
     params : as for :func:`project` (``n_components``, ``random_state`` included).
+    store : the run store (default: ``RunStore()`` under ``SCANATLAS_CACHE``); dataset : the
+    dataset name the run is listed under.
 
     A stored run whose row count differs from ``X`` is treated as stale and recomputed.
     Raises what :func:`project` raises.
     """
+    store = store or RunStore()
     n_components = params.pop("n_components", 2)
     random_state = params.pop("random_state", 0)
     resolved = resolve_params(
         method, n_components=n_components, random_state=random_state, **params
     )
     key = projection_key(matrix_key, method, resolved)
-    cached = store.get(key)
+    cached = load_projection(key, store=store)
     if cached is not None and cached.coords.shape[0] == np.shape(X)[0]:
         return cached
     fresh = project(
         X, method=method, n_components=n_components, random_state=random_state, **params
     )
-    fresh.key = key
-    store.put(fresh, matrix_key=matrix_key)
+    run = store.save(
+        RUN_KIND, key, version=PROJECTION_VERSION,
+        config={"method": method, "params": resolved}, inputs={"matrix": matrix_key},
+        dataset=dataset,
+        payload={"coords": np.ascontiguousarray(fresh.coords, dtype=np.float32), "notes": fresh.notes},
+        summary={"method": method, "n_samples": int(fresh.coords.shape[0]), "n_failed": fresh.n_failed},
+    )
+    fresh.key, fresh.created = key, run.created
     return fresh

@@ -158,6 +158,11 @@ def _encode(value: Any) -> tuple[str, Callable[[Any], Any]]:
     if isinstance(value, pd.DataFrame):
         frame = value.copy()
         frame.columns = [str(c) for c in frame.columns]
+        for column in [c for c in frame.columns if frame[c].dtype == object]:
+            # Parquet needs one type per column: a mix (e.g. 3 and "3") is stored as text.
+            present = frame[column].dropna()
+            if present.map(type).nunique() > 1:
+                frame[column] = frame[column].map(lambda v: v if v is None or v != v else str(v))
         return ".parquet", lambda handle: frame.to_parquet(handle, index=False)
     if isinstance(value, bytes | bytearray):
         return ".bin", lambda handle: handle.write(bytes(value))

@@ -51,3 +51,23 @@ def demo_dataset(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     from core.ingest import ingest
 
     return ingest(demo_dir, tmp_path_factory.mktemp("demo-dataset")).dataset
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private SCANATLAS_CACHE (datasets, embeddings, runs) for one test module."""
+    root = tmp_path_factory.mktemp("scanatlas-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SCANATLAS_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def demo40(cache_env: Path, tmp_path_factory: pytest.TempPathFactory):
+    """40 patients x 4 slices of 128 px: big enough for clustering to mean something."""
+    from core.demo import make_demo_cohort
+    from core.ingest import ingest
+
+    cohort = tmp_path_factory.mktemp("demo40")
+    make_demo_cohort(cohort, n_patients=40, n_slices=4, size=128, seed=0)
+    return ingest(cohort, cache_env / "datasets" / "demo40").dataset

@@ -4,37 +4,16 @@ per-class AUC with CIs, a modality comparison and fairness tables."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from core.classify.study import classifier_study, write_study
 from core.clustering import cluster
-from core.demo import make_demo_cohort
+from core.cohort import build_cohort
 from core.drift import drift_report
 from core.embed import embed_dataset
-from core.ingest import ingest
 from core.jobs import JobRunner
-from core.study import drift_study
-from core.workspace import ClusteringStore, build_cohort, cluster_cohort
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("scanatlas-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SCANATLAS_CACHE", str(root))
-        yield root
-
-
-@pytest.fixture(scope="module")
-def demo40(cache_env: Path, tmp_path_factory: pytest.TempPathFactory):
-    """40 patients x 4 slices of 128 px: big enough for clustering to mean something."""
-    cohort = tmp_path_factory.mktemp("demo40")
-    make_demo_cohort(cohort, n_patients=40, n_slices=4, size=128, seed=0)
-    return ingest(cohort, cache_env / "datasets" / "demo40").dataset
 
 
 @pytest.mark.slow
@@ -48,42 +27,6 @@ def test_clustering_recovers_the_planted_groups(demo40):
     # A permutation of the labels scores near zero: the ARI above is not an artefact.
     shuffled = np.random.default_rng(0).permutation(cohort.table["label"].to_numpy(dtype=object))
     assert drift_report(shuffled, result.labels).ari < 0.15
-
-
-def test_named_clustering_runs_are_reused(demo40, cache_env):
-    embedded = embed_dataset(demo40, "pixels")
-    cohort = build_cohort(demo40, embedded, level="patient")
-    store = ClusteringStore(cache_env / "runs")
-    key, first = cluster_cohort(store, cohort, algorithm="kmeans", k=4)
-    again_key, again = cluster_cohort(store, cohort, algorithm="kmeans", k=4)
-    other_key, _ = cluster_cohort(store, cohort, algorithm="kmeans", k=3)
-    assert key == again_key != other_key
-    assert np.array_equal(first.labels, again.labels)
-    assert (cache_env / "runs" / "clusterings" / f"{key}.json").is_file()
-
-
-def test_drift_study_writes_grid_and_per_combination_labels(demo40, cache_env):
-    calls = []
-    study = drift_study(demo40, ["pixels"], algorithms=["kmeans", "agglomerative", "birch"], level="patient",
-                        runs_dir=cache_env / "runs", progress=lambda f, m: calls.append(f))
-    assert list(study.grid["algorithm"]) == ["kmeans", "agglomerative", "birch"]
-    assert study.grid["ari"].between(-1, 1).all() and study.grid["label_change_pct"].between(0, 100).all()
-    for algorithm in ("kmeans", "agglomerative", "birch"):
-        labels = pd.read_csv(study.folder / f"labels_pixels__{algorithm}.csv")
-        assert len(labels) == 40 and {"row_id", "cluster"} <= set(labels.columns)
-    assert (study.folder / "confounders.csv").is_file() and (study.folder / "contingency.csv").is_file()
-    assert calls[-1] == 1.0 and calls == sorted(calls)
-    again = drift_study(demo40, ["pixels"], algorithms=["kmeans", "agglomerative", "birch"], level="patient",
-                        runs_dir=cache_env / "runs")
-    assert again.from_cache and np.allclose(again.grid["ari"], study.grid["ari"])
-
-
-def test_drift_study_without_ground_truth_is_refused(demo40, cache_env):
-    unlabeled = type(demo40)(root=demo40.root, images=demo40.images.assign(label=None),
-                             patients=demo40.patients.assign(label=None), report=demo40.report,
-                             manifest=demo40.manifest)
-    with pytest.raises(ValueError, match="no ground truth"):
-        drift_study(unlabeled, ["pixels"], runs_dir=cache_env / "runs")
 
 
 def test_classifier_study_binary_with_fairness(demo40, tmp_path):

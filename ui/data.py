@@ -10,15 +10,22 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.clustering import k_sweep
+from core.clustering.runs import (
+    cluster_cohort,
+    clustering_summary,
+    drivers_of_clustering,
+    stored_drivers,
+    stored_sweep,
+    sweep_cohort,
+)
+from core.cohort import Cohort, build_cohort, dataset_token
+from core.cohort import representative_images as _representative_images
 from core.datasets import dataset_path, ensure_demo_dataset, list_datasets
 from core.embed import EmbeddingSet, embed_dataset
 from core.ingest import Dataset, load_dataset
 from core.labels import LabelStore
 from core.pixels import PixelError, load_pixels
-from core.projection import ProjectionStore, compute_or_load
-from core.settings import runs_root
-from core.workspace import ClusteringStore, Cohort, build_cohort, cluster_cohort
+from core.projection import compute_or_load, map_params
 
 TEXT_ENCODER = "minilm"
 
@@ -48,61 +55,56 @@ def current_dataset() -> Dataset:
     return _load(name, _stamp(name))
 
 
-def dataset_token(dataset: Dataset) -> str:
-    """Changes whenever the dataset folder is re-ingested."""
-    return f"{dataset.root}@{dataset.manifest.get('created', '')}"
-
-
-def _progress_reporter(bar, encoder: str):
+def _progress_reporter(job_report, label: str):
+    """``progress(done, total)`` for ``embed_dataset`` that reports a fraction and an ETA."""
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
-        if bar is None or total == 0:
+        if total == 0:
             return
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed > 0 and done else 0
         eta = f", about {(total - done) / rate:.0f} s left" if rate and done < total else ""
-        bar.progress(min(done / total, 1.0), text=f"{encoder}: {done}/{total} images{eta}")
+        job_report(min(done / total, 1.0), f"{label}: {done}/{total} images{eta}")
 
     return progress
 
 
-def run_embeddings(dataset: Dataset, encoder: str, *, device: str = "auto", batch_size: int = 32) -> EmbeddingSet:
-    """Embed now (cache hits are read, the rest computed) with a progress bar and ETA."""
-    bar = st.progress(0.0, text=f"{encoder}: checking the embedding cache...")
-    try:
+def embedding_job_key(dataset: Dataset, encoder: str, device: str = "auto", batch_size: int = 32) -> str:
+    return f"embed:{dataset_token(dataset)}:{encoder}:{device}:{batch_size}"
+
+
+def start_embedding(dataset: Dataset, encoder: str, *, device: str = "auto", batch_size: int = 32,
+                    rerun: bool = False):
+    """Embed in the server's background runner (cache hits read, the rest computed); the job
+    outlives the tab that started it, and asking again returns the same job (a new one when
+    ``rerun`` and the last one has finished)."""
+    label = f"Embedding {dataset.name} with {encoder}"
+
+    def work(*, progress):
         return embed_dataset(dataset, encoder, device=device, batch_size=batch_size,
-                             progress=_progress_reporter(bar, encoder))
-    finally:
-        bar.empty()
+                             progress=_progress_reporter(progress, label))
 
-
-@st.cache_resource
-def _embedding_memo() -> dict:
-    """Embedding sets by (dataset token, encoder), shared by sessions; a dict rather than
-    ``st.cache_data`` so that the progress bar lives outside the cached call."""
-    return {}
+    return job_runner().submit(embedding_job_key(dataset, encoder, device, batch_size), work, rerun=rerun)
 
 
 def embeddings(dataset: Dataset, encoder: str) -> EmbeddingSet:
-    """The embedding set of ``dataset`` (computed with a progress bar the first time)."""
-    memo = _embedding_memo()
-    key = (dataset_token(dataset), encoder)
-    if key not in memo:
-        holder = st.empty()
-        try:
-            memo[key] = embed_dataset(dataset, encoder, progress=_progress_reporter(holder, encoder))
-        finally:
-            holder.empty()
-        while len(memo) > 32:
-            memo.pop(next(iter(memo)))
-    return memo[key]
+    """The embedding set of ``dataset``: computed in the background the first time, while the
+    page shows the job's progress and stops; the finished set is shared by every session."""
+    from ui.jobs import wait_for
+
+    start_embedding(dataset, encoder)  # the running or finished job when there is one
+    job = wait_for(embedding_job_key(dataset, encoder))
+    if job.error is not None:
+        raise job.error
+    return job.result()
 
 
 def cohort(dataset: Dataset, encoder: str, level: str, metadata: tuple[str, ...] = (), with_text: bool = False) -> Cohort:
     image_set = embeddings(dataset, encoder)
     text_set = embeddings(dataset, TEXT_ENCODER) if with_text else None
     return _cohort(dataset_token(dataset), image_set.key, level, metadata, with_text, dataset, image_set, text_set)
+
 
 
 # The dataset token and embedding key must be hashed (no leading underscore): they are what
@@ -113,35 +115,47 @@ def _cohort(token: str, embedding_key: str, level: str, metadata: tuple, with_te
 
 
 @st.cache_data(show_spinner="Clustering...", max_entries=64)
-def _clustering(cohort_key: str, algorithm: str, params_items: tuple, _cohort: Cohort):
-    return cluster_cohort(ClusteringStore(runs_root()), _cohort, algorithm=algorithm, **dict(params_items))
+def _clustering(cohort_key: str, algorithm: str, params_items: tuple, dataset: str, _cohort: Cohort):
+    return cluster_cohort(_cohort, algorithm=algorithm, dataset=dataset, **dict(params_items))
 
 
 def clustering(cohort: Cohort, algorithm: str, params: dict[str, Any]):
-    """``(key, Clustering)`` for the cohort; stored on disk and reloaded by key."""
-    return _clustering(cohort.key, algorithm, tuple(sorted(params.items())), cohort)
+    """``(key, Clustering)`` for the cohort; a named run, stored on disk and reloaded by key."""
+    return _clustering(cohort.key, algorithm, tuple(sorted(params.items())), st.session_state["dataset"], cohort)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cluster_table(clustering_key: str) -> pd.DataFrame:
+    """The per-cluster summary stored with the clustering run."""
+    return clustering_summary(clustering_key)
 
 
 @st.cache_data(show_spinner="Computing the map...", max_entries=64)
-def _projection(cohort_key: str, method: str, n_components: int, _cohort: Cohort):
-    X = _cohort.masked()
-    params = {"n_components": n_components}
-    if method in ("umap", "tsne"):
-        n_valid = int(_cohort.has_vector.sum())
-        key = "n_neighbors" if method == "umap" else "perplexity"
-        params[key] = min(15 if method == "umap" else 30, max(2, n_valid - 1))
-    return compute_or_load(ProjectionStore(runs_root()), X, cohort_key, method, **params)
+def _projection(cohort_key: str, method: str, n_components: int, dataset: str, _cohort: Cohort):
+    params = map_params(method, int(_cohort.has_vector.sum()), n_components=n_components)
+    return compute_or_load(_cohort.masked(), cohort_key, method, dataset=dataset, **params)
 
 
 def projection(cohort: Cohort, method: str, n_components: int = 2):
-    return _projection(cohort.key, method, n_components, cohort)
+    return _projection(cohort.key, method, n_components, st.session_state["dataset"], cohort)
 
 
-@st.cache_data(show_spinner="Sweeping k...", max_entries=32)
-def sweep(cohort_key: str, algorithm: str, _cohort: Cohort) -> pd.DataFrame:
-    X = _cohort.X[_cohort.has_vector]
-    top = min(10, len(X) - 1)
-    return k_sweep(X, algorithm=algorithm, ks=range(2, top + 1))
+def sweep(cohort: Cohort, algorithm: str, *, compute: bool) -> pd.DataFrame | None:
+    """The stored k sweep, or (when ``compute``) a new one; None when neither."""
+    stored = stored_sweep(cohort, algorithm)
+    if stored is not None or not compute:
+        return stored
+    with st.spinner("Sweeping k..."):
+        return sweep_cohort(cohort, algorithm, dataset=st.session_state["dataset"])
+
+
+def cluster_drivers(cohort: Cohort, clustering_key: str, labels: np.ndarray, *, compute: bool) -> pd.DataFrame | None:
+    """Mean |SHAP| per metadata column and cluster: stored, or computed when asked."""
+    stored = stored_drivers(clustering_key)
+    if stored is not None or not compute:
+        return stored
+    with st.spinner("Finding what drives the clusters..."):
+        return drivers_of_clustering(cohort, clustering_key, labels, dataset=st.session_state["dataset"])
 
 
 @st.cache_resource
@@ -162,12 +176,7 @@ def thumbnail(path: str, frame: int, size: int = 256) -> np.ndarray | None:
 
 def representative_images(dataset: Dataset, table: pd.DataFrame, level: str) -> pd.DataFrame:
     """One image row per table row: the image itself, or the patient's middle slice."""
-    images = dataset.images
-    if level == "image":
-        return table
-    picked = images.groupby("patient_id", sort=False).apply(lambda g: g.iloc[len(g) // 2], include_groups=False)
-    picked = picked.reset_index()
-    return table[["patient_id"]].merge(picked, on="patient_id", how="left")
+    return _representative_images(dataset.images, table, level)
 
 
 def current_clustering(cohort: Cohort):
@@ -251,16 +260,3 @@ def session_cohort(dataset: Dataset) -> Cohort:
     except WeightsUnavailableError as error:
         st.error(f"{error}\n\nPick another encoder in the sidebar, or put the weights where the message says.")
         st.stop()
-
-
-DRIVER_SKIP = {"patient_id", "image_id", "sha256", "path", "text", "label", "filename", "frame", "n_frames",
-               "rows", "columns", "n_images", "cluster"}
-
-
-@st.cache_data(show_spinner="Finding what drives the clusters...", max_entries=32)
-def cluster_drivers_for(clustering_key: str, _labels: np.ndarray, _table: pd.DataFrame) -> pd.DataFrame:
-    """Mean |SHAP| per metadata column and cluster (``core.explain.cluster_drivers``)."""
-    from core.explain import cluster_drivers
-
-    metadata = _table[[c for c in _table.columns if c not in DRIVER_SKIP and not c.endswith("_uid")]]
-    return cluster_drivers(metadata, _labels)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import wait
+
 import streamlit as st
 
 from ui import data
+
+# A job that finishes this quickly (e.g. embeddings read from the cache) shows no progress bar.
+QUICK_S = 3.0
 
 
 def wait_for(key: str | None):
@@ -16,6 +21,8 @@ def wait_for(key: str | None):
     job = data.job_runner().get(key) if key else None
     if job is None:
         return None
+    if not job.done and job.future is not None:
+        wait([job.future], timeout=QUICK_S)
     if not job.done:
 
         @st.fragment(run_every=2)

@@ -17,11 +17,11 @@ from core.classify.compare import compare_modalities
 from core.classify.evaluate import ClassifierReport, evaluate
 from core.classify.leakage import LeakageReport, detect_text_leakage, mask_label_words
 from core.classify.target import prepare_target
+from core.cohort import build_cohort, short_hash
 from core.embed import embed_dataset
 from core.fairness import age_bands, country_from_location, fairness_table
 from core.features import patient_embeddings
 from core.ingest import Dataset
-from core.workspace import build_cohort, short_hash
 
 TEXT_ENCODER = "minilm"
 SENSITIVE_COLUMNS = ("sex", "age_band", "country", "site", "race", "ethnicity", "insurance")

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
-from pathlib import Path
 
 from core.commands import fraction_bar
+from core.drift.study import STUDY_ALGORITHMS, drift_study, write_drift_study
 from core.ingest import load_dataset
-from core.settings import runs_root
-from core.study import STUDY_ALGORITHMS, drift_study
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated algorithms (default %(default)s)")
     parser.add_argument("--level", choices=["image", "patient"], default="image")
     parser.add_argument("--label-column", default="label")
-    parser.add_argument("--out", help="also copy the study files to this folder")
+    parser.add_argument("--out", help="also write the study as CSV files to this folder")
     parser.set_defaults(func=run)
 
 
@@ -37,14 +34,11 @@ def run(args: argparse.Namespace) -> int:
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     with fraction_bar("drift") as progress:
         study = drift_study(dataset, encoders, algorithms=algorithms, level=args.level,
-                            label_column=args.label_column, runs_dir=runs_root(), progress=progress)
+                            label_column=args.label_column, progress=progress)
     columns = [c for c in ("encoder", "algorithm", "n_clusters", "label_change_pct", "ari", "nmi", "error") if c in study.grid]
     print(study.grid[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{'Loaded' if study.from_cache else 'Wrote'} {study.folder}")
+    print(f"\n{'Loaded' if study.from_cache else 'Stored'} run {study.key} (scanatlas runs show {study.key})")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for path in study.folder.iterdir():
-            shutil.copy2(path, out / path.name)
-        print(f"Copied to {out}")
+        written = write_drift_study(study, args.out)
+        print(f"Wrote {len(written)} files to {args.out}")
     return 0

@@ -106,3 +106,13 @@ def test_payload_names_cannot_escape_the_run_folder(tmp_path):
         store.save("projection", key, version=1, config={}, payload={"../evil": np.zeros(1)})
     with pytest.raises(ValueError):
         store.save("projection", key, version=1, config={}, payload={"o": np.array([object()], dtype=object)})
+
+
+def test_a_table_column_of_mixed_types_is_stored_as_text_keeping_missing_values(tmp_path):
+    store = RunStore(tmp_path)
+    key = run_key("cluster-drivers", inputs={}, config={}, version=1)
+    frame = pd.DataFrame({"top": [3, "3", None, 2.5], "n": [1, 2, 3, 4]})
+    run = store.save("cluster-drivers", key, version=1, config={}, payload={"t": frame})
+    loaded = run.load("t")
+    assert [None if pd.isna(v) else v for v in loaded["top"]] == ["3", "3", None, "2.5"]
+    assert loaded["n"].tolist() == [1, 2, 3, 4]

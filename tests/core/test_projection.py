@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +13,13 @@ from sklearn.decomposition import PCA
 import core.projection as projection_module
 from core.projection import (
     PROJECTION_VERSION,
-    Projection,
-    ProjectionStore,
     compute_or_load,
+    load_projection,
     project,
     projection_key,
     resolve_params,
 )
+from core.runs import RunStore
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +111,7 @@ def test_projection_key_is_stable_and_config_sensitive():
     defaults = resolve_params("umap")
     explicit = resolve_params("umap", n_neighbors=15, min_dist=0.1)
     assert projection_key("m1", "umap", defaults) == projection_key("m1", "umap", explicit)
-    assert projection_key("m1", "umap", defaults).startswith("umap-")
+    assert projection_key("m1", "umap", defaults).startswith("projection-")
     assert projection_key("m1", "umap", defaults) != projection_key("m2", "umap", defaults)
     changed = resolve_params("umap", n_neighbors=30)
     assert projection_key("m1", "umap", defaults) != projection_key("m1", "umap", changed)
@@ -120,42 +123,38 @@ def test_projection_key_is_stable_and_config_sensitive():
         projection_key("m1", "pca", {"whiten": object()})
 
 
-def test_store_round_trip(tmp_path, features):
-    store = ProjectionStore(tmp_path)
-    result = project(with_nan_rows(features, [2]), method="pca")
-    result.key = projection_key("matrix-a", "pca", result.params)
-    config_path = store.put(result, matrix_key="matrix-a")
-    assert config_path == tmp_path / "projections" / f"{result.key}.json"
-    config = json.loads(config_path.read_text())
-    assert config["method"] == "pca" and config["params"] == result.params
-    assert config["version"] == PROJECTION_VERSION and config["created"]
-    assert config["matrix_key"] == "matrix-a" and config["n_failed"] == 1
-    loaded = store.get(result.key)
-    np.testing.assert_array_equal(loaded.coords, result.coords)
-    assert loaded.coords.dtype == np.float32
-    assert (loaded.method, loaded.params, loaded.key) == ("pca", result.params, result.key)
-    assert loaded.from_cache and loaded.created == config["created"]
-    assert sorted(p.name for p in (tmp_path / "projections").iterdir()) == sorted(
-        [f"{result.key}.json", f"{result.key}.npy"]
+def test_store_round_trip_in_a_new_process(tmp_path, features):
+    store = RunStore(tmp_path)
+    result = compute_or_load(with_nan_rows(features, [2]), "matrix-a", "pca", store=store, dataset="ds")
+    assert not result.from_cache and result.created
+    run = store.load("projection", result.key, version=PROJECTION_VERSION)
+    assert run.config == {"method": "pca", "params": result.params}
+    assert run.inputs == {"matrix": "matrix-a"} and run.dataset == "ds"
+    assert run.summary == {"method": "pca", "n_samples": 40, "n_failed": 1}
+    code = (
+        "import json; from core.projection import load_projection; from core.runs import RunStore\n"
+        f"p = load_projection({result.key!r}, store=RunStore({str(tmp_path)!r}))\n"
+        "print(json.dumps({'coords': p.coords.tolist(), 'dtype': str(p.coords.dtype), 'method': p.method,"
+        " 'params': p.params, 'key': p.key, 'created': p.created, 'from_cache': p.from_cache,"
+        " 'n_failed': p.n_failed, 'notes': p.notes}))\n"
     )
-    runs = store.list_runs()
-    assert runs["key"].tolist() == [result.key] and runs["n_samples"].tolist() == [40]
-    assert store.get("pca-absent") is None
-    assert store.delete(result.key) and store.get(result.key) is None
+    out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                                    capture_output=True, text=True, check=True).stdout)
+    loaded = np.array(out["coords"], dtype=np.float64)
+    np.testing.assert_allclose(loaded[[0, 1, 3]], result.coords[[0, 1, 3]])
+    assert np.isnan(result.coords[2]).all() and np.isnan(loaded[2]).all()
+    assert out["dtype"] == "float32" and out["method"] == "pca" and out["params"] == result.params
+    assert out["key"] == result.key and out["created"] == result.created and out["from_cache"]
+    assert out["n_failed"] == 1 and out["notes"] == result.notes
+    assert store.list(kind="projection")["key"].tolist() == [result.key]
+    assert store.delete(result.key) and load_projection(result.key, store=store) is None
 
 
-def test_store_ignores_other_versions_and_rejects_bad_keys(tmp_path):
-    store = ProjectionStore(tmp_path)
-    run = Projection(coords=np.zeros((3, 2), np.float32), method="pca", params={}, key="pca-old")
-    config_path = store.put(run)
-    config = json.loads(config_path.read_text())
-    config["version"] = "0"
-    config_path.write_text(json.dumps(config))
-    assert store.get("pca-old") is None
-    with pytest.raises(ValueError, match="projection.key is empty"):
-        store.put(Projection(coords=np.zeros((3, 2)), method="pca", params={}))
-    with pytest.raises(ValueError, match="invalid projection key '../x'"):
-        store.get("../x")
+def test_store_ignores_other_versions(tmp_path, features, monkeypatch):
+    store = RunStore(tmp_path)
+    first = compute_or_load(features, "matrix-a", "pca", store=store)
+    monkeypatch.setattr(projection_module, "PROJECTION_VERSION", "0")
+    assert load_projection(first.key, store=store) is None
 
 
 def test_compute_or_load_hits_the_cache(tmp_path, features, monkeypatch):
@@ -167,17 +166,17 @@ def test_compute_or_load_hits_the_cache(tmp_path, features, monkeypatch):
         return real_project(*args, **kwargs)
 
     monkeypatch.setattr(projection_module, "project", counting_project)
-    store = ProjectionStore(tmp_path)
-    first = compute_or_load(store, features, "matrix-a", "tsne", perplexity=5, max_iter=250)
-    second = compute_or_load(store, features, "matrix-a", "tsne", perplexity=5.0, max_iter=250)
+    store = RunStore(tmp_path)
+    first = compute_or_load(features, "matrix-a", "tsne", perplexity=5, max_iter=250, store=store)
+    second = compute_or_load(features, "matrix-a", "tsne", perplexity=5.0, max_iter=250, store=store)
     assert len(calls) == 1
     assert not first.from_cache and second.from_cache
     assert first.key == second.key
     np.testing.assert_array_equal(first.coords, second.coords)
 
-    compute_or_load(store, features, "matrix-a", "tsne", perplexity=6, max_iter=250)
+    compute_or_load(features, "matrix-a", "tsne", perplexity=6, max_iter=250, store=store)
     assert len(calls) == 2
     # Same key but a different number of rows: the stored run is stale and is recomputed.
-    compute_or_load(store, features[:30], "matrix-a", "tsne", perplexity=5, max_iter=250)
+    compute_or_load(features[:30], "matrix-a", "tsne", perplexity=5, max_iter=250, store=store)
     assert len(calls) == 3
-    assert len(store.list_runs()) == 2
+    assert len(store.list(kind="projection")) == 2

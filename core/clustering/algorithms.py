@@ -1,4 +1,4 @@
-"""Clustering of feature matrices: a registry of algorithms, scores, k sweeps and summaries.
+"""Clustering of feature matrices: a registry of algorithms, scores and k sweeps.
 
 Every algorithm in :data:`ALGORITHMS` declares its parameters (type, default, valid range) so
 that front ends can build widgets from the registry, and whether it takes a number of clusters
@@ -589,12 +589,3 @@ def algorithm_table(algorithms: Mapping[str, AlgorithmSpec] = ALGORITHMS) -> pd.
             for spec in algorithms.values()
         ]
     )
-
-
-# Per-cluster summaries live beside the algorithms; re-exported so callers need one import.
-from core.cluster_summary import cluster_medoids, cluster_summary  # noqa: E402
-
-__all__ = [
-    "ALGORITHMS", "NOISE", "AlgorithmSpec", "Clustering", "ParamSpec", "algorithm_table", "cluster",
-    "cluster_medoids", "cluster_summary", "clustering_scores", "get_algorithm", "k_sweep", "resolve_params",
-]
