@@ -414,7 +414,7 @@ def test_iter_image_embeddings_validates_arguments():
 
 
 def test_encoders_command_prints_the_table(offline: list[str], capsys: pytest.CaptureFixture):
-    from core.commands import encoders as command
+    from cli.commands import encoders as command
 
     parser = argparse.ArgumentParser()
     command.add_parser(parser.add_subparsers(dest="command"))

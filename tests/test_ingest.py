@@ -13,7 +13,7 @@ import pydicom.data
 import pytest
 from PIL import Image
 
-from core.cli import main as cli_main
+from cli.main import main as cli_main
 from core.ingest import ingest, load_dataset, summarize
 from core.ingest.normalize import clean_text, normalize_age, normalize_sex
 

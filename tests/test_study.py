@@ -65,7 +65,7 @@ def test_job_runner_reports_progress_and_reuses_jobs():
 
 
 def test_cli_drift_classify_explain_write_their_files(demo40, tmp_path, capsys):
-    from core.cli import main
+    from cli.main import main
 
     root = str(demo40.root)
     assert main(["drift", root, "--encoder", "pixels", "--algorithms", "kmeans,birch", "--level", "patient",

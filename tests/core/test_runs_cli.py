@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from core.cli import main
+from cli.main import main
 from core.runs import RunStore, run_key
 
 

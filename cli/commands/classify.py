@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cli.commands import fraction_bar
 from core.classify.models import MODELS
 from core.classify.study import classifier_study, write_study
-from core.commands import fraction_bar
 from core.ingest import load_dataset
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.commands import fraction_bar
+from cli.commands import fraction_bar
 from core.drift.study import STUDY_ALGORITHMS, drift_study, write_drift_study
 from core.ingest import load_dataset
 

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-# Subcommand modules under core.commands, in the order `scanatlas --help` lists them.
+# Subcommand modules under cli.commands, in the order `scanatlas --help` lists them.
 COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "runs"]
 
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"core.commands.{name}").add_parser(subparsers)
+        importlib.import_module(f"cli.commands.{name}").add_parser(subparsers)
     return parser
 
 

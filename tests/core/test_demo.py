@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.commands import demo as demo_command
+from cli.commands import demo as demo_command
 from core.demo import (
     CSV_COLUMNS,
     DEMO_GROUPS,
@@ -226,6 +226,6 @@ def test_cli_defaults_and_bad_size(tmp_path: Path) -> None:
     args = _demo_command(["demo", "--out", str(tmp_path)])
     assert (args.patients, args.slices, args.size, args.seed) == (80, 8, 128, DEMO_SEED)
     args = _demo_command(["demo", "--out", str(tmp_path), "--size", "8"])
-    # core.cli turns ValueError into a one-line error with exit code 2.
+    # cli.main turns ValueError into a one-line error with exit code 2.
     with pytest.raises(ValueError, match="size=8"):
         args.func(args)

@@ -17,7 +17,7 @@ import pytest
 
 from core.cache import EmbeddingCache, namespace_key, text_key
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DIM = 64
 
 # The "embedding job" used in-process and in a subprocess that gets SIGKILLed: look ids up,
@@ -310,7 +310,7 @@ def _dataset_folder(root: Path, image_ids: list[str], texts: list[str | None]) -
 
 
 def _cache_cli(argv: list[str]) -> int:
-    from core.commands import cache as cache_command
+    from cli.commands import cache as cache_command
 
     parser = argparse.ArgumentParser()
     cache_command.add_parser(parser.add_subparsers())

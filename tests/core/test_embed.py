@@ -96,7 +96,7 @@ def test_bad_requests_are_refused(covid_images, tmp_path):
 
 
 def _embed_cli(argv: list[str]) -> int:
-    from core.commands import embed as embed_command
+    from cli.commands import embed as embed_command
 
     parser = argparse.ArgumentParser()
     embed_command.add_parser(parser.add_subparsers())

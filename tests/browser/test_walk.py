@@ -5,9 +5,9 @@ Fairness, as a person would click them.
 They check what AppTest cannot: the Plotly map really draws every point, a lasso selection
 opens the scans behind it, a data-editor edit is saved, and the downloaded CSV holds it; a
 background job started by a button reruns the page by itself when it ends, and its charts
-(ROC, SHAP beeswarm, fairness bars) and the Grad-CAM overlay really draw. A full-page screenshot of each page lands in the test's tmp_path (and, for the project's notes,
-in ``$SCANATLAS_SCREENSHOTS`` or /work/notes/screens when that folder's parent exists; with
-``SCANATLAS_DOCS_SCREENS=docs/screens`` also a 1400x900 view of each page for the README).
+(ROC, SHAP beeswarm, fairness bars) and the Grad-CAM overlay really draw. A full-page screenshot of each page lands in the test's tmp_path (and in
+``$SCANATLAS_SCREENSHOTS`` when set; with ``SCANATLAS_DOCS_SCREENS=docs/screens`` also a
+1400x900 view of each page for the README).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from core.labels import LabelStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -79,7 +79,7 @@ def label_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 @contextlib.contextmanager
 def running_server(label_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``streamlit run app.py`` on a free loopback port; yields its base URL."""
-    # The same cache folder as tests/test_app.py's, so a full run embeds the demo only once.
+    # The same cache folder as tests/app/test_pages.py's, so a full run embeds the demo only once.
     cache = tmp_path_factory.getbasetemp() / "scanatlas-app-cache"
     cache.mkdir(exist_ok=True)
     port = _free_port()
@@ -184,10 +184,10 @@ def shoot(page, name: str, folder: Path) -> None:
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(VIEWPORT)
-    notes = Path(os.environ.get("SCANATLAS_SCREENSHOTS", "/work/notes/screens"))
-    if notes.parent.is_dir():
-        notes.mkdir(exist_ok=True)
-        shutil.copy(path, notes / path.name)
+    notes = os.environ.get("SCANATLAS_SCREENSHOTS")
+    if notes:
+        Path(notes).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(notes) / path.name)
 
 
 def traces_drawn(page, key: str) -> list[int]:
@@ -338,9 +338,12 @@ def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
     heatmap = wait_drawn(page, "drift_heatmap", timeout=FIRST_START_MS)
     assert heatmap == [4]  # clusters x the demo's 4 diagnoses
     wait_idle(page)
+    values = {}
     for label in ("Labels that change", "ARI", "NMI", "Purity"):
         value = page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
-        assert float(value.inner_text().rstrip("%")) >= 0
+        values[label] = float(value.inner_text().rstrip("%"))
+    # The pretrained encoder finds the demo's four planted groups (see tests/core/drift).
+    assert values["ARI"] > 0.3 and values["NMI"] > 0.3 and values["Labels that change"] < 50
     # A small study: pixels only, two algorithms (not the AppTest's pair, so it is computed here).
     for widget, names in (("drift_encoders", ["efficientnet-lite0"]),
                           ("drift_algorithms", ["gmm", "spectral", "birch", "hdbscan", "kmedoids", "fuzzy-cmeans"])):
