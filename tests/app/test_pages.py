@@ -26,7 +26,7 @@ from core.labels import LabelStore
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGES_DIR = "app_pages"  # where app.py's st.Page files live, relative to app.py
-PAGES = ("data", "embeddings", "map", "clusters", "label", "export", "drift")
+PAGES = ("data", "embeddings", "map", "clusters", "label", "export", "drift", "classifiers", "fairness")
 TIMEOUT_S = 900  # the first efficientnet-lite0 run embeds 640 scans on a 2-core CPU
 JOB_WAIT_S = 300  # a background job (classifier, drift study) on the pixels encoder takes seconds
 
@@ -140,6 +140,15 @@ def check_page(at: AppTest, page: str, dataset) -> None:
         exported = at.dataframe[0].value
         assert len(exported) == n_patients
         assert {"disease", "icd10_code"} <= set(exported.columns)
+    elif page == "classifiers":
+        target = at.selectbox(key="classifiers_target")
+        assert target.value == "label" and "label" in target.options
+        positives = at.selectbox(key="classifiers_positive").options
+        assert sorted(positives[1:]) == sorted(dataset.images["label"].dropna().astype(str).unique())
+    elif page == "fairness":
+        # Before any binary classifier of this dataset: a next step; after one: its groups.
+        hint = any("Train a binary classifier" in i.value for i in at.info)
+        assert hint or "sex" in at.selectbox(key="fairness_attribute").options
     elif page == "drift":
         # The same numbers computed straight from core for the session's encoder and k.
         from core.clustering.runs import cluster_cohort
