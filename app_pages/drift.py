@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.drift import confounder_checks, drift_report
-from core.encoders import encoder_availability
+from core.encoders import DEFAULT_DRIFT_ENCODERS, encoder_availability
 from core.settings import runs_root
 from core.study import CONFOUNDER_COLUMNS, STUDY_ALGORITHMS, drift_study, study_key
 from ui import data
@@ -65,7 +65,7 @@ st.subheader("Study: encoders x algorithms")
 st.caption("Which embedding and clustering algorithm reproduce the labels best? Each pair is scored as above.")
 available = encoder_availability()
 usable = available.loc[available["weights_available"] & (available["kind"] == "image"), "name"].tolist()
-encoders = st.multiselect("Encoders", usable, default=[e for e in ("efficientnet-lite0", "pixels") if e in usable], key="drift_encoders")
+encoders = st.multiselect("Encoders", usable, default=[e for e in DEFAULT_DRIFT_ENCODERS if e in usable], key="drift_encoders")
 algorithms = st.multiselect("Algorithms", list(STUDY_ALGORITHMS) + ["dbscan"], default=list(STUDY_ALGORITHMS), key="drift_algorithms")
 key = study_key(dataset, encoders, algorithms, level, "label")
 runner = data.job_runner()

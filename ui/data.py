@@ -13,6 +13,7 @@ import streamlit as st
 from core.clustering import k_sweep
 from core.datasets import dataset_path, ensure_demo_dataset, list_datasets
 from core.embed import EmbeddingSet, embed_dataset
+from core.encoders import DEFAULT_TEXT_ENCODER
 from core.ingest import Dataset, load_dataset
 from core.labels import LabelStore
 from core.pixels import PixelError, load_pixels
@@ -20,7 +21,7 @@ from core.projection import ProjectionStore, compute_or_load
 from core.settings import runs_root
 from core.workspace import ClusteringStore, Cohort, build_cohort, cluster_cohort
 
-TEXT_ENCODER = "minilm"
+TEXT_ENCODER = DEFAULT_TEXT_ENCODER
 
 
 @st.cache_resource(show_spinner="Preparing the demo cohort (first start only)...")
