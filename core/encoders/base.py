@@ -31,7 +31,8 @@ class Encoder:
     ) -> None:
         if spec.kind != self.kind:
             raise ValueError(
-                f"{type(self).__name__} needs a {self.kind} encoder; {spec.name!r} is {spec.kind}"
+                f"{type(self).__name__} takes encoders of kind {self.kind!r}; "
+                f"{spec.name!r} is {spec.kind!r}"
             )
         self.spec = spec
         self.device = device
