@@ -121,7 +121,7 @@ class DownloadWeights:
 
     @property
     def file(self) -> str:
-        """The file name, e.g. ``resnet18-f37072fd.pth``."""
+        """The file name: the last part of the URL."""
         return self.url.rsplit("/", 1)[-1]
 
     @property
