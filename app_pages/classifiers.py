@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.classify.models import MODELS
 from core.classify.study import classifier_study, study_key
+from core.encoders import DEFAULT_TEXT_ENCODER
 from core.explain import SUPPORTED_CAM_ENCODERS, shap_beeswarm_figure, shap_waterfall_figure
 from ui import data
 from ui.jobs import wait_for
@@ -48,7 +49,7 @@ values = sorted(images[target].dropna().astype(str).unique())
 positive = c2.selectbox("Positive class (binary) or all classes", ["(all classes)", *values], key="classifiers_positive")
 model = c3.selectbox("Model", list(MODELS), key="classifiers_model")
 c4, c5, c6 = st.columns(3)
-use_text = c4.checkbox("Add report text (minilm)", value=bool(images["text"].notna().any()), key="classifiers_text")
+use_text = c4.checkbox(f"Add report text ({DEFAULT_TEXT_ENCODER})", value=bool(images["text"].notna().any()), key="classifiers_text")
 use_meta = c5.checkbox("Add age and sex", value=True, key="classifiers_meta")
 mask = c6.checkbox("Mask label words in the text", value=False, key="classifiers_mask",
                    help="Notes often name the finding ('COVID-19 positive'); masking shows what the text adds beyond that")

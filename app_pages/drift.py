@@ -15,7 +15,7 @@ from core.drift.study import (
     drift_study_key,
     stored_drift_study,
 )
-from core.encoders import encoder_availability
+from core.encoders import DEFAULT_DRIFT_ENCODERS, encoder_availability
 from ui import data
 from ui.jobs import wait_for
 
@@ -71,7 +71,7 @@ st.subheader("Study: encoders x algorithms")
 st.caption("Which embedding and clustering algorithm reproduce the labels best? Each pair is scored as above.")
 available = encoder_availability()
 usable = available.loc[available["weights_available"] & (available["kind"] == "image"), "name"].tolist()
-encoders = st.multiselect("Encoders", usable, default=[e for e in ("efficientnet-lite0", "pixels") if e in usable], key="drift_encoders")
+encoders = st.multiselect("Encoders", usable, default=[e for e in DEFAULT_DRIFT_ENCODERS if e in usable], key="drift_encoders")
 algorithms = st.multiselect("Algorithms", list(STUDY_ALGORITHMS) + ["dbscan"], default=list(STUDY_ALGORITHMS), key="drift_algorithms")
 key = drift_study_key(dataset, encoders, algorithms, level, "label")
 runner = data.job_runner()

@@ -1,6 +1,6 @@
 """Embedding throughput and cache read speed; writes benchmarks/results/embed.json.
 
-    .venv/bin/python benchmarks/bench_embed.py [--images 128] [--encoder efficientnet-lite0]
+    .venv/bin/python benchmarks/bench_embed.py [--images 128] [--encoder NAME]
 
 Measures, on this machine:
   * model-only images/s: forward passes over preprocessed tensors already in memory;
@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.cache import EmbeddingCache  # noqa: E402
-from core.encoders import get_encoder, iter_image_embeddings  # noqa: E402
+from core.encoders import DEFAULT_IMAGE_ENCODER, get_encoder, iter_image_embeddings  # noqa: E402
 from core.encoders.device import available_cores  # noqa: E402
 from core.pixels import load_pixels  # noqa: E402
 
@@ -138,7 +138,7 @@ def bench_cache(n_vectors: int, dim: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
-    parser.add_argument("--encoder", default="efficientnet-lite0")
+    parser.add_argument("--encoder", default=DEFAULT_IMAGE_ENCODER)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--vectors", type=int, default=100_000)

@@ -111,7 +111,7 @@ def embed_dataset(
     ----------
     dataset : Dataset or DataFrame
         Its images table needs ``image_id``, ``path`` and ``frame`` (image encoders) or
-        ``image_id`` and ``text`` (text encoders, e.g. ``minilm``; the cache key is then
+        ``image_id`` and ``text`` (encoders of kind "text"; the cache key is then
         ``text_key(text)``, so equal texts are embedded once).
     encoder_name : a name in ``core.encoders.ENCODERS``
     cache_root : cache directory, default ``core.settings.embeddings_root()``

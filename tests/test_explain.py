@@ -395,25 +395,15 @@ def test_cam_network_pools_exactly_the_encoder_embedding(effnet, wide_xray) -> N
     import torchvision
     import torchxrayvision as xrv
 
-    from core.encoders.image import (
-        ImageEncoder,
-        densenet_xrv_features,
-        resnet18_features,
-    )
-    from core.encoders.registry import preprocessing_for
-    from core.encoders.specs import ENCODERS
+    from core.encoders import ImageEncoder, get_spec
 
     torch.manual_seed(0)
     resnet = torchvision.models.resnet18(weights=None)
     resnet.fc = torch.nn.Identity()
     encoders = [effnet]
-    for name, model, features in (
-        ("resnet18", resnet, resnet18_features),
-        ("densenet121-xrv", xrv.models.DenseNet(weights=None), densenet_xrv_features),
-    ):
-        spec = ENCODERS[name]
-        encoders.append(ImageEncoder(spec, device=torch.device("cpu"), model=model.eval(),
-                                     features=features, preprocessing=preprocessing_for(spec)))
+    for name, model in (("resnet18", resnet),
+                        ("densenet121-xrv", xrv.models.DenseNet(weights=None))):
+        encoders.append(ImageEncoder(get_spec(name), device=torch.device("cpu"), model=model.eval()))
     for encoder in encoders:
         head = np.random.default_rng(1).normal(size=(3, encoder.spec.dim)).astype(np.float32)
         network = build_cam_network(encoder, head, np.zeros(3))

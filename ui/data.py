@@ -22,12 +22,13 @@ from core.cohort import Cohort, build_cohort, dataset_token
 from core.cohort import representative_images as _representative_images
 from core.datasets import dataset_path, ensure_demo_dataset, list_datasets
 from core.embed import EmbeddingSet, embed_dataset
+from core.encoders import DEFAULT_TEXT_ENCODER
 from core.ingest import Dataset, load_dataset
 from core.labels import LabelStore
 from core.pixels import PixelError, load_pixels
 from core.projection import compute_or_load, map_params
 
-TEXT_ENCODER = "minilm"
+TEXT_ENCODER = DEFAULT_TEXT_ENCODER
 
 
 @st.cache_resource(show_spinner="Preparing the demo cohort (first start only)...")

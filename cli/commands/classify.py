@@ -8,6 +8,7 @@ from pathlib import Path
 from cli.commands import fraction_bar
 from core.classify.models import MODELS
 from core.classify.study import classifier_study, write_study
+from core.encoders import DEFAULT_IMAGE_ENCODER
 from core.ingest import load_dataset
 
 
@@ -28,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibrate", action="store_true", help="calibrate probabilities (CalibratedClassifierCV)")
     parser.add_argument("--positive", action="append",
                         help="value(s) of the positive class for a binary target, e.g. COVID-19 (repeatable)")
-    parser.add_argument("--encoder", default="efficientnet-lite0")
+    parser.add_argument("--encoder", default=DEFAULT_IMAGE_ENCODER)
     parser.add_argument("--no-text", action="store_true", help="leave the report-text block out")
     parser.add_argument("--metadata", default="age,sex", help="comma-separated metadata columns ('' for none)")
     parser.add_argument("--model", default="logreg", choices=list(MODELS))

@@ -6,6 +6,7 @@ import argparse
 
 from cli.commands import fraction_bar
 from core.drift.study import STUDY_ALGORITHMS, drift_study, write_drift_study
+from core.encoders import DEFAULT_DRIFT_ENCODERS
 from core.ingest import load_dataset
 
 
@@ -19,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dataset", help="ingested dataset folder (from `scanatlas ingest`)")
     parser.add_argument("--encoder", action="append", dest="encoders", metavar="NAME",
-                        help="encoder (repeatable; default efficientnet-lite0, pixels, minilm)")
+                        help=f"encoder (repeatable; default {', '.join(DEFAULT_DRIFT_ENCODERS)})")
     parser.add_argument("--algorithms", default=",".join(STUDY_ALGORITHMS),
                         help="comma-separated algorithms (default %(default)s)")
     parser.add_argument("--level", choices=["image", "patient"], default="image")
@@ -30,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset)
-    encoders = args.encoders or ["efficientnet-lite0", "pixels", "minilm"]
+    encoders = args.encoders or list(DEFAULT_DRIFT_ENCODERS)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     with fraction_bar("drift") as progress:
         study = drift_study(dataset, encoders, algorithms=algorithms, level=args.level,

@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core.embed import embed_dataset
+from core.encoders import DEFAULT_IMAGE_ENCODER, encoder_names
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,9 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dataset", metavar="DIR", help="ingested dataset folder")
     parser.add_argument(
         "--encoder",
-        default="efficientnet-lite0",
-        help="encoder name (default %(default)s; also resnet18, densenet121-xrv, pixels, "
-        "minilm for the text column); an unknown name lists the valid ones",
+        default=DEFAULT_IMAGE_ENCODER,
+        help=f"encoder name (default %(default)s; one of {', '.join(encoder_names('image'))}, "
+        f"or {', '.join(encoder_names('text'))} for the text column)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")

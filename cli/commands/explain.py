@@ -11,6 +11,7 @@ from PIL import Image
 
 from core.clustering import cluster
 from core.embed import embed_dataset
+from core.encoders import DEFAULT_IMAGE_ENCODER
 from core.explain import SimilarCases, cluster_drivers, shap_explanation
 from core.ingest import load_dataset
 from core.pixels import load_pixels
@@ -28,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "image in embedding space) and gradcam/*.png (where the CNN + linear head looked).",
     )
     parser.add_argument("dataset", help="ingested dataset folder")
-    parser.add_argument("--encoder", default="efficientnet-lite0")
+    parser.add_argument("--encoder", default=DEFAULT_IMAGE_ENCODER)
     parser.add_argument("--target", default="label")
     parser.add_argument("--positive", help="positive class for a binary explanation, e.g. COVID-19")
     parser.add_argument("--k", type=int, default=4, help="clusters for the drivers table")

@@ -19,11 +19,12 @@ from core.classify.leakage import LeakageReport, detect_text_leakage, mask_label
 from core.classify.target import prepare_target
 from core.cohort import build_cohort, short_hash
 from core.embed import embed_dataset
+from core.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
 from core.fairness import age_bands, country_from_location, fairness_table
 from core.features import patient_embeddings
 from core.ingest import Dataset
 
-TEXT_ENCODER = "minilm"
+TEXT_ENCODER = DEFAULT_TEXT_ENCODER
 SENSITIVE_COLUMNS = ("sex", "age_band", "country", "site", "race", "ethnicity", "insurance")
 
 ProgressFn = Callable[[float, str], None]
@@ -68,7 +69,7 @@ def classifier_study(
     positive: str | Sequence[str] | None = None,
     uncertain_policy: str = "ignore",
     calibrate: bool = False,
-    encoder: str = "efficientnet-lite0",
+    encoder: str = DEFAULT_IMAGE_ENCODER,
     use_text: bool = True,
     metadata: Sequence[str] = ("age", "sex"),
     model: str = "logreg",

@@ -1,45 +1,66 @@
 """Pretrained encoders: a flat registry, loading by name, and batched image embedding.
 
-    ENCODERS / EncoderSpec        what each encoder expects and returns (``specs``)
-    get_encoder(name, ...)        a loaded, cached encoder (``registry``)
-    encoder_availability()        which encoders can run here (``registry``)
+    ENCODERS / EncoderSpec        one entry per encoder: its whole contract (``registry``,
+                                  ``specs``)
+    get_spec(name), cam_encoders() look-ups in the registry
+    get_encoder(name, ...)        a loaded, cached encoder (``loading``)
+    encoder_availability()        which encoders can run here (``loading``)
     iter_image_embeddings(...)    decode + embed many images with prefetch (``batching``)
+
+Adding an encoder is adding one ``EncoderSpec`` to ``ENCODERS`` (see ``registry``).
 """
 
 from __future__ import annotations
 
+from core.encoders.base import Encoder
 from core.encoders.batching import EmbeddedChunk, iter_image_embeddings
 from core.encoders.device import resolve_device
-from core.encoders.image import ImageEncoder, Preprocessing
+from core.encoders.image import ImageEncoder
+from core.encoders.loading import clear_model_cache, encoder_availability, get_encoder
 from core.encoders.registry import (
-    Encoder,
-    clear_model_cache,
-    encoder_availability,
-    get_encoder,
+    DEFAULT_DRIFT_ENCODERS,
+    DEFAULT_ENCODER,
+    DEFAULT_IMAGE_ENCODER,
+    DEFAULT_TEXT_ENCODER,
+    ENCODERS,
+    cam_encoders,
+    encoder_names,
+    get_spec,
+    register_encoder,
 )
 from core.encoders.specs import (
-    DEFAULT_ENCODER,
-    ENCODERS,
+    DownloadWeights,
     EncoderSpec,
+    PackageWeights,
+    Preprocessing,
+    TextPreprocessing,
     WeightsUnavailableError,
-    get_spec,
 )
 from core.encoders.text import TextEncoder
 
 __all__ = [
+    "DEFAULT_DRIFT_ENCODERS",
     "DEFAULT_ENCODER",
+    "DEFAULT_IMAGE_ENCODER",
+    "DEFAULT_TEXT_ENCODER",
     "ENCODERS",
+    "DownloadWeights",
     "EmbeddedChunk",
     "Encoder",
     "EncoderSpec",
     "ImageEncoder",
+    "PackageWeights",
     "Preprocessing",
     "TextEncoder",
+    "TextPreprocessing",
     "WeightsUnavailableError",
+    "cam_encoders",
     "clear_model_cache",
     "encoder_availability",
+    "encoder_names",
     "get_encoder",
     "get_spec",
     "iter_image_embeddings",
+    "register_encoder",
     "resolve_device",
 ]

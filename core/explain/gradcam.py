@@ -12,57 +12,43 @@ strips outside it, which the model never saw.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from core.encoders.specs import ENCODERS, get_spec
-
-# Where the CAM is read: the last convolutional feature map, after its normalisation and
-# activation, i.e. exactly the map the encoder averages into its vector.
-CAM_LAYERS: dict[str, str] = {
-    "efficientnet-lite0": "_conv_head -> _bn1 -> ReLU6 (1280 x 7 x 7 at 224 px)",
-    "resnet18": "layer4, last BasicBlock output (512 x 7 x 7 at 224 px)",
-    "densenet121-xrv": "features.norm5 -> ReLU (1024 x 7 x 7 at 224 px)",
-}
-SUPPORTED_CAM_ENCODERS = tuple(CAM_LAYERS)
+from core.encoders.registry import ENCODERS, cam_encoders, get_spec
+from core.encoders.specs import EncoderSpec
 
 
-def _efficientnet_map(model: Any, batch: torch.Tensor) -> torch.Tensor:
-    return model.extract_features(batch)
-
-
-def _resnet_map(model: Any, batch: torch.Tensor) -> torch.Tensor:
-    x = model.maxpool(model.relu(model.bn1(model.conv1(batch))))
-    return model.layer4(model.layer3(model.layer2(model.layer1(x))))
-
-
-def _densenet_xrv_map(model: Any, batch: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.relu(model.features(batch))
-
-
-FEATURE_MAPS: dict[str, Callable[[Any, torch.Tensor], torch.Tensor]] = {
-    "efficientnet-lite0": _efficientnet_map,
-    "resnet18": _resnet_map,
-    "densenet121-xrv": _densenet_xrv_map,
-}
+def __getattr__(name: str) -> Any:
+    # Read from the registry on access, so an encoder registered later is included.
+    # SUPPORTED_CAM_ENCODERS : names Grad-CAM can explain (as ``cam_encoders()``).
+    # CAM_LAYERS : name -> the layer the CAM is read from, in words: the last convolutional
+    #     feature map after its normalisation and activation, i.e. exactly the map the encoder
+    #     averages into its vector.
+    if name == "SUPPORTED_CAM_ENCODERS":
+        return cam_encoders()
+    if name == "CAM_LAYERS":
+        return {encoder: ENCODERS[encoder].cam_layer for encoder in cam_encoders()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CamNetwork(torch.nn.Module):
     """Encoder trunk -> ``feature_map`` (an identity the CAM hooks) -> mean pool -> linear head.
 
+    spec : the encoder's registry entry; its ``feature_map(model, x)`` gives the map.
     ``pooled(x)`` equals the encoder's embedding of ``x``; ``forward(x)`` gives class scores.
     The encoder's own weights are shared, not copied, and stay frozen.
     """
 
-    def __init__(self, encoder_name: str, model: torch.nn.Module, weights: torch.Tensor,
+    def __init__(self, spec: EncoderSpec, model: torch.nn.Module, weights: torch.Tensor,
                  bias: torch.Tensor) -> None:
         super().__init__()
+        _check_encoder(spec)
         self.trunk = model
-        self.feature_fn = FEATURE_MAPS[encoder_name]
+        self.feature_fn = spec.feature_map
         self.feature_map = torch.nn.Identity()
         self.head = torch.nn.Linear(weights.shape[1], weights.shape[0])
         with torch.no_grad():
@@ -77,16 +63,12 @@ class CamNetwork(torch.nn.Module):
         return self.head(self.pooled(batch))
 
 
-def _check_encoder(encoder_name: str) -> None:
-    if encoder_name in SUPPORTED_CAM_ENCODERS:
-        return
-    if encoder_name in ENCODERS:
+def _check_encoder(spec: EncoderSpec) -> None:
+    if not spec.supports_cam:
         raise ValueError(
-            f"Grad-CAM needs a convolutional image encoder; {encoder_name!r} has no conv "
-            f"layers. Supported encoders: {', '.join(SUPPORTED_CAM_ENCODERS)}"
+            f"Grad-CAM needs a convolutional image encoder; {spec.name!r} has no conv "
+            f"layers. Supported encoders: {', '.join(cam_encoders())}"
         )
-    get_spec(encoder_name)  # raises ValueError listing every encoder
-    raise ValueError(f"encoder {encoder_name!r} is not supported for Grad-CAM")
 
 
 def _head_tensors(head_weights: Any, head_bias: Any, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,9 +100,9 @@ def build_cam_network(encoder: Any, head_weights: Any, head_bias: Any) -> CamNet
     head_weights : ndarray of shape (n_classes, dim) (or (dim,) / (1, dim) for a binary model).
     Raises ValueError for an unsupported encoder or a head of the wrong shape.
     """
-    _check_encoder(encoder.spec.name)
+    _check_encoder(encoder.spec)
     weights, bias = _head_tensors(head_weights, head_bias, encoder.spec.dim)
-    network = CamNetwork(encoder.spec.name, encoder.model, weights, bias)
+    network = CamNetwork(encoder.spec, encoder.model, weights, bias)
     return network.to(encoder.device).eval()
 
 
@@ -156,7 +138,8 @@ def gradcam_heatmap(
     """Grad-CAM of ``target_class`` for one image.
 
     image : ndarray of shape (H, W) or (H, W, 3), float32 in [0, 1] (``core.pixels.load_pixels``).
-    encoder_name : one of ``SUPPORTED_CAM_ENCODERS`` (the layer used is in ``CAM_LAYERS``).
+    encoder_name : one of ``core.encoders.cam_encoders()`` (the layer used is the entry's
+        ``cam_layer``).
     head_weights : ndarray of shape (n_classes, dim), head_bias : (n_classes,) or None; e.g.
         a scikit-learn ``LogisticRegression`` fitted on this encoder's embeddings gives
         ``coef_`` and ``intercept_``. A binary model's single row (1, dim) is accepted and
@@ -172,8 +155,9 @@ def gradcam_heatmap(
     """
     from core.encoders import get_encoder
 
-    _check_encoder(encoder_name)
-    weights, _ = _head_tensors(head_weights, head_bias, get_spec(encoder_name).dim)
+    spec = get_spec(encoder_name)  # an unknown name lists every encoder
+    _check_encoder(spec)
+    weights, _ = _head_tensors(head_weights, head_bias, spec.dim)
     _check_target(target_class, weights.shape[0])
     encoder = get_encoder(encoder_name, device=device)
     return gradcam_with_encoder(image, encoder, head_weights, head_bias, target_class)
