@@ -88,16 +88,16 @@ def add_dataset(source_kind: str) -> None:
             if chosen != "(none)":
                 column_map[chosen] = field
 
-    replace = False
+    replace, confirmed = False, True
     if name:
         try:
             datasets.check_dataset_target(name, user_id=USER_ID, is_admin=IS_ADMIN)
         except datasets.DatasetExistsError:
-            replace = st.checkbox(f"Replace the existing dataset **{name}**", key="data_replace")
+            replace = confirmed = st.checkbox(f"Replace the existing dataset **{name}**", key="data_replace")
         except PermissionError as error:
             st.error(f"{error}.")
             return
-    ready = bool(name and source is not None)
+    ready = bool(name and source is not None and confirmed)
     if st.button("Ingest", type="primary", disabled=not ready, key="data_ingest"):
         bar = st.progress(0.0, text="Reading files...")
         options = dict(user_id=USER_ID, is_admin=IS_ADMIN, replace=replace, layout=layout, column_map=column_map,
