@@ -60,7 +60,7 @@ def user_staging_root(user_id: str) -> Path:
 def configured_roots() -> list[Path]:
     """The folders listed in ``SCANATLAS_DATA_ROOTS``, resolved; empty entries are ignored."""
     raw = os.environ.get(DATA_ROOTS_ENV, "")
-    return [Path(entry).expanduser().resolve() for entry in raw.split(os.pathsep) if entry.strip()]
+    return [Path(entry.strip()).expanduser().resolve() for entry in raw.split(os.pathsep) if entry.strip()]
 
 
 def allowed_roots(user_id: str | None = None) -> list[Path]:
