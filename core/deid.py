@@ -216,7 +216,7 @@ def deidentify(table: pd.DataFrame, *, salt: bytes, keep_free_text: bool = False
         series = out[column]
         reason = _drop_reason(name, series, private, keep_free_text)
         if reason:
-            out.drop(columns=column, inplace=True)
+            out = out.drop(columns=column)
             result.dropped[name] = reason
         elif lowered in ("patient_id", "patientid", "sha256", "id") or lowered.endswith("_id"):
             kind = "patient" if lowered in ("patient_id", "patientid") else lowered
