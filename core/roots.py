@@ -28,6 +28,7 @@ __all__ = [
     "configured_roots",
     "describe_roots",
     "is_inside",
+    "links_outside",
     "remove_tree_inside",
     "resolve_inside",
     "user_key",
@@ -102,6 +103,27 @@ def resolve_inside(path: str | os.PathLike[str], roots: list[Path]) -> Path:
             f"An administrator can add server folders with {DATA_ROOTS_ENV}."
         )
     return resolved
+
+
+def links_outside(folder: Path, roots: list[Path], *, limit: int = 5) -> list[Path]:
+    """Symlinks below ``folder`` whose targets resolve outside every root (at most ``limit``).
+
+    Checking the folder itself is not enough: a link inside an allowed folder can point at
+    any file on the server, and ingest would read it. Folders are walked without following links.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    resolved_roots = [Path(r).resolve() for r in roots]
+    found: list[Path] = []
+    for directory, subdirs, files in os.walk(folder, followlinks=False):
+        for entry in (*subdirs, *files):
+            path = Path(directory) / entry
+            if path.is_symlink() and not any(is_inside(path.resolve(), root) for root in resolved_roots):
+                found.append(path)
+                if len(found) >= limit:
+                    return found
+    return found
 
 
 def remove_tree_inside(path: Path, root: Path) -> bool:

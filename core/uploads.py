@@ -44,6 +44,7 @@ from core.roots import (
     OutsideRootsError,
     allowed_roots,
     is_inside,
+    links_outside,
     remove_tree_inside,
     resolve_inside,
     user_staging_root,
@@ -314,6 +315,10 @@ def ingest_server_source(source: str | os.PathLike[str], name: str, *, user_id: 
     roots = allowed_roots(user_id)
     resolved = resolve_inside(source, roots)
     metadata_path = resolve_inside(metadata, roots) if metadata else None
+    escaping = links_outside(resolved, roots)
+    if escaping:
+        raise OutsideRootsError(f"{source} holds links to files outside the folders the app may read "
+                                f"({', '.join(str(p) for p in escaping)}); remove them or ask an administrator")
     return _claim_and_ingest(resolved, name, metadata=metadata_path, user_id=user_id, is_admin=is_admin,
                              replace=replace, layout=layout, column_map=column_map, progress=progress)
 

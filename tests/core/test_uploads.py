@@ -256,3 +256,19 @@ def test_summary_status_warns_about_refused_files(tmp_path: Path, demo_dir: Path
     (source / "broken.dcm").write_bytes(b"DICM not really")
     level, message = ingest_summary_status(ingest(source, tmp_path / "out", layout="dicom"))
     assert level == "warning" and "1 files or rows not ingested" in message
+
+
+def test_a_server_folder_with_links_out_of_the_roots_is_refused(cache: Path, tmp_path: Path, demo_dir: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "pacs"
+    (root / "P1").mkdir(parents=True)
+    first = sorted(demo_dir.rglob("*.dcm"))[0]
+    (root / "P1" / "a.dcm").write_bytes(first.read_bytes())
+    (root / "P1" / "b.dcm").symlink_to(sorted(demo_dir.rglob("*.dcm"))[1])  # a real scan, outside the root
+    monkeypatch.setenv("SCANATLAS_DATA_ROOTS", str(root))
+    with pytest.raises(OutsideRootsError, match="links to files outside"):
+        ingest_server_source(root, "linked", user_id="ann", is_admin=False, layout="dicom")
+    assert "linked" not in list_datasets()
+    (root / "P1" / "b.dcm").unlink()
+    (root / "P1" / "c.dcm").symlink_to(root / "P1" / "a.dcm")  # a link inside the root is fine
+    assert ingest_server_source(root, "linked", user_id="ann", is_admin=False, layout="dicom").n_images == 1
