@@ -13,7 +13,7 @@ from core.classify.models import MODELS
 from core.classify.study import classifier_study, study_key
 from core.encoders import DEFAULT_TEXT_ENCODER
 from core.explain import SUPPORTED_CAM_ENCODERS, shap_beeswarm_figure, shap_waterfall_figure
-from ui import data
+from ui import data, widgets
 from ui.jobs import wait_for
 
 
@@ -130,6 +130,6 @@ if st.session_state["encoder"] in SUPPORTED_CAM_ENCODERS:
         image, overlay = heat
         st.subheader("Where the network looks: Grad-CAM")
         a, b, _ = st.columns([1, 1, 1])
-        a.image(image, caption=f"{rows.at[row, 'patient_id']}: {str(scan['path']).rsplit('/', 1)[-1]}", clamp=True, width="stretch")
+        a.image(image, caption=widgets.scan_label(scan), clamp=True, width="stretch")
         b.image(overlay, caption=f"Grad-CAM towards '{explained}' ({st.session_state['encoder']} + linear head)", width="stretch")
 st.caption("Fairness breakdowns for this model are on the **Fairness** page.")

@@ -1,14 +1,16 @@
 """Export: the labeled patient table (metadata + cluster + disease + ICD-10-CM code) as CSV
-and Parquet. Spreadsheet formulas in text cells are escaped; server paths are left out."""
+and Parquet. De-identified by default; spreadsheet formulas are escaped; server paths are left out."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from core.export import export_columns, private_columns, to_csv_bytes, to_parquet_bytes
-from core.labels import LABEL_COLUMNS, labeled_patients
+from core.export import labeled_export, to_csv_bytes, to_parquet_bytes
+from core.labels import LABEL_COLUMNS
+from core.settings import LOCAL_USER_ID
 from ui import data
+
+USER_ID, IS_ADMIN = LOCAL_USER_ID, True  # the single local user until sign-in arrives
 
 st.title("Export")
 dataset = data.current_dataset()
@@ -17,27 +19,38 @@ clustering_key, result = data.current_clustering(cohort)
 store = data.label_store()
 mapping = store.current_mapping(dataset.name, clustering_key)
 overrides = store.patient_overrides(dataset.name)
-
-# Image-level clusterings give each patient the cluster most of their images fall in.
-labels = pd.Series(result.labels, index=cohort.table["patient_id"].values)
-clusters = labels[labels >= 0].groupby(level=0).agg(lambda s: s.mode().iloc[0])
-table = labeled_patients(dataset.patients, clusters, mapping, overrides)
 if mapping.empty:
     st.warning("No saved mapping for this clustering yet: disease and code columns are empty. Save one on **Label**.")
 else:
     st.success(f"Using mapping version {int(mapping['version'].max())} ({len(mapping)} clusters).")
 
-exported = export_columns(table)
-left_out = private_columns(table)
-st.caption(f"{len(exported)} patients, {exported.shape[1]} columns."
-           + (f" Left out (server paths): {', '.join(left_out)}." if left_out else ""))
-first = [c for c in ("patient_id", *LABEL_COLUMNS, "label", "age", "sex") if c in exported.columns]
-st.dataframe(exported, hide_index=True, width="stretch", height=420,
-             column_order=[*first, *[c for c in exported.columns if c not in first]],
+left, right = st.columns(2)
+deidentify = left.toggle("De-identify (recommended)", value=True, key="export_deidentify", disabled=not IS_ADMIN,
+                         help="Patient ids and UIDs become salted pseudonyms, dates become years, file names and "
+                              "identifying columns are dropped. Only an admin can switch it off.")
+keep_free_text = right.checkbox("Keep free-text notes", value=False, key="export_free_text",
+                                disabled=not (IS_ADMIN and deidentify),
+                                help="Notes often name people and places; only an admin can keep them.")
+try:
+    export = labeled_export(dataset.patients, cohort.table["patient_id"].values, result.labels, mapping, overrides,
+                            deidentify=deidentify, keep_free_text=keep_free_text and deidentify, is_admin=IS_ADMIN)
+except (ValueError, PermissionError, OSError) as error:
+    st.error(f"Cannot build the export: {error}.")
+    st.stop()
+
+table = export.table
+st.caption(f"{len(table)} patients, {table.shape[1]} columns, "
+           + ("de-identified." if export.deidentified else "**identifiable** (de-identification is off).")
+           + (f" Left out: {', '.join(f'{c} ({why})' for c, why in export.left_out.items())}." if export.left_out else ""))
+if export.changed:
+    st.caption("Changed: " + ", ".join(f"{c} ({what})" for c, what in export.changed.items()) + ".")
+first = [c for c in ("patient_id", *LABEL_COLUMNS, "label", "age", "sex") if c in table.columns]
+st.dataframe(table, hide_index=True, width="stretch", height=420,
+             column_order=[*first, *[c for c in table.columns if c not in first]],
              column_config={"label": "ground truth (label)", "disease": "disease (assigned)"})
-stem = f"{dataset.name}_labeled_patients_with_icd_10"
+stem = f"{dataset.name}_labeled_patients_with_icd_10" + ("_deidentified" if export.deidentified else "")
 c1, c2 = st.columns(2)
-c1.download_button("Download CSV", to_csv_bytes(exported), file_name=f"{stem}.csv", mime="text/csv",
+c1.download_button("Download CSV", to_csv_bytes(table), file_name=f"{stem}.csv", mime="text/csv",
                    type="primary", key="export_csv")
-c2.download_button("Download Parquet", to_parquet_bytes(exported), file_name=f"{stem}.parquet",
+c2.download_button("Download Parquet", to_parquet_bytes(table), file_name=f"{stem}.parquet",
                    mime="application/octet-stream", key="export_parquet")

@@ -1,14 +1,47 @@
-"""The datasets a user has: ingested folders under ``datasets_root()``, side by side."""
+"""The datasets a user has: ingested folders under ``datasets_root()``, side by side.
+
+Who may write a dataset folder: a new name is *claimed* by creating its folder (an atomic
+``mkdir``, so two users racing for one name cannot both win) together with ``owner.json``.
+An existing dataset is replaced only when the caller says so explicitly (``replace=True``)
+and is its owner or an admin; the demo cohort is never replaced; a folder without an owner
+(made by the command line) only by an admin.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from core.ingest import Dataset, ingest, load_dataset
+from core.atomic import atomic_write_text
+from core.ingest import WARNING_STATUSES, Dataset, IngestResult, ingest, load_dataset
 from core.settings import cache_root, datasets_root
 
 DEMO_NAME = "demo-cardiac-mri"
+OWNER_FILE = "owner.json"
+# A letter or digit first (so never "." or ".."), then up to 63 letters, digits, "-", "_", ".".
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class DatasetExistsError(ValueError):
+    """The dataset name is taken and the caller did not ask to replace it."""
+
+
+def validate_dataset_name(name: str) -> str:
+    """``name`` stripped, if it is a safe new dataset name; never touches the disk.
+
+    Raises ``ValueError`` naming the rule: a letter or digit first, then letters, digits,
+    ``-``, ``_`` or ``.``; 64 characters at most (so ``.``, ``..``, ``a/b`` are refused).
+    """
+    cleaned = name.strip() if isinstance(name, str) else ""
+    if DATASET_NAME.fullmatch(cleaned) is None:
+        raise ValueError(
+            f"dataset name {name!r} is not allowed: start with a letter or digit, then use only "
+            "letters, digits, '-', '_' and '.' (64 characters at most)"
+        )
+    return cleaned
 
 
 def list_datasets(root: Path | None = None) -> list[str]:
@@ -21,6 +54,8 @@ def list_datasets(root: Path | None = None) -> list[str]:
 
 
 def dataset_path(name: str, root: Path | None = None) -> Path:
+    """The folder of dataset ``name``; raises ``ValueError`` unless it is a plain folder name
+    directly under the datasets root (``..``, ``.``, ``a/b`` are refused)."""
     path = Path(root or datasets_root()) / name
     if path.resolve().parent != Path(root or datasets_root()).resolve():
         raise ValueError(f"dataset name {name!r} must be a plain folder name")
@@ -45,3 +80,112 @@ def ensure_demo_dataset(root: Path | None = None) -> Dataset:
 def dataset_manifest(name: str, root: Path | None = None) -> dict:
     path = dataset_path(name, root) / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def dataset_owner(name: str, root: Path | None = None) -> str | None:
+    """The user id that created dataset ``name``, or None (no owner file, e.g. the CLI's)."""
+    path = dataset_path(name, root) / OWNER_FILE
+    try:
+        return json.loads(path.read_text()).get("user_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def dataset_exists(name: str, root: Path | None = None) -> bool:
+    """True when the name is taken: an ingested dataset or a folder being ingested."""
+    return dataset_path(validate_dataset_name(name), root).exists()
+
+
+def check_dataset_target(name: str, *, user_id: str, is_admin: bool, replace: bool = False,
+                         root: Path | None = None) -> Path:
+    """The folder a new ingest named ``name`` may write, after checking who may write it.
+
+    Never touches the disk. Raises ``ValueError`` for a bad name, ``DatasetExistsError`` when
+    the name is taken and ``replace`` is False, ``PermissionError`` for the demo cohort, or a
+    dataset that belongs to another user (admins may replace those).
+    """
+    name = validate_dataset_name(name)
+    target = dataset_path(name, root)
+    if name == DEMO_NAME:
+        raise PermissionError(f"{DEMO_NAME!r} is the built-in demo cohort and is never replaced; pick another name")
+    if not target.exists():
+        return target
+    owner = dataset_owner(name, root)
+    if owner != user_id and not is_admin:
+        raise PermissionError(f"dataset {name!r} belongs to another user; pick another name")
+    if not replace:
+        raise DatasetExistsError(f"dataset {name!r} already exists; confirm to replace it, or pick another name")
+    return target
+
+
+def claim_dataset(name: str, *, user_id: str, is_admin: bool, replace: bool = False,
+                  root: Path | None = None) -> tuple[Path, bool]:
+    """Check (``check_dataset_target``) and claim ``name`` for ``user_id``.
+
+    Returns ``(folder, created)``: ``created`` is True when this call made the folder (the
+    caller removes it if the ingest then fails, with ``release_dataset``). Raises what
+    ``check_dataset_target`` raises, and ``DatasetExistsError`` when another session claimed
+    the name between the check and the claim.
+    """
+    target = check_dataset_target(name, user_id=user_id, is_admin=is_admin, replace=replace, root=root)
+    created = False
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.mkdir()
+        except FileExistsError as error:
+            raise DatasetExistsError(f"dataset {name!r} was just created by someone else; pick another name") from error
+        created = True
+    if created or dataset_owner(name, root) is None:  # an admin replacing an unowned one takes it
+        atomic_write_text(target / OWNER_FILE, json.dumps({
+            "user_id": user_id, "claimed": datetime.now(UTC).isoformat(timespec="seconds"),
+        }))
+    return target, created
+
+
+def release_dataset(name: str, root: Path | None = None) -> None:
+    """Remove the folder of a claimed dataset whose first ingest failed (never the demo)."""
+    from core.roots import remove_tree_inside
+
+    if validate_dataset_name(name) == DEMO_NAME:
+        return
+    remove_tree_inside(dataset_path(name, root), Path(root or datasets_root()))
+
+
+@dataclass(frozen=True)
+class DatasetCounts:
+    """What the Data page shows as metrics."""
+
+    n_images: int
+    n_patients: int
+    n_not_ingested: int  # refused files or rows
+    n_warnings: int  # ingested, with a warning (e.g. fewer slices than the CSV said)
+    n_with_label: int  # images with a ground-truth label
+
+
+def dataset_counts(dataset: Dataset) -> DatasetCounts:
+    report = dataset.report
+    warnings = int(report["status"].isin(WARNING_STATUSES).sum()) if len(report) else 0
+    return DatasetCounts(
+        n_images=len(dataset.images),
+        n_patients=len(dataset.patients),
+        n_not_ingested=len(report) - warnings,
+        n_warnings=warnings,
+        n_with_label=int(dataset.images["label"].notna().sum()) if "label" in dataset.images else 0,
+    )
+
+
+def ingest_summary_status(result: IngestResult) -> tuple[str, str]:
+    """``(level, message)`` after an ingest: level is "success", "warning" (some files or rows
+    not ingested, or warnings) or "error" (nothing ingested); the message says how many."""
+    counts = dataset_counts(result.dataset)
+    name = result.dataset.name
+    head = (f"Ingested {counts.n_images} images from {counts.n_patients} patients as **{name}** "
+            f"({result.layout} layout).")
+    if counts.n_images == 0:
+        return "error", (f"Nothing was ingested into **{name}**: {counts.n_not_ingested} files or rows refused. "
+                         "The ingest report below says why for each.")
+    if counts.n_not_ingested or counts.n_warnings:
+        return "warning", (f"{head} {counts.n_not_ingested} files or rows not ingested and "
+                           f"{counts.n_warnings} warnings: see the ingest report below.")
+    return "success", head

@@ -11,6 +11,11 @@ Choices:
   ``;`` inside a value cannot start a new cell in any locale's spreadsheet.
 * **Parquet** keeps raw values: it is typed and read by code (pandas, R, DuckDB), never run as
   a spreadsheet, and escaping would corrupt data for exactly those readers.
+* Before escaping, every CSV text cell (and header) is *neutralised*: control characters other
+  than tab and line feed are removed (``\r\n`` and a lone ``\r`` become ``\n``), and so are the
+  Unicode bidirectional controls (U+202A-U+202E, U+2066-U+2069, U+200E/F, U+061C) that can make a
+  name display backwards ("Trojan Source"); a cell longer than ``MAX_CELL_CHARS`` (Excel holds
+  32,767 characters per cell and spills the rest) is cut and ends with ``TRUNCATED``.
 * Neither writes the DataFrame index; call ``reset_index()`` first to keep it.
 * ``export_columns`` drops what must not leave the server: absolute file paths (the ``path``
   column, ``*_path`` columns, and any text column whose values are mostly absolute paths) say
@@ -18,6 +23,9 @@ Choices:
   ``sha256`` (a content hash: it identifies the file to whoever already has it, and reveals
   nothing to anyone else; ``image_id`` holds it anyway), relative names such as ``filename``,
   and metadata the user loaded (``text`` included: it came with their data).
+* ``labeled_export`` builds the table the Export page and the CLI offer: each patient's cluster
+  (``patient_clusters``), the saved label mapping and overrides, and, by default,
+  de-identification (``core.deid``); only an admin may export identifiable data or free text.
 """
 
 from __future__ import annotations
@@ -25,17 +33,44 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["FORMULA_PREFIXES", "export_columns", "private_columns", "to_csv_bytes", "to_parquet_bytes"]
+__all__ = [
+    "FORMULA_PREFIXES",
+    "MAX_CELL_CHARS",
+    "ExportTable",
+    "export_columns",
+    "labeled_export",
+    "neutralise_text",
+    "patient_clusters",
+    "private_columns",
+    "to_csv_bytes",
+    "to_parquet_bytes",
+]
 
+MAX_CELL_CHARS = 32_000
+TRUNCATED = " [truncated]"
+_UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 _PATH_COLUMN_NAMES = {"path", "filepath", "file_path", "abs_path", "absolute_path", "fullpath", "full_path"}
 _ABSOLUTE_PATH = re.compile(r"^(/[^/\x00]+/|[A-Za-z]:[\\/]|\\\\|file:/|~/)")
 
 
+def neutralise_text(value: object, *, max_chars: int = MAX_CELL_CHARS) -> object:
+    """``value`` with control and bidi-override characters removed and at most ``max_chars``
+    characters (plus ``TRUNCATED``); non-strings are returned as they are."""
+    if not isinstance(value, str):
+        return value
+    text = _UNSAFE_CHARS.sub("", value.replace("\r\n", "\n").replace("\r", "\n"))
+    return text[:max_chars] + TRUNCATED if len(text) > max_chars else text
+
+
 def _escape(value: object) -> object:
+    value = neutralise_text(value)
     if isinstance(value, str) and (value.startswith(FORMULA_PREFIXES) or value.lstrip(" ").startswith(("=", "+", "-", "@"))):
         return "'" + value
     return value
@@ -105,3 +140,84 @@ def export_columns(df: pd.DataFrame) -> pd.DataFrame:
     Rows are never dropped. Show the user ``private_columns(df)`` to say what was left out.
     """
     return df.drop(columns=private_columns(df))
+
+
+def patient_clusters(patient_ids: Sequence[object], labels: np.ndarray) -> pd.Series:
+    """The cluster of each patient: for image-level clusterings, the cluster most of the
+    patient's rows fall in (ties: the lowest cluster id); noise rows (label < 0) do not count.
+
+    Parameters
+    ----------
+    patient_ids : sequence of length n_rows, the patient of each clustered row
+    labels : ndarray of shape (n_rows,), cluster ids (-1 for noise)
+
+    Returns a Series patient_id -> cluster id (patients with only noise rows are absent).
+    Raises ``ValueError`` when the lengths differ.
+    """
+    labels = np.asarray(labels)
+    if len(labels) != len(patient_ids):
+        raise ValueError(f"{len(labels)} labels for {len(patient_ids)} rows")
+    series = pd.Series(labels, index=pd.Index(list(patient_ids), name="patient_id"))
+    kept = series[series >= 0]
+    if kept.empty:
+        return pd.Series(dtype="int64", index=pd.Index([], name="patient_id"))
+    return kept.groupby(level=0, sort=False).agg(lambda s: s.mode().iloc[0]).astype("int64")
+
+
+@dataclass
+class ExportTable:
+    """What ``labeled_export`` made: the table to download and what happened to the columns.
+
+    left_out : ``{column: reason}``; changed : ``{column: what was done}``.
+    """
+
+    table: pd.DataFrame
+    deidentified: bool
+    left_out: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, str] = field(default_factory=dict)
+
+
+def labeled_export(
+    patients: pd.DataFrame,
+    patient_ids: Sequence[object],
+    labels: np.ndarray,
+    mapping: pd.DataFrame | None,
+    overrides: pd.DataFrame | None = None,
+    *,
+    deidentify: bool = True,
+    keep_free_text: bool = False,
+    is_admin: bool = False,
+    salt: bytes | None = None,
+) -> ExportTable:
+    """The labelled patient table, ready to download.
+
+    Parameters
+    ----------
+    patients : the dataset's patient table, one row per patient (``patient_id`` column)
+    patient_ids, labels : the clustered rows' patients and cluster ids (``patient_clusters``)
+    mapping, overrides : ``LabelStore.current_mapping`` / ``patient_overrides`` (or None)
+    deidentify : apply ``core.deid.deidentify`` (the default); False needs ``is_admin``
+    keep_free_text : keep notes and other free text in a de-identified export; needs ``is_admin``
+    salt : the pseudonym salt (default: ``core.deid.deployment_salt()``)
+
+    Returns an ``ExportTable`` with one row per patient; server paths are always left out.
+    Raises ``PermissionError`` when a non-admin asks for identifiable data or free text, and
+    what ``core.labels.labeled_patients`` raises.
+    """
+    from core.deid import deidentify as deidentify_table
+    from core.deid import deployment_salt
+    from core.labels import labeled_patients
+
+    if not deidentify and not is_admin:
+        raise PermissionError("only an administrator may export identifiable data; keep de-identification on")
+    if keep_free_text and not is_admin:
+        raise PermissionError("only an administrator may export free text")
+    table = labeled_patients(patients, patient_clusters(patient_ids, labels), mapping, overrides)
+    left_out = {column: "server path" for column in private_columns(table)}
+    table = export_columns(table)
+    if not deidentify:
+        return ExportTable(table=table, deidentified=False, left_out=left_out)
+    result = deidentify_table(table, salt=salt if salt is not None else deployment_salt(),
+                              keep_free_text=keep_free_text)
+    return ExportTable(table=result.table, deidentified=True, left_out={**left_out, **result.dropped},
+                       changed=result.changed)

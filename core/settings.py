@@ -3,6 +3,9 @@
 ``SCANATLAS_CACHE`` (default: ``cache/`` in the project) holds ingested datasets, the
 embedding cache, projections, runs and the label database. ``SCANATLAS_DB_URL`` points the
 label database at PostgreSQL (or any SQLAlchemy URL) instead of the SQLite file.
+``SCANATLAS_DATA_ROOTS`` lists the server folders the app may read (``core.roots``);
+``SCANATLAS_MAX_UPLOAD_FILES`` / ``SCANATLAS_MAX_UPLOAD_BYTES`` bound one upload
+(``core.uploads``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Until sign-in exists, the app has one user: this id, with admin rights.
+LOCAL_USER_ID = "local"
 
 
 def cache_root() -> Path:

