@@ -3,7 +3,7 @@ outside the allowed roots, a name that would replace the demo, upload limits, re
 not rewrite staged files, and scans with burned-in text.
 
 Each test gets its own SCANATLAS_CACHE holding a small demo cohort (16 patients x 4 real DICOM
-slices), so nothing is shared with tests/test_app.py.
+slices), so nothing is shared with tests/app/test_pages.py.
 """
 
 from __future__ import annotations
