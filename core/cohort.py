@@ -18,6 +18,7 @@ import pandas as pd
 
 from core.features import FeatureMatrix, build_features, patient_embeddings
 from core.ingest import Dataset
+from core.metadata import ENCODING_VERSION as METADATA_ENCODING
 
 LEVELS = ("patient", "image")
 
@@ -108,9 +109,11 @@ def build_cohort(
             _, text_block = patient_embeddings(images, text_vectors, how="mean")
     has_vector = np.isfinite(image_block).all(axis=1)
     features = build_features(table, image_block, text_block=text_block, metadata=tuple(metadata), weights=weights)
+    # The encoding version joins the key only with a metadata block, so image-only cohort keys
+    # (and the label mappings saved under their clusterings) stay what they were.
     key = short_hash(
         "cohort", image_set.key, None if text_set is None else text_set.key, level, pooling,
-        list(metadata), dict(weights or {}),
+        list(metadata), dict(weights or {}), *([METADATA_ENCODING] if metadata else []),
     )
     return Cohort(table=table, features=features, level=level, key=f"{level}-{key}", has_vector=has_vector)
 

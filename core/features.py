@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from core.metadata import encode_metadata
+
 POOLING = ("mean", "max", "series-mean")
 BLOCK_NAMES = ("image", "metadata", "text")
 DEFAULT_WEIGHTS = {"image": 1.0, "metadata": 1.0, "text": 1.0}
@@ -162,38 +164,17 @@ def patient_embeddings(
     return patient_ids, _group_mean(codes_valid, n_patients, values)
 
 
-def _metadata_columns(frame: pd.DataFrame, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Raw (unscaled) metadata columns: numbers as they are, sex as M=1/F=0 + sex_unknown,
-    other text columns one-hot. Unknown numbers are imputed with the column mean."""
-    columns: list[np.ndarray] = []
-    column_names: list[str] = []
+def _metadata_columns(frame: pd.DataFrame, names: Sequence[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Raw (unscaled) metadata columns through the one encoder, ``core.metadata.encode_metadata``:
+    numbers median-imputed with a "<column> missing" flag, categories one-hot (missing is its own
+    category). Returns (matrix, feature names, {skipped column: reason})."""
     for name in names:
         if name not in frame.columns:
             raise ValueError(
                 f"metadata column {name!r} not found; columns are {list(frame.columns)}"
             )
-        values = frame[name]
-        if name == "sex":
-            sex = values.astype(object).where(values.notna(), "unknown").astype(str).str.upper()
-            known = sex.isin(["M", "F"]).to_numpy()
-            male = (sex == "M").to_numpy(dtype=np.float64)
-            fill = male[known].mean() if known.any() else 0.5
-            columns += [np.where(known, male, fill), (~known).astype(np.float64)]
-            column_names += ["sex", "sex_unknown"]
-        elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
-            finite = np.isfinite(numbers)
-            fill = numbers[finite].mean() if finite.any() else 0.0
-            columns.append(np.where(finite, numbers, fill))
-            column_names.append(name)
-        else:
-            text = values.astype(object).where(values.notna(), "unknown").astype(str)
-            for category in sorted(text.unique()):
-                columns.append((text == category).to_numpy(dtype=np.float64))
-                column_names.append(f"{name}={category}")
-    if not columns:
-        return np.zeros((len(frame), 0)), []
-    return np.column_stack(columns), column_names
+    encoded = encode_metadata(frame[list(names)])
+    return encoded.matrix, encoded.feature_names, encoded.skipped
 
 
 def _weighted_block(values: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
@@ -237,9 +218,10 @@ def build_features(
         E.g. ``patient_embeddings(...)[1]``; NaN rows are imputed and reported.
     text_block : ndarray of shape (n_rows, d_text), optional
     metadata : column names, default ("age", "sex")
-        ``sex`` becomes ``sex`` (M=1, F=0, unknown = mean of known) and ``sex_unknown`` (1 when
-        unknown); numeric columns are mean-imputed; other columns are one-hot encoded.
-        ``None`` or ``()`` for no metadata block.
+        encoded by ``core.metadata.encode_metadata`` (the encoder the classifiers and SHAP
+        use): numbers median-imputed plus a "<column> missing" flag, categories one-hot
+        (``sex=M``, ``sex=F``, ``sex=unknown``...); constant and identifier-like columns are
+        left out and named in ``description``. ``None`` or ``()`` for no metadata block.
     weights : mapping block name -> weight >= 0, default 1.0 each
         Each block's total variance in ``X`` equals its weight (see the module docstring);
         weight 0 leaves the block out.
@@ -270,8 +252,9 @@ def build_features(
     raw: list[tuple[str, np.ndarray, list[str]]] = []
     if image_block is not None:
         raw.append(("image", np.asarray(image_block), None))
+    skipped: dict[str, str] = {}
     if metadata:
-        values, names = _metadata_columns(patients_df, list(metadata))
+        values, names, skipped = _metadata_columns(patients_df, list(metadata))
         raw.append(("metadata", values, names))
     if text_block is not None:
         raw.append(("text", np.asarray(text_block), None))
@@ -307,4 +290,6 @@ def build_features(
         for b in blocks
     )
     description = f"{n} {level} x {X.shape[1]} features: {summary}"
+    if skipped:
+        description += "; metadata left out: " + ", ".join(f"{c} ({why})" for c, why in skipped.items())
     return FeatureMatrix(X, row_ids, blocks, description, missing)

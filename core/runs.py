@@ -14,9 +14,10 @@ Every file is written with :func:`core.atomic.atomic_write`; ``run.json`` is wri
 the commit marker, so a run is listed and loaded only once all of its files are on disk. Nothing
 here unpickles: arrays load with ``allow_pickle=False``, tables through Arrow, values as JSON.
 
-Keys are ``f"{kind}-{hash}"`` (unique across kinds), checked against a strict pattern before any
-path is built from them, so a key that arrives from a URL or a command line cannot leave the
-store.
+Keys are ``f"{kind}-{hash}"`` (unique across kinds; clusterings keep their historical
+``f"{algorithm}-{hash}"`` form because label mappings are saved under it), checked against a
+strict pattern before any path is built from them, so a key that arrives from a URL or a command
+line cannot leave the store.
 """
 
 from __future__ import annotations
@@ -184,8 +185,6 @@ class RunStore:
     def _folder(self, kind: str, key: str) -> Path:
         check_kind(kind)
         check_key(key)
-        if not key.startswith(f"{kind}-"):
-            raise ValueError(f"run key {key!r} does not belong to kind {kind!r}")
         return self.root / kind / key
 
     def save(
@@ -258,13 +257,12 @@ class RunStore:
         return run
 
     def find(self, key: str) -> Run | None:
-        """The run ``key`` whatever its kind (the kind is the key's prefix)."""
+        """The run ``key`` whatever its kind."""
         check_key(key)
         for kind_dir in self._kind_dirs():
-            if key.startswith(f"{kind_dir.name}-"):
-                run = self._read(kind_dir / key)
-                if run is not None:
-                    return run
+            run = self._read(kind_dir / key)
+            if run is not None:
+                return run
         return None
 
     def _kind_dirs(self) -> list[Path]:

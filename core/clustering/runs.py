@@ -16,21 +16,23 @@ import pandas as pd
 
 from core.clustering.algorithms import Clustering, cluster, get_algorithm, k_sweep, resolve_params
 from core.clustering.summary import cluster_summary
-from core.cohort import Cohort
+from core.cohort import Cohort, short_hash
 from core.columns import metadata_columns
 from core.runs import Run, RunStore, run_key
 
 CLUSTERING_KIND, CLUSTERING_VERSION = "clustering", "2"
+# Clustering keys name label mappings in the label database, so their form never changes:
+# ``f"{algorithm}-{hash}"`` over (cohort key, algorithm, params, random_state, 1).
+_KEY_FORMAT = 1
 SWEEP_KIND, SWEEP_VERSION = "k-sweep", "1"
 DRIVERS_KIND, DRIVERS_VERSION = "cluster-drivers", "1"
 SWEEP_SCORES = ("silhouette", "davies_bouldin", "calinski_harabasz")
 
 
 def clustering_key(cohort_key: str, algorithm: str, params: Mapping[str, Any], random_state: int) -> str:
-    """Key of the clustering of cohort ``cohort_key`` with ``algorithm`` and full ``params``."""
-    return run_key(CLUSTERING_KIND, inputs={"cohort": cohort_key},
-                   config={"algorithm": algorithm, "params": dict(params), "random_state": random_state},
-                   version=CLUSTERING_VERSION)
+    """Key of the clustering of cohort ``cohort_key`` with ``algorithm`` and full ``params``
+    (also the key its cluster -> disease mappings are saved under)."""
+    return f"{algorithm}-{short_hash(cohort_key, algorithm, dict(params), random_state, _KEY_FORMAT)}"
 
 
 def _optional(run: Run, name: str) -> np.ndarray | None:

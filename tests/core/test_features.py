@@ -131,14 +131,17 @@ def test_shapes_blocks_and_names():
     features = build_features(
         patients, rng.standard_normal((40, 1280)), text_block=rng.standard_normal((40, 384))
     )
-    assert features.X.shape == (40, 1280 + 3 + 384) and features.X.dtype == np.float32
+    # age (median-imputed) + "age missing" + sex one-hot (M, F, unknown): the one metadata
+    # encoder, core.metadata.encode_metadata, that classifiers and SHAP use too.
+    assert features.X.shape == (40, 1280 + 5 + 384) and features.X.dtype == np.float32
     assert np.isfinite(features.X).all()
     assert [b.name for b in features.blocks] == ["image", "metadata", "text"]
-    assert [(b.start, b.stop) for b in features.blocks] == [(0, 1280), (1280, 1283), (1283, 1667)]
-    assert features.blocks[1].column_names == ["age", "sex", "sex_unknown"]
+    assert [(b.start, b.stop) for b in features.blocks] == [(0, 1280), (1280, 1285), (1285, 1669)]
+    names = features.blocks[1].column_names
+    assert names[:2] == ["age", "age missing"] and sorted(names[2:]) == ["sex=F", "sex=M", "sex=unknown"]
     assert features.row_ids.tolist() == patients["patient_id"].tolist()
     assert len(features.column_names) == features.X.shape[1]
-    assert "40 patients x 1667 features" in features.description
+    assert "40 patients x 1669 features" in features.description
 
 
 @pytest.mark.parametrize("weights", [{}, {"image": 2.0, "metadata": 0.5, "text": 3.0}])
@@ -158,7 +161,7 @@ def test_each_block_total_variance_equals_its_weight(weights):
         )
 
 
-def test_unknown_sex_is_imputed_and_flagged():
+def test_missing_values_are_imputed_and_flagged():
     patients = pd.DataFrame(
         {
             "patient_id": ["a", "b", "c", "d", "e"],
@@ -169,23 +172,24 @@ def test_unknown_sex_is_imputed_and_flagged():
     features = build_features(patients, None, weights={"metadata": 3.0})
     metadata = features.block("metadata")
     names = features.blocks[0].column_names
-    sex, flag, age = (metadata[:, names.index(c)] for c in ("sex", "sex_unknown", "age"))
-    assert (flag[[2, 3]] > flag[[0, 1, 4]].max()).all()
-    assert flag[0] == flag[1] == flag[4] and flag[2] == flag[3]
-    assert sex[0] == sex[4] > sex[1]
-    # Unknown sex sits at the mean of the known ones (2 M, 1 F -> 2/3 of the way to M).
-    np.testing.assert_allclose(sex[2], sex[1] + (sex[0] - sex[1]) * 2 / 3, rtol=1e-5)
-    # Unknown age is imputed with the mean age, i.e. 0 after standardising.
-    assert age[1] == pytest.approx(0.0, abs=1e-6)
+    assert names == ["age", "age missing", "sex=M", "sex=(missing)", "sex=F", "sex=unknown"]
+    column = {name: metadata[:, i] for i, name in enumerate(names)}
+    # Unknown age takes the median of the known ages (45), then the block is standardised.
+    filled = np.array([30.0, 45.0, 50.0, 70.0, 40.0])
+    scale = np.sqrt(3.0 / len(names))  # each varying column's share of the block's variance
+    np.testing.assert_allclose(column["age"], (filled - filled.mean()) / filled.std() * scale, rtol=1e-5)
+    assert column["age missing"][1] > column["age missing"][[0, 2, 3, 4]].max()
+    assert column["sex=M"][0] == column["sex=M"][4] > column["sex=M"][[1, 2, 3]].max()
+    assert column["sex=unknown"][2] > column["sex=unknown"][[0, 1, 3, 4]].max()
+    assert column["sex=(missing)"][3] > column["sex=(missing)"][[0, 1, 2, 4]].max()
     assert block_variance(features, "metadata") == pytest.approx(3.0, rel=1e-5)
 
 
-def test_constant_columns_carry_no_variance_and_do_not_dilute_the_weight():
+def test_constant_columns_are_left_out_named_and_do_not_dilute_the_weight():
     patients = pd.DataFrame({"patient_id": list("abcd"), "age": [20.0, 30, 40, 50], "sex": "F"})
     features = build_features(patients, None)
-    names = features.blocks[0].column_names
-    assert np.all(features.X[:, names.index("sex")] == 0)
-    assert np.all(features.X[:, names.index("sex_unknown")] == 0)
+    assert features.blocks[0].column_names == ["age"]
+    assert "metadata left out: sex (constant)" in features.description
     assert block_variance(features, "metadata") == pytest.approx(1.0, rel=1e-5)
 
 
@@ -224,14 +228,10 @@ def test_zero_weight_leaves_a_block_out_and_other_metadata_is_encoded():
         weights={"image": 0.0},
     )
     assert [b.name for b in features.blocks] == ["metadata"]
-    assert features.blocks[0].column_names == [
-        "sex",
-        "sex_unknown",
-        "modality=CT",
-        "modality=MR",
-        "modality=unknown",
-        "bmi",
-    ]
+    names = features.blocks[0].column_names
+    assert sorted(names[:3]) == ["sex=F", "sex=M", "sex=unknown"]
+    # Equal counts (4 each): ordered by name, missing as its own category.
+    assert names[3:] == ["modality=(missing)", "modality=CT", "modality=MR", "bmi"]
 
 
 def test_build_features_refuses_bad_input():

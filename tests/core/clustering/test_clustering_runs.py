@@ -98,3 +98,11 @@ def test_cluster_drivers_are_stored_with_their_accuracy(pixel_cohort, cache_env)
     assert 0 <= again.attrs["baseline_accuracy"] <= 1
     assert again.attrs["cv_accuracy"] == pytest.approx(drivers.attrs["cv_accuracy"], nan_ok=True)
     assert "patient_id" not in set(again["column"])
+
+
+def test_clustering_keys_keep_their_historical_form_so_saved_label_mappings_stay_found():
+    # Computed with the code before the run store (core/workspace.py at f104903): mappings saved
+    # then are saved under this key and must still be found.
+    from core.clustering.runs import clustering_key
+
+    assert clustering_key("patient-0123456789abcdef", "kmeans", {"k": 4}, 0) == "kmeans-72e6ad838c336596"
