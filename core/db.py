@@ -10,17 +10,20 @@ so the app and the CLI can write at once.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 __all__ = ["Base", "SQLITE_BUSY_TIMEOUT_S", "open_database"]
 
 SQLITE_BUSY_TIMEOUT_S = 30
+_SCHEMA_ATTEMPTS = 5
 
 
 class Base(DeclarativeBase):
@@ -70,6 +73,15 @@ def _add_missing_columns(engine: Engine) -> None:
 def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
     """An engine and session factory for ``url``, with every table created or upgraded."""
     engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            Base.metadata.create_all(engine)
+            _add_missing_columns(engine)
+            break
+        except DBAPIError:
+            # Two processes creating the tables at once: one wins, the other finds "already
+            # exists"; looking again then sees the tables and has nothing left to do.
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
     return engine, sessionmaker(engine, expire_on_commit=False)

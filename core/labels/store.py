@@ -352,6 +352,13 @@ class LabelStore:
 
         return self._write(work)
 
+    def current_version(self, dataset: str, clustering_key: str) -> int | None:
+        """The current mapping version, or ``None`` when nothing was saved: the ``base_version``
+        to pass when saving an edit of what is shown now."""
+        with self._session() as session:
+            latest = self._latest(session, dataset, clustering_key)
+            return latest.version if latest is not None else None
+
     def undo_target(self, dataset: str, clustering_key: str) -> int | None:
         """The version an ``undo`` now would restore, or ``None`` when there is nothing to undo."""
         with self._session() as session:

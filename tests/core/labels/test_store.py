@@ -293,3 +293,28 @@ def test_a_database_from_before_sign_in_is_upgraded_in_place(tmp_path):
         assert pd.isna(store.history("ds", "k").loc[0, "author_id"])
         assert store.save_mapping("ds", "k", {0: ("New", None)}, user=ANN, base_version=1).version == 2
         assert store.history("ds", "k")["author_id"].tolist()[-1] == ANN.id
+
+
+def test_a_database_locked_past_every_retry_is_a_clear_busy_error(tmp_path, monkeypatch):
+    """Regression: saves that ran out of retries used to raise a raw database error on the
+    page. Now the caller gets StoreBusyError (nothing saved) and can say "try again"."""
+    import sqlite3
+
+    import core.db
+    import core.labels.store
+    from core.labels import StoreBusyError
+
+    monkeypatch.setattr(core.db, "SQLITE_BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(core.labels.store, "_WRITE_ATTEMPTS", 3)
+    path = tmp_path / "locked.db"
+    with LabelStore(f"sqlite:///{path}") as store:
+        store.save_mapping("ds", "k", {0: ("A", None)}, user=ANN, base_version=None)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(StoreBusyError, match="nothing was saved"):
+                store.save_mapping("ds", "k", {0: ("B", None)}, user=ANN, base_version=1)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert store.history("ds", "k")["version"].tolist() == [1]
