@@ -38,6 +38,7 @@ from core.settings import database_url
 __all__ = [
     "AUDIT_COLUMNS",
     "DEFAULT_ROLE_CLAIM",
+    "NO_ROLE",
     "PERMISSIONS",
     "ROLES",
     "AccessStore",

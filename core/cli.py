@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules under core.commands, in the order `scanatlas --help` lists them.
-COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain"]
+COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "roles"]
 
 
 def build_parser() -> argparse.ArgumentParser:
