@@ -106,6 +106,15 @@ def require(permission: str) -> User:
     return user
 
 
+def record(action: str, target: str, detail: str = "") -> None:
+    """Add an audit row for a write done outside the label database (``dataset.ingest``,
+    ``dataset.import``, ``dataset.delete``, ``run.delete``), under the current user."""
+    user = current_user()
+    if user is None:
+        raise PermissionError("nobody is signed in")
+    access_store().record(user, action, target, detail)
+
+
 def _is_loopback(address: str | None) -> bool:
     if not address:
         return False  # unset: Streamlit listens on every interface
