@@ -168,7 +168,7 @@ def user_from_claims(claims: Mapping[str, Any], *, role_claim: str = DEFAULT_ROL
     """Build the signed-in ``User`` from an identity token's claims (``st.user``).
 
     Role: the ``role_claim`` claim if it names a role, else the roles table row for the
-    e-mail, else ``default_role`` (one of ``ROLES`` or ``"none"``).
+    e-mail (unless ``email_verified`` is false), else ``default_role`` (one of ``ROLES`` or ``"none"``).
 
     Raises ``ValueError`` if the claims carry no ``sub`` (then there is no stable id) or
     ``default_role`` is not a role.
@@ -183,7 +183,8 @@ def user_from_claims(claims: Mapping[str, Any], *, role_claim: str = DEFAULT_ROL
     email = claims.get("email") if isinstance(claims.get("email"), str) else ""
     name = claims.get("name") if isinstance(claims.get("name"), str) else ""
     role, source = role_from_claims(claims, role_claim), "claim"
-    if role is None and roles_table is not None and email:
+    # The table is keyed by e-mail: trust it only when the provider has not said it is unverified.
+    if role is None and roles_table is not None and email and claims.get("email_verified") is not False:
         role, source = roles_table.role_for(email), "table"
     if role is None:
         role, source = default_role, "default"

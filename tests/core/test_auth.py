@@ -73,6 +73,9 @@ def test_user_from_claims_prefers_the_claim_then_the_table_then_the_default(acce
                               role="labeler", source="table")
     from_claim = user_from_claims({**claims, "roles": ["admin"]}, roles_table=access)
     assert (from_claim.role, from_claim.source) == ("admin", "claim")
+    # An address the provider marks unverified could be anyone's: the table is not consulted.
+    unverified = user_from_claims({**claims, "email_verified": False}, roles_table=access)
+    assert (unverified.role, unverified.source) == ("viewer", "default")
     stranger = {"iss": "https://idp.example", "sub": "u-2", "email": "new@example.org"}
     assert user_from_claims(stranger, roles_table=access).role == "viewer"
     assert user_from_claims(stranger, roles_table=access, default_role="none").role == "none"

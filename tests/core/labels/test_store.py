@@ -318,3 +318,18 @@ def test_a_database_locked_past_every_retry_is_a_clear_busy_error(tmp_path, monk
             holder.execute("ROLLBACK")
             holder.close()
         assert store.history("ds", "k")["version"].tolist() == [1]
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
+    import sqlite3
+
+    from core.db import SQLITE_BUSY_TIMEOUT_S
+
+    path = tmp_path / "wal.db"
+    with LabelStore(f"sqlite:///{path}") as store:
+        store.save_mapping("ds", "k", {0: ("A", None)}, user=ANN, base_version=None)
+        with store._session() as session:
+            connection = session.connection().connection.dbapi_connection
+            assert connection.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_S * 1000,)
+    with sqlite3.connect(path) as raw:  # WAL is a property of the file: a new connection sees it
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
