@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
+# Without sign-in ([auth] in .streamlit/secrets.toml) the app serves this computer only.
+ADDRESS ?= 127.0.0.1
 
 .PHONY: app test lint clean-cache
 
@@ -23,7 +25,7 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	touch $@
 
 app: $(VENV)/.installed
-	$(BIN)/streamlit run app.py --server.port $(PORT)
+	$(BIN)/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

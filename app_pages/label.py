@@ -1,5 +1,8 @@
 """Label: cluster -> disease name -> ICD-10-CM code, validated against the real code set and
-saved (versioned, with who and when) in the label database. Patients can be overridden."""
+saved (versioned, under the signed-in user) in the label database. Patients can be overridden.
+
+Every save carries the version it was edited from: if someone saved in between, nothing is
+overwritten; the page shows both versions side by side with a proposed merge."""
 
 from __future__ import annotations
 
@@ -8,14 +11,18 @@ import streamlit as st
 
 from core.labels import (
     CODE_SET_VERSION,
+    ConflictError,
+    StoreBusyError,
     majority_labels,
     search_icd10,
     suggest_default_mapping,
     validate_icd10,
 )
-from ui import data
+from core.labels.merge import merge_mappings
+from ui import auth, data
 
 st.title("Label")
+user = auth.require("label")
 st.caption(f"Map each cluster to a disease and an ICD-10-CM code ({CODE_SET_VERSION}). Every save is a new version.")
 dataset = data.current_dataset()
 cohort = data.session_cohort(dataset)
@@ -24,6 +31,9 @@ store = data.label_store()
 table = cohort.table
 cluster_ids = sorted(int(c) for c in set(result.labels) if c >= 0)
 majority = majority_labels(pd.Series(result.labels), table["label"].reset_index(drop=True))
+# Per mapping set: the version this session is editing from, and a refused save to merge.
+base_key, conflict_key = f"label_base::{dataset.name}::{clustering_key}", f"label_conflict::{dataset.name}::{clustering_key}"
+
 
 def text(value) -> str:
     """A table cell as text: missing (None, NaN, a cleared editor cell) becomes ""."""
@@ -40,22 +50,80 @@ def meaning(code: str) -> str:
         return "(not an ICD-10-CM code)"
 
 
-author = st.text_input("Your name (saved with each change)", value=st.session_state.get("author", ""), key="label_author")
-st.session_state["author"] = author
+def as_dict(frame: pd.DataFrame) -> dict[int, tuple[str, str]]:
+    return {int(r.cluster): (text(r.disease), text(r.icd10_code)) for r in frame.itertuples()}
 
-saved = store.current_mapping(dataset.name, clustering_key)
-if len(saved):
+
+def save(mapping: dict[int, tuple[str, str]], base: int | None) -> None:
+    """Save ``mapping`` edited from ``base``; a conflict is kept for the merge view below."""
+    try:
+        saved = store.save_mapping(dataset.name, clustering_key, {c: (d, k or None) for c, (d, k) in mapping.items()},
+                                   user=user, base_version=base)
+    except ConflictError:
+        st.session_state[conflict_key] = {"yours": mapping, "base": base}
+        st.rerun()
+    except (ValueError, StoreBusyError) as error:
+        st.error(f"Not saved: {error}")
+    else:
+        st.session_state[base_key] = saved.version
+        st.session_state.pop(conflict_key, None)
+        st.session_state["label_flash"] = (f"Saved as version {saved.version}." if saved.created
+                                           else f"No change: version {saved.version} already holds this mapping.")
+        st.rerun()
+
+
+current_version = store.current_version(dataset.name, clustering_key)
+if base_key not in st.session_state:
+    st.session_state[base_key] = current_version
+base_version = st.session_state[base_key]
+if flash := st.session_state.pop("label_flash", None):
+    st.success(flash)
+
+conflict = st.session_state.get(conflict_key)
+if conflict:
+    theirs = store.current_mapping(dataset.name, clustering_key)
+    theirs_version, theirs_author = int(theirs["version"].max()), theirs["author"].iloc[0]
+    base_map = as_dict(store.mapping_at(dataset.name, clustering_key, conflict["base"])) if conflict["base"] else None
+    merged = merge_mappings(base_map, {int(c): v for c, v in conflict["yours"].items()}, as_dict(theirs))
+    started = f"version {conflict['base']}" if conflict["base"] else "no saved mapping"
+    st.error(f"Not saved: {theirs_author} saved version {theirs_version} after you opened {started}. "
+             "Nothing was overwritten. Compare, merge, then save.")
+    left, right = st.columns(2)
+    left.markdown(f"**Yours** (edited from {started})")
+    left.dataframe(merged[["cluster", "yours_disease", "yours_code"]], hide_index=True, width="stretch")
+    right.markdown(f"**Version {theirs_version}** by {theirs_author} at "
+                   f"{pd.Timestamp(theirs['created_at'].iloc[0]):%Y-%m-%d %H:%M} UTC")
+    right.dataframe(merged[["cluster", "theirs_disease", "theirs_code"]], hide_index=True, width="stretch")
+    st.markdown("**Merged**: clusters only one of you changed take that change; *both changed* keeps yours. Edit, then save.")
+    merge_edit = st.data_editor(merged[["cluster", "resolution", "disease", "icd10_code"]], hide_index=True,
+                                width="stretch", disabled=["cluster", "resolution"],
+                                key=f"label_merge_{clustering_key}_{theirs_version}")
+    m1, m2 = st.columns(2)
+    if m1.button(f"Save merged on top of version {theirs_version}", type="primary", key="label_merge_save"):
+        save(as_dict(merge_edit), theirs_version)
+    if m2.button(f"Discard mine, keep version {theirs_version}", key="label_merge_discard"):
+        st.session_state.pop(conflict_key)
+        st.session_state[base_key] = theirs_version
+        st.rerun()
+    st.stop()
+
+if base_version is not None:
+    saved = store.mapping_at(dataset.name, clustering_key, base_version)
     start = saved.set_index("cluster")
-    st.success(f"Saved mapping, version {int(saved['version'].max())}, by {saved['author'].iloc[0]} at {pd.Timestamp(saved['created_at'].iloc[0]):%Y-%m-%d %H:%M} UTC")
+    st.success(f"Saved mapping, version {base_version}, by {saved['author'].iloc[0]} at "
+               f"{pd.Timestamp(saved['created_at'].iloc[0]):%Y-%m-%d %H:%M} UTC")
 else:
     suggestion = suggest_default_mapping({c: majority.get(c) for c in cluster_ids})
     start = pd.DataFrame({"disease": {c: m.disease for c, m in suggestion.items()},
                           "icd10_code": {c: m.code for c, m in suggestion.items()}})
     st.info("Suggested from each cluster's majority ground-truth label. Edit, then save.")
+if current_version != base_version:
+    st.warning(f"Version {current_version} was saved since you opened this mapping; "
+               "saving will show both to merge.")
 
 # The description follows the codes being edited: a keyed editor with fixed rows keeps its
 # edits while this read-only column changes.
-editor_key = f"label_editor_{clustering_key}"
+editor_key = f"label_editor_{clustering_key}_{base_version}"
 pending = st.session_state.get(editor_key, {}).get("edited_rows", {})
 codes = [text(start["icd10_code"].get(c)) for c in cluster_ids]
 live_codes = [text((pending.get(i) or pending.get(str(i)) or {}).get("icd10_code", code)) for i, code in enumerate(codes)]
@@ -76,26 +144,22 @@ invalid = [f"cluster {r.cluster}: {r.icd10_code}" for r in edited.itertuples() i
 if invalid:
     st.warning(f"Not ICD-10-CM codes: {'; '.join(invalid)}. Search below for the right code, or leave it empty.")
 
+undo_to = store.undo_target(dataset.name, clustering_key) if base_version == current_version else None
 c1, c2 = st.columns(2)
-if c1.button("Save mapping", type="primary", key="label_save", disabled=not author.strip()):
-    mapping = {int(r.cluster): (text(r.disease), text(r.icd10_code) or None) for r in edited.itertuples()}
+if c1.button("Save mapping", type="primary", key="label_save"):
+    save(as_dict(edited), base_version)
+if c2.button("Undo last change", key="label_undo", disabled=undo_to is None,
+             help="Nothing to undo yet" if undo_to is None else f"Restores version {undo_to}"):
     try:
-        version = store.save_mapping(dataset.name, clustering_key, mapping, author=author.strip())
-    except ValueError as error:
-        st.error(f"Not saved: {error}")
-    else:
-        st.success(f"Saved as version {version}.")
-        st.rerun()
-if c2.button("Undo last change", key="label_undo", disabled=not (len(saved) and author.strip())):
-    try:
-        version = store.undo(dataset.name, clustering_key, author=author.strip())
-    except ValueError as error:
+        undone = store.undo(dataset.name, clustering_key, user=user, base_version=base_version)
+    except ConflictError as error:
+        st.error(f"Not undone: {error}")
+    except (ValueError, StoreBusyError) as error:
         st.error(f"Cannot undo: {error}")
     else:
-        st.success(f"Restored the previous mapping as version {version}.")
+        st.session_state[base_key] = undone.version
+        st.session_state["label_flash"] = f"Restored version {undone.restored_version} (saved as version {undone.version})."
         st.rerun()
-if not author.strip():
-    st.caption("Enter your name to save.")
 
 with st.expander("Search ICD-10-CM codes", expanded=True):
     query = st.text_input("Code or words", key="label_search", placeholder="e.g. cardiomyopathy, I42, pneumonia")
@@ -108,16 +172,46 @@ with st.expander("Override single patients"):
     ids = table["patient_id"].astype(str).tolist()
     o1, o2, o3 = st.columns(3)
     patient = o1.selectbox("Patient", ids, key="label_override_patient")
+    override_base_key = f"label_override_base::{dataset.name}::{patient}"
+    if override_base_key not in st.session_state:
+        st.session_state[override_base_key] = store.override_version(dataset.name, patient)
+    overrides = store.patient_overrides(dataset.name)
+    active = overrides[overrides["patient_id"] == patient]
     disease = o2.text_input("Disease", key="label_override_disease")
     code = o3.text_input("ICD-10-CM code", key="label_override_code")
-    if st.button("Save override", key="label_override_save", disabled=not (author.strip() and disease.strip())):
+    if len(active):
+        row = active.iloc[0]
+        st.caption(f"{patient} is overridden as {row['disease']} {text(row['icd10_code'])} (version {row['version']}, by {row['author']}).")
+    b1, b2 = st.columns(2)
+    action = None
+    if b1.button("Save override", key="label_override_save", disabled=not disease.strip()):
+        action = "save"
+    if b2.button("Clear override", key="label_override_clear", disabled=active.empty):
+        action = "clear"
+    if action:
+        base = st.session_state[override_base_key]
         try:
-            store.set_patient_override(dataset.name, patient, disease.strip(), code.strip() or None, author=author.strip())
-        except ValueError as error:
+            if action == "save":
+                done = store.set_patient_override(dataset.name, patient, disease.strip(), code.strip() or None,
+                                                  user=user, base_version=base)
+            else:
+                done = store.clear_patient_override(dataset.name, patient, user=user, base_version=base)
+        except ConflictError as error:
+            st.session_state[override_base_key] = store.override_version(dataset.name, patient)
+            st.error(f"Not saved: {error}")
+            mine, theirs = st.columns(2)
+            mine.markdown(f"**Yours**: {'cleared' if action == 'clear' else f'{disease.strip()} {code.strip()}'}")
+            theirs.markdown("**Saved now**: " + (f"{active.iloc[0]['disease']} {text(active.iloc[0]['icd10_code'])} "
+                                                 f"by {active.iloc[0]['author']}" if len(active) else "no override"))
+            st.caption("Press the button again to replace the saved override with yours, or change the fields.")
+        except (ValueError, StoreBusyError) as error:
             st.error(f"Not saved: {error}")
         else:
-            st.success(f"Override saved for {patient}.")
-    overrides = store.patient_overrides(dataset.name)
+            st.session_state[override_base_key] = done.version
+            verb = "cleared" if action == "clear" else "saved"
+            st.success(f"Override {verb} for {patient} (version {done.version})." if done.created
+                       else f"No change: {patient} already has this override.")
+            overrides = store.patient_overrides(dataset.name)
     if len(overrides):
         st.dataframe(overrides, hide_index=True, width="stretch")
 

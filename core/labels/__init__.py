@@ -16,7 +16,14 @@ from core.labels.defaults import (
     suggest_default_mapping,
 )
 from core.labels.icd import CODE_SET_VERSION, IcdCode, normalize_icd10, search_icd10, validate_icd10
-from core.labels.store import MAPPING_COLUMNS, OVERRIDE_COLUMNS, LabelStore
+from core.labels.store import (
+    MAPPING_COLUMNS,
+    OVERRIDE_COLUMNS,
+    ConflictError,
+    LabelStore,
+    SaveResult,
+    StoreBusyError,
+)
 
 __all__ = [
     "CODE_SET_VERSION",
@@ -24,9 +31,12 @@ __all__ = [
     "LABEL_COLUMNS",
     "MAPPING_COLUMNS",
     "OVERRIDE_COLUMNS",
+    "ConflictError",
     "IcdCode",
     "LabelStore",
     "Mapping",
+    "SaveResult",
+    "StoreBusyError",
     "labeled_patients",
     "majority_labels",
     "normalize_icd10",

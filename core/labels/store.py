@@ -1,24 +1,33 @@
 """Append-only store of cluster -> disease mappings and per-patient overrides (SQLAlchemy 2.x).
 
 Nothing is ever updated or deleted. A *mapping set* is named by ``(dataset, clustering_key)``;
-every save adds a version (with its author and UTC time) holding the full mapping, and the
-current mapping is the latest version. ``undo`` adds a version too, a copy of the one before,
-so history keeps both the mistake and its correction. Undo walks back along the chain of saves
-(undoing twice goes back two saves, not back and forth). A patient override is versioned per
-``(dataset, patient_id)``; clearing one appends a tombstone row.
+every save adds a version (with its author's stable id and e-mail and the UTC time) holding the
+full mapping, and the current mapping is the latest version. ``undo`` adds a version too, a
+copy of the one before, so history keeps both the mistake and its correction. Undo walks back
+along the chain of saves (undoing twice goes back two saves, not back and forth). A patient
+override is versioned per ``(dataset, patient_id)``; clearing one appends a tombstone row.
 
-Any SQLAlchemy URL works (``core.settings.database_url()`` by default: a SQLite file under the
-cache, or PostgreSQL through ``SCANATLAS_DB_URL``). SQLite runs in WAL mode with a busy timeout
-so the app and the CLI can write at once; two writers that pick the same version number are
-told apart by a unique constraint and the loser retries.
+No last writer wins: every write carries the version it was edited from (``base_version``), and
+if someone saved in between it is refused with ``ConflictError``, which carries the version now
+current so that the page can show both side by side. A save that changes nothing adds no
+version. Every write needs a ``core.auth.User`` allowed to label (``PermissionError``
+otherwise) and adds an audit row in the same transaction.
+
+Any SQLAlchemy URL works (see ``core.db``). Two writers that pick the same version number are
+told apart by a unique constraint: the loser re-reads, finds the version it edited from is no
+longer current, and gets ``ConflictError``. A database still locked after the retries raises
+``StoreBusyError``; neither ever leaves a half-written version.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import time
+from collections.abc import Callable
 from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -30,41 +39,61 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
     func,
     select,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import (
-    DeclarativeBase,
-    Mapped,
-    Session,
-    mapped_column,
-    relationship,
-    sessionmaker,
-)
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 
+from core.auth import User, record_event, require
+from core.db import Base, open_database
 from core.labels.defaults import Mapping
 from core.labels.icd import validate_icd10
 from core.settings import database_url
 
-__all__ = ["LabelStore", "MAPPING_COLUMNS", "OVERRIDE_COLUMNS"]
+__all__ = ["ConflictError", "LabelStore", "MAPPING_COLUMNS", "OVERRIDE_COLUMNS", "SaveResult", "StoreBusyError"]
 
 MAPPING_COLUMNS = ["cluster", "disease", "icd10_code", "icd10_description", "version", "author", "created_at"]
-HISTORY_COLUMNS = [*MAPPING_COLUMNS, "action", "restored_version", "note"]
+HISTORY_COLUMNS = [*MAPPING_COLUMNS, "author_id", "action", "restored_version", "note"]
 OVERRIDE_COLUMNS = ["patient_id", "disease", "icd10_code", "icd10_description", "version", "author", "note", "created_at"]
 _WRITE_ATTEMPTS = 8
-_SQLITE_BUSY_TIMEOUT_S = 30
 
 
-class _Base(DeclarativeBase):
-    pass
+class ConflictError(ValueError):
+    """Someone saved after the version this edit started from; nothing was saved.
+
+    Attributes: ``target`` (what was being saved), ``base_version`` (the version the edit
+    started from, ``None`` for "nothing saved yet"), ``current_version`` and ``current_author``.
+    Read the current content with ``LabelStore.current_mapping`` / ``patient_overrides``.
+    """
+
+    def __init__(self, target: str, base_version: int | None, current_version: int | None,
+                 current_author: str) -> None:
+        self.target, self.base_version = target, base_version
+        self.current_version, self.current_author = current_version, current_author
+        started = "nothing saved" if base_version is None else f"version {base_version}"
+        super().__init__(
+            f"{target}: you edited {started}, but {current_author} saved version {current_version} "
+            "since; nothing was saved. Merge your edits into the current version and save again."
+        )
 
 
-class _MappingVersion(_Base):
+class StoreBusyError(RuntimeError):
+    """The database stayed locked through every retry; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """``version`` now current; ``created`` is False when the save changed nothing (no new
+    version); ``restored_version`` is the version an undo copied."""
+
+    version: int
+    created: bool = True
+    restored_version: int | None = None
+
+
+class _MappingVersion(Base):
     __tablename__ = "label_mapping_versions"
     __table_args__ = (UniqueConstraint("dataset", "clustering_key", "version"),)
 
@@ -77,12 +106,15 @@ class _MappingVersion(_Base):
     parent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     restored_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     author: Mapped[str] = mapped_column(String(255))
+    # The signed-in user's stable id and e-mail (NULL in rows written before sign-in existed).
+    author_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    author_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     rows: Mapped[list[_MappingRow]] = relationship(back_populates="mapping_version", order_by="_MappingRow.cluster")
 
 
-class _MappingRow(_Base):
+class _MappingRow(Base):
     __tablename__ = "label_mapping_rows"
     __table_args__ = (UniqueConstraint("version_id", "cluster"),)
 
@@ -97,7 +129,7 @@ class _MappingRow(_Base):
     mapping_version: Mapped[_MappingVersion] = relationship(back_populates="rows")
 
 
-class _PatientOverride(_Base):
+class _PatientOverride(Base):
     __tablename__ = "label_patient_overrides"
     __table_args__ = (UniqueConstraint("dataset", "patient_id", "version"),)
 
@@ -110,6 +142,8 @@ class _PatientOverride(_Base):
     icd10_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
     icd10_description: Mapped[str | None] = mapped_column(Text, nullable=True)
     author: Mapped[str] = mapped_column(String(255))
+    author_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    author_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -144,31 +178,22 @@ def _resolve(disease: Any, code: Any) -> tuple[str, str | None, str | None]:
     return disease.strip(), (icd.code if icd else None), (icd.description if icd else None)
 
 
-def _make_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    database = parsed.database
-    if not database or database == ":memory:":
-        # One shared connection, or each session would see its own empty in-memory database.
-        return create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S})
-
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    return engine
-
-
 def _utc(values: pd.Series) -> pd.Series:
     # SQLite hands back naive datetimes (written as UTC); PostgreSQL hands back aware ones.
     return pd.to_datetime(values, utc=True)
+
+
+
+def _check_base(base_version: Any) -> int | None:
+    if base_version is None:
+        return None
+    if isinstance(base_version, bool) or not isinstance(base_version, int) or base_version < 1:
+        raise ValueError(f"base_version={base_version!r} must be None (nothing saved yet) or a version >= 1")
+    return base_version
+
+
+def _author_fields(user: User) -> dict[str, str]:
+    return {"author": user.label, "author_id": user.id, "author_email": user.email}
 
 
 class LabelStore:
@@ -188,9 +213,7 @@ class LabelStore:
     # -- plumbing -----------------------------------------------------------------------------
     def _session(self) -> Session:
         if self._sessions is None:
-            self._engine = _make_engine(self.url or database_url())
-            _Base.metadata.create_all(self._engine)
-            self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+            self._engine, self._sessions = open_database(self.url or database_url())
         return self._sessions()
 
     def close(self) -> None:
@@ -206,17 +229,23 @@ class LabelStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, work: Any) -> int:
-        """Run ``work(session) -> version`` in one transaction, retrying when a concurrent writer
-        took the same version number first."""
+    def _write(self, work: Callable[[Session], SaveResult]) -> SaveResult:
+        """Run ``work(session)`` in one transaction. A unique-constraint clash (a concurrent
+        writer took the version number) is retried: ``work`` then re-reads and reports the
+        conflict. A lock held past the busy timeout is retried after a short random pause."""
         for attempt in range(_WRITE_ATTEMPTS):
             try:
                 with self._session() as session, session.begin():
                     return work(session)
             except IntegrityError:
-                if attempt == _WRITE_ATTEMPTS - 1:
+                continue
+            except OperationalError as error:
+                if "locked" not in str(error).lower() and "deadlock" not in str(error).lower():
                     raise
-        raise AssertionError("unreachable")
+                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+        raise StoreBusyError(
+            f"the label database stayed busy through {_WRITE_ATTEMPTS} attempts; nothing was saved, try again"
+        )
 
     @staticmethod
     def _latest(session: Session, dataset: str, clustering_key: str) -> _MappingVersion | None:
@@ -238,9 +267,16 @@ class LabelStore:
         ).first()
 
     @staticmethod
+    def _check_current(target: str, latest: Any, base_version: int | None) -> None:
+        current = latest.version if latest is not None else None
+        if current != base_version:
+            raise ConflictError(target, base_version, current, latest.author if latest is not None else "nobody")
+
+    @staticmethod
     def _add_version(session: Session, previous: _MappingVersion | None, rows: list[tuple[int, str, str | None, str | None]],
-                     **fields: Any) -> int:
-        version = _MappingVersion(version=(previous.version + 1) if previous else 1, created_at=_now(), **fields)
+                     user: User, **fields: Any) -> int:
+        version = _MappingVersion(version=(previous.version + 1) if previous else 1, created_at=_now(),
+                                  **_author_fields(user), **fields)
         session.add(version)
         session.flush()
         session.add_all(
@@ -251,23 +287,28 @@ class LabelStore:
 
     # -- cluster mappings ---------------------------------------------------------------------
     def save_mapping(self, dataset: str, clustering_key: str,
-                     mapping: MappingABC[int, tuple[str, str | None] | Mapping], *, author: str,
-                     note: str = "") -> int:
-        """Save the full mapping for one clustering as a new version; return its number (1, 2, ...).
+                     mapping: MappingABC[int, tuple[str, str | None] | Mapping], *, user: User,
+                     base_version: int | None, note: str = "") -> SaveResult:
+        """Save the full mapping for one clustering as a new version.
 
         Parameters
         ----------
         mapping : dict cluster id -> ``(disease, code)`` or ``Mapping``. ``code`` may be None or
             "" for no code; otherwise it is normalised ("i420" -> "I42.0"). An empty disease
             with a code takes the code's description.
-        author : who made the change (shown in history).
+        user : who saves; needs the ``label`` permission. Their id and e-mail are recorded.
+        base_version : the version the edit started from (``None``: nothing was saved yet).
 
-        Raises ``ValueError`` (and saves nothing) if the mapping is empty, a cluster id is not
-        an integer, or any code is not an ICD-10-CM code; the message lists every bad cluster.
+        Returns the ``SaveResult``; when the mapping equals the current one no version is added
+        (``created=False``). Raises ``PermissionError`` if ``user`` may not label,
+        ``ConflictError`` if another version was saved after ``base_version``, and
+        ``ValueError`` (saving nothing) if the mapping is empty, a cluster id is not an integer,
+        or any code is not an ICD-10-CM code; the message lists every bad cluster.
         """
+        require(user, "label")
         dataset = _check_name("dataset", dataset)
         clustering_key = _check_name("clustering_key", clustering_key)
-        author = _check_name("author", author)
+        base_version = _check_base(base_version)
         if not mapping:
             raise ValueError(f"mapping for {dataset!r}/{clustering_key!r} is empty; give at least one cluster")
         rows, errors = [], []
@@ -294,33 +335,58 @@ class LabelStore:
         if errors:
             raise ValueError("mapping not saved: " + "; ".join(errors))
         rows.sort()
+        target = f"mapping {dataset}/{clustering_key}"
 
-        def work(session: Session) -> int:
+        def work(session: Session) -> SaveResult:
             previous = self._latest(session, dataset, clustering_key)
-            return self._add_version(
-                session, previous, rows, dataset=dataset, clustering_key=clustering_key, action="save",
-                parent_version=previous.version if previous else None, restored_version=None,
-                author=author, note=note,
+            self._check_current(target, previous, base_version)
+            if previous is not None and [(r.cluster, r.disease, r.icd10_code, r.icd10_description)
+                                         for r in previous.rows] == rows:
+                return SaveResult(previous.version, created=False)
+            version = self._add_version(
+                session, previous, rows, user, dataset=dataset, clustering_key=clustering_key, action="save",
+                parent_version=previous.version if previous else None, restored_version=None, note=note,
             )
+            record_event(session, user, "mapping.save", f"{dataset}/{clustering_key}", f"version {version}")
+            return SaveResult(version)
 
         return self._write(work)
 
-    def undo(self, dataset: str, clustering_key: str, *, author: str, note: str = "") -> int:
-        """Append a version that restores the mapping before the current one; return its number.
+    def current_version(self, dataset: str, clustering_key: str) -> int | None:
+        """The current mapping version, or ``None`` when nothing was saved: the ``base_version``
+        to pass when saving an edit of what is shown now."""
+        with self._session() as session:
+            latest = self._latest(session, dataset, clustering_key)
+            return latest.version if latest is not None else None
 
-        Repeated undos keep walking back through earlier saves.
+    def undo_target(self, dataset: str, clustering_key: str) -> int | None:
+        """The version an ``undo`` now would restore, or ``None`` when there is nothing to undo."""
+        with self._session() as session:
+            latest = self._latest(session, dataset, clustering_key)
+            return latest.parent_version if latest is not None else None
 
-        Raises ``ValueError`` if nothing was saved for this clustering or there is no earlier
-        mapping to go back to.
+    def undo(self, dataset: str, clustering_key: str, *, user: User, base_version: int,
+             note: str = "") -> SaveResult:
+        """Append a version that restores the mapping before ``base_version`` (the current one).
+
+        Repeated undos keep walking back through earlier saves. The result's
+        ``restored_version`` is the version copied.
+
+        Raises ``PermissionError`` if ``user`` may not label, ``ConflictError`` if a version
+        was saved after ``base_version``, and ``ValueError`` if nothing was saved for this
+        clustering or there is no earlier mapping to go back to.
         """
+        require(user, "label")
         dataset = _check_name("dataset", dataset)
         clustering_key = _check_name("clustering_key", clustering_key)
-        author = _check_name("author", author)
+        base_version = _check_base(base_version)
+        target_name = f"mapping {dataset}/{clustering_key}"
 
-        def work(session: Session) -> int:
+        def work(session: Session) -> SaveResult:
             current = self._latest(session, dataset, clustering_key)
             if current is None:
                 raise ValueError(f"nothing to undo: no mapping saved for {dataset!r}/{clustering_key!r}")
+            self._check_current(target_name, current, base_version)
             if current.parent_version is None:
                 raise ValueError(
                     f"nothing to undo for {dataset!r}/{clustering_key!r}: version {current.version} "
@@ -329,11 +395,13 @@ class LabelStore:
             target = self._version(session, dataset, clustering_key, current.parent_version)
             assert target is not None  # versions are never deleted
             rows = [(r.cluster, r.disease, r.icd10_code, r.icd10_description) for r in target.rows]
-            return self._add_version(
-                session, current, rows, dataset=dataset, clustering_key=clustering_key, action="undo",
-                parent_version=target.parent_version, restored_version=target.version,
-                author=author, note=note,
+            version = self._add_version(
+                session, current, rows, user, dataset=dataset, clustering_key=clustering_key, action="undo",
+                parent_version=target.parent_version, restored_version=target.version, note=note,
             )
+            record_event(session, user, "mapping.undo", f"{dataset}/{clustering_key}",
+                         f"version {version} restores version {target.version}")
+            return SaveResult(version, restored_version=target.version)
 
         return self._write(work)
 
@@ -342,8 +410,8 @@ class LabelStore:
             {
                 "cluster": r.cluster, "disease": r.disease, "icd10_code": r.icd10_code,
                 "icd10_description": r.icd10_description, "version": v.version, "author": v.author,
-                "created_at": v.created_at, "action": v.action, "restored_version": v.restored_version,
-                "note": v.note,
+                "author_id": v.author_id, "created_at": v.created_at, "action": v.action,
+                "restored_version": v.restored_version, "note": v.note,
             }
             for v in versions for r in v.rows
         ]
@@ -373,8 +441,8 @@ class LabelStore:
 
     def history(self, dataset: str, clustering_key: str) -> pd.DataFrame:
         """Every version, oldest first: one row per (version, cluster), with the columns of
-        ``current_mapping`` plus ``action`` ("save" | "undo"), ``restored_version`` (for an undo,
-        the version it copied) and ``note``."""
+        ``current_mapping`` plus ``author_id`` (the saver's stable id), ``action`` ("save" |
+        "undo"), ``restored_version`` (for an undo, the version it copied) and ``note``."""
         with self._session() as session:
             versions = session.scalars(
                 select(_MappingVersion)
@@ -398,54 +466,79 @@ class LabelStore:
         return frame.astype({"version": "int64"})
 
     # -- patient overrides --------------------------------------------------------------------
-    def _add_override(self, dataset: str, patient_id: Any, *, author: str, note: str,
-                      cleared: bool, disease: str | None = None, code: str | None = None,
-                      description: str | None = None) -> int:
+    @staticmethod
+    def _latest_override(session: Session, dataset: str, patient: str) -> _PatientOverride | None:
+        return session.scalars(
+            select(_PatientOverride)
+            .where(_PatientOverride.dataset == dataset, _PatientOverride.patient_id == patient)
+            .order_by(_PatientOverride.version.desc())
+            .limit(1)
+        ).first()
+
+    def override_version(self, dataset: str, patient_id: str) -> int | None:
+        """The latest override version for a patient (a clear counts), or ``None`` if never set:
+        the ``base_version`` to pass when editing that patient."""
+        with self._session() as session:
+            latest = self._latest_override(session, dataset, str(patient_id))
+            return latest.version if latest is not None else None
+
+    def _add_override(self, dataset: str, patient_id: Any, *, user: User, base_version: int | None,
+                      note: str, cleared: bool, disease: str | None = None, code: str | None = None,
+                      description: str | None = None) -> SaveResult:
+        require(user, "label")
         dataset = _check_name("dataset", dataset)
-        author = _check_name("author", author)
+        base_version = _check_base(base_version)
         if _is_blank(patient_id):
             raise ValueError(f"patient_id={patient_id!r} must be non-empty")
         patient = str(patient_id)
+        target = f"override {dataset}/{patient}"
 
-        def work(session: Session) -> int:
-            latest = session.scalars(
-                select(_PatientOverride)
-                .where(_PatientOverride.dataset == dataset, _PatientOverride.patient_id == patient)
-                .order_by(_PatientOverride.version.desc())
-                .limit(1)
-            ).first()
+        def work(session: Session) -> SaveResult:
+            latest = self._latest_override(session, dataset, patient)
+            self._check_current(target, latest, base_version)
             if cleared and (latest is None or latest.cleared):
                 raise ValueError(f"patient {patient!r} in {dataset!r} has no override to clear")
+            if (not cleared and latest is not None and not latest.cleared
+                    and (latest.disease, latest.icd10_code) == (disease, code)):
+                return SaveResult(latest.version, created=False)
             row = _PatientOverride(
                 dataset=dataset, patient_id=patient, version=(latest.version + 1) if latest else 1,
                 cleared=cleared, disease=disease, icd10_code=code, icd10_description=description,
-                author=author, note=note or "", created_at=_now(),
+                note=note or "", created_at=_now(), **_author_fields(user),
             )
             session.add(row)
             session.flush()
-            return row.version
+            record_event(session, user, "override.clear" if cleared else "override.save",
+                         f"{dataset}/{patient}", f"version {row.version}" + ("" if cleared else f": {disease} {code or ''}".rstrip()))
+            return SaveResult(row.version)
 
         return self._write(work)
 
     def set_patient_override(self, dataset: str, patient_id: str, disease: str, code: str | None, *,
-                             author: str, note: str = "") -> int:
-        """Label one patient by hand, whatever their cluster says; return the override version.
+                             user: User, base_version: int | None, note: str = "") -> SaveResult:
+        """Label one patient by hand, whatever their cluster says.
 
         ``code`` may be None/"" (no code); otherwise it is validated and normalised. An empty
-        ``disease`` with a code takes the code's description.
+        ``disease`` with a code takes the code's description. ``base_version`` is the
+        patient's override version the edit started from (``override_version``; ``None`` if
+        never set). Setting the override it already has adds no version.
 
-        Raises ``ValueError`` for an invalid code, empty disease and code, or empty author.
+        Raises ``PermissionError``, ``ConflictError``, and ``ValueError`` for an invalid code or
+        empty disease and code.
         """
+        require(user, "label")
         disease, code, description = _resolve(disease, code)
-        return self._add_override(dataset, patient_id, author=author, note=note, cleared=False,
-                                  disease=disease, code=code, description=description)
+        return self._add_override(dataset, patient_id, user=user, base_version=base_version, note=note,
+                                  cleared=False, disease=disease, code=code, description=description)
 
-    def clear_patient_override(self, dataset: str, patient_id: str, *, author: str, note: str = "") -> int:
-        """Remove a patient's override (by appending a tombstone); return its version.
+    def clear_patient_override(self, dataset: str, patient_id: str, *, user: User, base_version: int | None,
+                               note: str = "") -> SaveResult:
+        """Remove a patient's override (by appending a tombstone).
 
-        Raises ``ValueError`` if the patient has no active override.
+        Raises ``PermissionError``, ``ConflictError``, and ``ValueError`` if the patient has no
+        active override.
         """
-        return self._add_override(dataset, patient_id, author=author, note=note, cleared=True)
+        return self._add_override(dataset, patient_id, user=user, base_version=base_version, note=note, cleared=True)
 
     def _override_rows(self, dataset: str, patient_id: str | None = None) -> list[_PatientOverride]:
         with self._session() as session:
@@ -456,10 +549,9 @@ class LabelStore:
 
     @staticmethod
     def _override_frame(rows: list[_PatientOverride], columns: list[str]) -> pd.DataFrame:
-        records = [
-            {c: getattr(r, c) for c in (*OVERRIDE_COLUMNS, "cleared")} for r in rows
-        ]
-        frame = pd.DataFrame.from_records(records, columns=[*OVERRIDE_COLUMNS, "cleared"])
+        every = [*OVERRIDE_COLUMNS, "author_id", "cleared"]
+        records = [{c: getattr(r, c) for c in every} for r in rows]
+        frame = pd.DataFrame.from_records(records, columns=every)
         frame = frame.astype({"version": "int64", "cleared": "bool"})
         frame["created_at"] = _utc(frame["created_at"])
         return frame[columns].reset_index(drop=True)
@@ -475,6 +567,7 @@ class LabelStore:
         return self._override_frame(active, OVERRIDE_COLUMNS)
 
     def override_history(self, dataset: str, patient_id: str | None = None) -> pd.DataFrame:
-        """Every override row (sets and clears), by patient then version, with a ``cleared``
-        column added to the ``patient_overrides`` columns."""
-        return self._override_frame(self._override_rows(dataset, patient_id), [*OVERRIDE_COLUMNS, "cleared"])
+        """Every override row (sets and clears), by patient then version, with ``author_id``
+        and ``cleared`` columns added to the ``patient_overrides`` columns."""
+        return self._override_frame(self._override_rows(dataset, patient_id),
+                                    [*OVERRIDE_COLUMNS, "author_id", "cleared"])

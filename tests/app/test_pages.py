@@ -20,6 +20,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from core.auth import local_user
 from core.datasets import DEMO_NAME, open_dataset
 from core.ingest import ingest
 from core.labels import LabelStore
@@ -237,10 +238,9 @@ def test_saved_mapping_survives_a_new_session(label_db: str) -> None:
     suggested = at.data_editor[0].value
     suggested_codes = set(suggested["icd10_code"]) - {""}
     assert suggested_codes  # the demo's ground truth suggests codes (e.g. I42.0) to save
-    at.text_input(key="label_author").input("Dr Ada Test").run()
     at.button(key="label_save").click().run()
     assert_clean(at)
-    assert any("Saved mapping, version 1, by Dr Ada Test" in s.value for s in at.success)
+    assert any(f"Saved mapping, version 1, by {local_user().label}" in s.value for s in at.success)
 
     st.cache_resource.clear()  # as after a server restart: a new LabelStore, same database
     st.cache_data.clear()
@@ -256,7 +256,6 @@ def test_saved_mapping_survives_a_new_session(label_db: str) -> None:
 
 def test_invalid_icd10_code_in_a_patient_override_is_refused(label_db: str) -> None:
     at = open_app("label", encoder="pixels")
-    at.text_input(key="label_author").input("Dr Ada Test").run()
     patient = at.selectbox(key="label_override_patient").value
     at.text_input(key="label_override_disease").input("Hypertrophic cardiomyopathy").run()
     at.text_input(key="label_override_code").input("Q99.99").run()
@@ -270,7 +269,7 @@ def test_invalid_icd10_code_in_a_patient_override_is_refused(label_db: str) -> N
 def test_label_store_refuses_an_invalid_code(label_db: str) -> None:
     store = LabelStore(label_db)
     with pytest.raises(ValueError, match="XYZ123"):
-        store.save_mapping(DEMO_NAME, "refused-clustering", {0: ("Pneumonia", "XYZ123")}, author="Dr Ada Test")
+        store.save_mapping(DEMO_NAME, "refused-clustering", {0: ("Pneumonia", "XYZ123")}, user=local_user(), base_version=None)
     assert store.history(DEMO_NAME, "refused-clustering").empty
 
 

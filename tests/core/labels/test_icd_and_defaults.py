@@ -1,14 +1,14 @@
-"""core.labels: ICD-10-CM search/validation, default mappings, the versioned store, labelled table."""
+"""core.labels: ICD-10-CM search/validation, default mappings, the labelled table. The versioned
+store is tested in tests/core/labels/ (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from core.auth import User
 from core.labels import (
     DEFAULT_LABEL_CODES,
     IcdCode,
@@ -21,6 +21,8 @@ from core.labels import (
     validate_icd10,
 )
 
+ANN = User(id="iss|ann", email="ann@example.org", name="Ann", role="labeler", source="claim")
+BOB = User(id="iss|bob", email="bob@example.org", name="Bob", role="labeler", source="claim")
 DEMO_GROUPS = ["Normal", "Dilated cardiomyopathy", "Hypertrophic cardiomyopathy", "Myocardial infarction"]
 
 
@@ -168,191 +170,12 @@ def test_majority_labels_by_cluster_with_ties_and_unknowns():
     assert majority_labels(clusters, labels) == {0: "y", 1: "a", 2: None}
 
 
-# -- the store -----------------------------------------------------------------------------------
-
-def test_empty_store_has_empty_frames(store: LabelStore):
-    assert store.current_mapping("ds", "k").empty
-    assert list(store.current_mapping("ds", "k").columns) == [
-        "cluster", "disease", "icd10_code", "icd10_description", "version", "author", "created_at"
-    ]
-    assert store.history("ds", "k").empty
-    assert store.patient_overrides("ds").empty
-
-
-def test_save_then_reload_in_a_new_store_survives_restart(db_url: str):
-    before = datetime.now(UTC)
-    first = LabelStore(db_url)
-    version = first.save_mapping("demo", "kmeans-4", {1: ("DCM", "i420"), 0: ("Normal", None)}, author="ann")
-    after = datetime.now(UTC)
-    first.close()
-
-    reopened = LabelStore(db_url)
-    current = reopened.current_mapping("demo", "kmeans-4")
-    assert version == 1
-    assert current["cluster"].tolist() == [0, 1]
-    assert current["disease"].tolist() == ["Normal", "DCM"]
-    assert pd.isna(current.loc[0, "icd10_code"]) and current.loc[1, "icd10_code"] == "I42.0"
-    assert current.loc[1, "icd10_description"] == "Dilated cardiomyopathy"
-    assert (current["version"] == 1).all() and (current["author"] == "ann").all()
-    assert str(current["created_at"].dt.tz) == "UTC"
-    assert before <= current.loc[0, "created_at"].to_pydatetime() <= after
-    reopened.close()
-
-
-def test_versions_increase_and_history_keeps_all(store: LabelStore):
-    assert store.save_mapping("ds", "k", {0: ("A", "I42.0")}, author="ann") == 1
-    assert store.save_mapping("ds", "k", {0: ("B", "I42.2")}, author="bob") == 2
-    assert store.save_mapping("ds", "other-key", {0: ("C", None)}, author="bob") == 1
-    history = store.history("ds", "k")
-    assert history[["version", "disease", "author", "action"]].values.tolist() == [
-        [1, "A", "ann", "save"], [2, "B", "bob", "save"]
-    ]
-    assert store.current_mapping("ds", "k")["disease"].tolist() == ["B"]
-    assert store.mapping_at("ds", "k", 1)["disease"].tolist() == ["A"]
-    sets = store.mapping_sets("ds")
-    assert sets[["clustering_key", "version"]].values.tolist() == [["k", 2], ["other-key", 1]]
-
-
-def test_empty_disease_takes_the_code_description(store: LabelStore):
-    store.save_mapping("ds", "k", {0: ("", "J80"), 1: (None, "u071")}, author="ann")
-    assert store.current_mapping("ds", "k")["disease"].tolist() == ["Acute respiratory distress syndrome", "COVID-19"]
-
-
-def test_undo_restores_previous_and_is_itself_a_version(store: LabelStore):
-    store.save_mapping("ds", "k", {0: ("A", "I42.0"), 1: ("N", None)}, author="ann")
-    store.save_mapping("ds", "k", {0: ("B", "I42.2")}, author="bob")
-    store.save_mapping("ds", "k", {0: ("C", "I42.9")}, author="bob")
-
-    assert store.undo("ds", "k", author="cat") == 4
-    current = store.current_mapping("ds", "k")
-    assert current[["cluster", "disease", "icd10_code", "version", "author"]].values.tolist() == [[0, "B", "I42.2", 4, "cat"]]
-    # A second undo keeps going back rather than flipping between two versions.
-    assert store.undo("ds", "k", author="cat") == 5
-    assert store.current_mapping("ds", "k")["disease"].tolist() == ["A", "N"]
-    with pytest.raises(ValueError, match="nothing to undo.*version 5"):
-        store.undo("ds", "k", author="cat")
-
-    history = store.history("ds", "k")
-    assert history.drop_duplicates("version")[["version", "action", "restored_version"]].astype(object).values.tolist() == [
-        [1, "save", pd.NA], [2, "save", pd.NA], [3, "save", pd.NA], [4, "undo", 2], [5, "undo", 1]
-    ]
-    # Saving after an undo makes that save undoable back to the restored mapping.
-    store.save_mapping("ds", "k", {0: ("D", None)}, author="ann")
-    store.undo("ds", "k", author="ann")
-    assert store.current_mapping("ds", "k")["disease"].tolist() == ["A", "N"]
-
-
-def test_undo_with_nothing_saved_is_refused(store: LabelStore):
-    with pytest.raises(ValueError, match="no mapping saved for 'ds'/'k'"):
-        store.undo("ds", "k", author="ann")
-    store.save_mapping("ds", "k", {0: ("A", None)}, author="ann")
-    with pytest.raises(ValueError, match="no earlier mapping"):
-        store.undo("ds", "k", author="ann")
-    assert store.history("ds", "k")["version"].tolist() == [1]
-
-
-def test_invalid_code_saves_nothing_and_names_every_problem(store: LabelStore):
-    store.save_mapping("ds", "k", {0: ("A", "I42.0")}, author="ann")
-    with pytest.raises(ValueError) as info:
-        store.save_mapping("ds", "k", {0: ("A", "I42.0"), 1: ("B", "I42.99X"), 2: ("", None), "x": ("C", None)}, author="ann")
-    message = str(info.value)
-    assert "cluster 1: 'I42.99X' is not an ICD-10-CM code" in message
-    assert "cluster 2: needs a disease name or an ICD-10-CM code" in message
-    assert "cluster id 'x' must be an integer" in message
-    assert store.history("ds", "k")["version"].tolist() == [1]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"dataset": "", "clustering_key": "k", "mapping": {0: ("A", None)}, "author": "a"}, "dataset=''"),
-        ({"dataset": "d", "clustering_key": " ", "mapping": {0: ("A", None)}, "author": "a"}, "clustering_key=' '"),
-        ({"dataset": "d", "clustering_key": "k", "mapping": {0: ("A", None)}, "author": ""}, "author=''"),
-        ({"dataset": "d", "clustering_key": "k", "mapping": {}, "author": "a"}, "is empty"),
-        ({"dataset": "d", "clustering_key": "k", "mapping": {0: "A"}, "author": "a"}, "must be \\(disease, code\\)"),
-    ],
-)
-def test_save_mapping_bad_arguments(store: LabelStore, kwargs: dict, match: str):
-    with pytest.raises(ValueError, match=match):
-        store.save_mapping(**kwargs)
-
-
-def test_save_accepts_suggested_defaults(store: LabelStore):
-    defaults = suggest_default_mapping(dict(enumerate(DEMO_GROUPS)))
-    store.save_mapping("demo", "k", defaults, author="auto")
-    current = store.current_mapping("demo", "k")
-    assert current["icd10_code"].tolist()[1:] == ["I42.0", "I42.2", "I25.2"]
-    assert current.loc[3, "icd10_description"] == "Old myocardial infarction"
-
-
-def test_patient_overrides_set_replace_clear(store: LabelStore, db_url: str):
-    assert store.set_patient_override("ds", "p1", "ARDS", "j80", author="ann", note="seen on CT") == 1
-    assert store.set_patient_override("ds", "p2", "Odd one", None, author="ann") == 1
-    assert store.set_patient_override("ds", "p1", "COVID-19", "U07.1", author="bob") == 2
-    assert store.set_patient_override("other", "p1", "X", None, author="bob") == 1
-    assert store.clear_patient_override("ds", "p2", author="bob", note="was fine") == 2
-
-    current = LabelStore(db_url).patient_overrides("ds")
-    assert current[["patient_id", "disease", "icd10_code", "version", "author"]].values.tolist() == [
-        ["p1", "COVID-19", "U07.1", 2, "bob"]
-    ]
-    history = store.override_history("ds")
-    assert history[["patient_id", "version", "cleared"]].values.tolist() == [
-        ["p1", 1, False], ["p1", 2, False], ["p2", 1, False], ["p2", 2, True]
-    ]
-    assert history.loc[0, "note"] == "seen on CT"
-    # A cleared patient can be overridden again.
-    assert store.set_patient_override("ds", "p2", "Back", None, author="ann") == 3
-    assert sorted(store.patient_overrides("ds")["patient_id"]) == ["p1", "p2"]
-
-
-def test_patient_override_errors(store: LabelStore):
-    with pytest.raises(ValueError, match="'XYZ' is not an ICD-10-CM code"):
-        store.set_patient_override("ds", "p1", "X", "XYZ", author="ann")
-    with pytest.raises(ValueError, match="no override to clear"):
-        store.clear_patient_override("ds", "p1", author="ann")
-    with pytest.raises(ValueError, match="patient_id=''"):
-        store.set_patient_override("ds", "", "X", None, author="ann")
-    assert store.override_history("ds").empty
-
-
-def test_concurrent_writers_get_distinct_versions(db_url: str):
-    LabelStore(db_url).save_mapping("ds", "k", {0: ("start", None)}, author="setup")
-    errors: list[BaseException] = []
-
-    def writer(name: str) -> None:
-        store = LabelStore(db_url)
-        try:
-            for i in range(8):
-                store.save_mapping("ds", "k", {0: (f"{name}-{i}", None)}, author=name)
-        except BaseException as err:  # noqa: BLE001 - reported to the main thread
-            errors.append(err)
-        finally:
-            store.close()
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b", "c")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    history = LabelStore(db_url).history("ds", "k")
-    assert sorted(history["version"]) == list(range(1, 26))
-    assert len(set(history["disease"])) == 25
-
-
-def test_in_memory_sqlite_works_across_sessions():
-    store = LabelStore("sqlite://")
-    store.save_mapping("ds", "k", {0: ("A", None)}, author="ann")
-    assert store.current_mapping("ds", "k")["disease"].tolist() == ["A"]
-
-
 # -- labelled patients ---------------------------------------------------------------------------
 
 def test_labeled_patients_override_wins_and_no_row_is_dropped(store: LabelStore):
-    store.save_mapping("ds", "k", {0: ("Normal", None), 1: ("DCM", "I42.0"), 2: ("HCM", "I42.2")}, author="ann")
-    store.set_patient_override("ds", "p2", "ARDS", "J80", author="bob")
-    store.set_patient_override("ds", "p4", "Seen by hand", None, author="bob")
+    store.save_mapping("ds", "k", {0: ("Normal", None), 1: ("DCM", "I42.0"), 2: ("HCM", "I42.2")}, user=ANN, base_version=None)
+    store.set_patient_override("ds", "p2", "ARDS", "J80", user=BOB, base_version=None)
+    store.set_patient_override("ds", "p4", "Seen by hand", None, user=BOB, base_version=None)
     patients = pd.DataFrame({"patient_id": ["p0", "p1", "p2", "p3", "p4", "p5"], "age": [50, 60, 70, 80, 90, 40],
                              "cluster": [9, 9, 9, 9, 9, 9]})
     clusters = pd.Series([0, 1, 1, 3, float("nan")], index=["p0", "p1", "p2", "p3", "p4"])
@@ -396,9 +219,9 @@ def test_end_to_end_on_covid_chestxray(covid_dataset, store: LabelStore):
     codes = {label: i for i, label in enumerate(sorted(patients["label"].dropna().unique()))}
     clusters = pd.Series(patients["label"].map(codes).to_numpy(), index=patients["patient_id"])
     defaults = suggest_default_mapping(majority_labels(clusters, patients.set_index("patient_id")["label"]))
-    store.save_mapping("covid", "by-label", defaults, author="test")
+    store.save_mapping("covid", "by-label", defaults, user=ANN, base_version=None)
     first_patient = patients["patient_id"].iloc[0]
-    store.set_patient_override("covid", first_patient, "Reviewed", "J18.9", author="test")
+    store.set_patient_override("covid", first_patient, "Reviewed", "J18.9", user=ANN, base_version=None)
 
     out = labeled_patients(patients, clusters, store.current_mapping("covid", "by-label"), store.patient_overrides("covid"))
     assert len(out) == len(patients) and out["patient_id"].tolist() == patients["patient_id"].tolist()
