@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.auth import AccessStore
 from cli.main import main
+from core.auth import AccessStore
 
 
 def test_set_list_and_audit_from_the_command_line(tmp_path, monkeypatch, capsys):
