@@ -7,15 +7,19 @@ import streamlit as st
 from core import datasets, roots, uploads
 from core.ingest import LAYOUTS, summarize
 from core.ingest.normalize import CANONICAL_FIELDS
-from core.settings import LOCAL_USER_ID
-from ui import data, state, widgets
+from ui import auth, data, state, widgets
 
-USER_ID, IS_ADMIN = LOCAL_USER_ID, True  # the single local user until sign-in arrives
+USER = auth.current_user()
+USER_ID, IS_ADMIN = USER.id, USER.is_admin
 
 st.title("Data")
 st.caption("Load scans and patient metadata. Several datasets can live side by side; switch in the sidebar.")
-source_kind = st.radio("Add or open a dataset from", ["Built-in demo cohort", "Folder on the server", "Upload files"],
-                       horizontal=True, key="data_source")
+# Only what the role may do is offered: uploads need "ingest", server folders "server_folders".
+sources = ["Built-in demo cohort", *(["Folder on the server"] if auth.can("server_folders", USER) else []),
+           *(["Upload files"] if auth.can("ingest", USER) else [])]
+source_kind = st.radio("Add or open a dataset from", sources, horizontal=True, key="data_source")
+if len(sources) == 1:
+    st.caption(f"Your role ({USER.role}) browses datasets; an admin adds them.")
 
 
 def staged_upload(name: str, scans: list, csv_file):
@@ -100,7 +104,7 @@ def add_dataset(source_kind: str) -> None:
     ready = bool(name and source is not None and confirmed)
     if st.button("Ingest", type="primary", disabled=not ready, key="data_ingest"):
         bar = st.progress(0.0, text="Reading files...")
-        options = dict(user_id=USER_ID, is_admin=IS_ADMIN, replace=replace, layout=layout, column_map=column_map,
+        options = dict(user=USER, replace=replace, layout=layout, column_map=column_map,
                        progress=lambda done, total, _m: bar.progress(done / max(total, 1), text=f"{done}/{total} files"))
         try:
             if staged is not None:

@@ -7,10 +7,10 @@ import streamlit as st
 
 from core.export import labeled_export, to_csv_bytes, to_parquet_bytes
 from core.labels import LABEL_COLUMNS
-from core.settings import LOCAL_USER_ID
-from ui import data
+from ui import auth, data
 
-USER_ID, IS_ADMIN = LOCAL_USER_ID, True  # the single local user until sign-in arrives
+USER = auth.require("export_patients")
+USER_ID, IS_ADMIN = USER.id, USER.is_admin
 
 st.title("Export")
 dataset = data.current_dataset()

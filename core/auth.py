@@ -93,6 +93,10 @@ class User:
         """How the user is shown: the e-mail, else the name, else the id."""
         return self.email or self.name or self.id
 
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
 
 def _rank(role: str) -> int:
     return ROLES.index(role) + 1 if role in ROLES else 0

@@ -43,6 +43,28 @@ import pandas as pd
 
 from core.settings import cache_root
 
+_PATH_COLUMN_NAMES = {"path", "filepath", "file_path", "abs_path", "absolute_path", "fullpath", "full_path"}
+_ABSOLUTE_PATH = re.compile(r"^(/[^/\x00]+/|[A-Za-z]:[\\/]|\\\\|file:/|~/)")
+
+
+def private_columns(df: pd.DataFrame) -> list[str]:
+    """Columns of ``df`` that ``export_columns`` would drop: absolute server paths, by name
+    (``path``, ``*_path``) or by content (more than half of the non-empty text values are
+    absolute paths: ``/a/b``, ``C:\\``, ``\\\\server``, ``file:/``, ``~/``)."""
+    private = []
+    for column in df.columns:
+        name = str(column).lower()
+        if name in _PATH_COLUMN_NAMES or name.endswith("_path"):
+            private.append(column)
+            continue
+        if pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_datetime64_any_dtype(df[column]):
+            continue
+        values = df[column].dropna()
+        values = values[values.map(lambda v: isinstance(v, str) and v.strip() != "")]
+        if len(values) and values.map(lambda v: bool(_ABSOLUTE_PATH.match(v.strip()))).mean() > 0.5:
+            private.append(column)
+    return private
+
 __all__ = [
     "SALT_BYTES",
     "DeidResult",
@@ -202,8 +224,6 @@ def deidentify(table: pd.DataFrame, *, salt: bytes, keep_free_text: bool = False
 
     Raises ``ValueError`` for a salt under 16 bytes.
     """
-    from core.export import private_columns
-
     if len(salt) < 16:
         raise ValueError(f"salt of {len(salt)} bytes is too short; use deployment_salt()")
     out = table.copy()

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core.deid import private_columns
+
 __all__ = [
     "FORMULA_PREFIXES",
     "MAX_CELL_CHARS",
@@ -56,8 +58,6 @@ MAX_CELL_CHARS = 32_000
 TRUNCATED = " [truncated]"
 _UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
-_PATH_COLUMN_NAMES = {"path", "filepath", "file_path", "abs_path", "absolute_path", "fullpath", "full_path"}
-_ABSOLUTE_PATH = re.compile(r"^(/[^/\x00]+/|[A-Za-z]:[\\/]|\\\\|file:/|~/)")
 
 
 def neutralise_text(value: object, *, max_chars: int = MAX_CELL_CHARS) -> object:
@@ -113,25 +113,6 @@ def to_parquet_bytes(df: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     df.to_parquet(buffer, engine="pyarrow", index=False)
     return buffer.getvalue()
-
-
-def private_columns(df: pd.DataFrame) -> list[str]:
-    """Columns of ``df`` that ``export_columns`` would drop: absolute server paths, by name
-    (``path``, ``*_path``) or by content (more than half of the non-empty text values are
-    absolute paths: ``/a/b``, ``C:\\``, ``\\\\server``, ``file:/``, ``~/``)."""
-    private = []
-    for column in df.columns:
-        name = str(column).lower()
-        if name in _PATH_COLUMN_NAMES or name.endswith("_path"):
-            private.append(column)
-            continue
-        if pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_datetime64_any_dtype(df[column]):
-            continue
-        values = df[column].dropna()
-        values = values[values.map(lambda v: isinstance(v, str) and v.strip() != "")]
-        if len(values) and values.map(lambda v: bool(_ABSOLUTE_PATH.match(v.strip()))).mean() > 0.5:
-            private.append(column)
-    return private
 
 
 def export_columns(df: pd.DataFrame) -> pd.DataFrame:

@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Until sign-in exists, the app has one user: this id, with admin rights.
-LOCAL_USER_ID = "local"
 
 
 def cache_root() -> Path:

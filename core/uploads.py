@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.atomic import atomic_write_bytes, atomic_write_text
+from core.auth import AccessStore, User, require
 from core.datasets import (
     claim_dataset,
     dataset_manifest,
@@ -288,53 +289,60 @@ def _prune_other_sets(user_root: Path, name: str, *, keep: str) -> list[Path]:
     return removed
 
 
-def ingest_staged(staged: StagedUpload, name: str, *, user_id: str, is_admin: bool, replace: bool = False,
+def ingest_staged(staged: StagedUpload, name: str, *, user: User, replace: bool = False,
                   layout: str = "auto", column_map: Mapping[str, str] | None = None,
                   progress: ProgressFn | None = None) -> IngestResult:
-    """Ingest a staged upload set as dataset ``name`` for ``user_id``.
+    """Ingest a staged upload set as dataset ``name`` for ``user`` (who needs the ``ingest``
+    permission, else ``PermissionError``); the ingest is recorded in the audit log.
 
-    Raises ``OutsideRootsError`` when ``staged`` is not in ``user_id``'s staging area, what
+    Raises ``OutsideRootsError`` when ``staged`` is not in ``user``'s staging area, what
     ``core.datasets.claim_dataset`` raises (name taken, demo, another user's dataset), and what
     ``core.ingest.ingest`` raises (bad layout, missing CSV column). A new name whose ingest
     fails is released again.
     """
-    own_root = user_staging_root(user_id).resolve()
+    require(user, "ingest")
+    own_root = user_staging_root(user.id).resolve()
     source = resolve_inside(staged.source, [own_root])
     metadata = resolve_inside(staged.metadata, [own_root]) if staged.metadata is not None else None
-    return _claim_and_ingest(source, name, metadata=metadata, user_id=user_id, is_admin=is_admin,
-                             replace=replace, layout=layout, column_map=column_map, progress=progress)
+    return _claim_and_ingest(source, name, metadata=metadata, user=user, replace=replace, layout=layout,
+                             column_map=column_map, progress=progress, origin="an upload")
 
 
-def ingest_server_source(source: str | os.PathLike[str], name: str, *, user_id: str, is_admin: bool,
+def ingest_server_source(source: str | os.PathLike[str], name: str, *, user: User,
                          metadata: str | os.PathLike[str] | None = None, replace: bool = False,
                          layout: str = "auto", column_map: Mapping[str, str] | None = None,
                          progress: ProgressFn | None = None) -> IngestResult:
     """Ingest a folder, CSV or ZIP on the server as dataset ``name``; both ``source`` and
-    ``metadata`` must resolve inside ``allowed_roots(user_id)`` (else ``OutsideRootsError``).
-    Raises as ``ingest_staged`` otherwise."""
-    roots = allowed_roots(user_id)
+    ``metadata`` must resolve inside ``allowed_roots(user.id)`` (else ``OutsideRootsError``);
+    ``user`` needs the ``server_folders`` permission. Raises as ``ingest_staged`` otherwise."""
+    require(user, "server_folders")
+    roots = allowed_roots(user.id)
     resolved = resolve_inside(source, roots)
     metadata_path = resolve_inside(metadata, roots) if metadata else None
     escaping = links_outside(resolved, roots)
     if escaping:
         raise OutsideRootsError(f"{source} holds links to files outside the folders the app may read "
                                 f"({', '.join(str(p) for p in escaping)}); remove them or ask an administrator")
-    return _claim_and_ingest(resolved, name, metadata=metadata_path, user_id=user_id, is_admin=is_admin,
-                             replace=replace, layout=layout, column_map=column_map, progress=progress)
+    return _claim_and_ingest(resolved, name, metadata=metadata_path, user=user, replace=replace, layout=layout,
+                             column_map=column_map, progress=progress, origin="a server folder")
 
 
-def _claim_and_ingest(source: Path, name: str, *, metadata: Path | None, user_id: str, is_admin: bool,
-                      replace: bool, layout: str, column_map, progress) -> IngestResult:
+def _claim_and_ingest(source: Path, name: str, *, metadata: Path | None, user: User, replace: bool,
+                      layout: str, column_map, progress, origin: str) -> IngestResult:
+    require(user, "ingest")
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
-    target, created = claim_dataset(name, user_id=user_id, is_admin=is_admin, replace=replace)
+    target, created = claim_dataset(name, user_id=user.id, is_admin=user.is_admin, replace=replace)
     try:
-        return ingest(source, target, layout=layout, metadata=metadata, column_map=column_map or None,
-                      name=target.name, progress=progress)
+        result = ingest(source, target, layout=layout, metadata=metadata, column_map=column_map or None,
+                        name=target.name, progress=progress)
     except BaseException:
         if created:
             release_dataset(target.name)
         raise
+    AccessStore().record(user, "dataset.ingest", target.name,
+                         f"{result.n_images} images from {origin}" + ("" if created else " (replaced)"))
+    return result
 
 
 @dataclass(frozen=True)

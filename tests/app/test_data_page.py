@@ -16,10 +16,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from core.auth import local_user
 from core.datasets import DEMO_NAME, dataset_owner, list_datasets, open_dataset
 from core.ingest import ingest
 from core.roots import user_staging_root
-from core.settings import LOCAL_USER_ID
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 UPLOAD = "Upload files"
@@ -77,7 +77,7 @@ def test_a_path_as_dataset_name_touches_nothing(cache: Path, demo_dir: Path, nam
     assert at.button(key="data_ingest").disabled
     after = all_files(cache)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing deleted or rewritten
-    assert not user_staging_root(LOCAL_USER_ID).exists()  # and nothing staged
+    assert not user_staging_root(local_user().id).exists()  # and nothing staged
 
 
 def test_server_folder_outside_the_roots_is_refused(cache: Path) -> None:
@@ -109,7 +109,7 @@ def test_server_folder_inside_a_configured_root_ingests(cache: Path, demo_dir: P
     at.button(key="data_ingest").click().run()
     assert errors(at) == ""
     assert any("as **from-server**" in s.value for s in at.success)
-    assert "from-server" in list_datasets() and dataset_owner("from-server") == LOCAL_USER_ID
+    assert "from-server" in list_datasets() and dataset_owner("from-server") == local_user().id
     # A symlink inside the root that points out of it is refused.
     link = demo_dir.parent / "escape-link"
     link.symlink_to("/etc")
@@ -137,7 +137,7 @@ def test_upload_is_staged_once_ingested_and_replaced_only_when_confirmed(cache: 
     at.file_uploader(key="data_upload").set_value(scan_files(demo_dir, 4)).run()
     at.text_input(key="data_name").input("my-upload").run()
     assert errors(at) == ""
-    staging = user_staging_root(LOCAL_USER_ID) / "my-upload"
+    staging = user_staging_root(local_user().id) / "my-upload"
     staged = all_files(staging)
     assert sum(name.endswith(".dcm") for name in staged) == 4
     at.run()
@@ -165,13 +165,13 @@ def test_upload_over_the_limits_writes_nothing(cache: Path, demo_dir: Path, monk
     at.file_uploader(key="data_upload").set_value(scan_files(demo_dir, 4)).run()
     at.text_input(key="data_name").input("too-many").run()
     assert "over the limit of 3 files" in errors(at)
-    assert not user_staging_root(LOCAL_USER_ID).exists()
+    assert not user_staging_root(local_user().id).exists()
 
     monkeypatch.setenv("SCANATLAS_MAX_UPLOAD_FILES", "20000")
     monkeypatch.setenv("SCANATLAS_MAX_UPLOAD_BYTES", "1000")
     at.file_uploader(key="data_upload").set_value(scan_files(demo_dir, 1)).run()
     assert "over the limit of 0.0 MiB" in errors(at)
-    assert not user_staging_root(LOCAL_USER_ID).exists()
+    assert not user_staging_root(local_user().id).exists()
 
 
 def test_scans_with_burned_in_text_are_hidden_until_an_admin_reveals_them(cache: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from core.auth import AccessStore, User
 from core.datasets import (
     DEMO_NAME,
     DatasetExistsError,
@@ -36,6 +37,10 @@ from core.uploads import (
     upload_limits,
     upload_set_key,
 )
+
+
+def person(name: str, role: str = "admin") -> User:
+    return User(id=name, email=f"{name}@example.org", name=name, role=role, source="table")
 
 
 @pytest.fixture
@@ -102,7 +107,7 @@ def test_a_new_upload_set_replaces_the_users_unused_older_one(cache: Path, scans
 
 def test_an_upload_set_a_dataset_reads_from_is_kept(cache: Path, scans: list[Upload]) -> None:
     used = stage_uploads("ann", "study", scans)
-    ingest_staged(used, "study", user_id="ann", is_admin=False, layout="dicom")
+    ingest_staged(used, "study", user=person("ann"), layout="dicom")
     stage_uploads("ann", "study", scans[:1])
     assert used.root.exists()  # the dataset's images still live there
 
@@ -169,7 +174,7 @@ def test_a_zip_is_the_source_when_uploaded_alone_and_refused_among_others(cache:
 
 def test_ingest_staged_makes_a_dataset_owned_by_the_user(cache: Path, scans: list[Upload]) -> None:
     staged = stage_uploads("ann", "study", scans)
-    result = ingest_staged(staged, "study", user_id="ann", is_admin=False, layout="dicom")
+    result = ingest_staged(staged, "study", user=person("ann"), layout="dicom")
     assert result.n_images == 4 and "study" in list_datasets()
     assert dataset_owner("study") == "ann"
     level, message = ingest_summary_status(result)
@@ -179,29 +184,41 @@ def test_ingest_staged_makes_a_dataset_owned_by_the_user(cache: Path, scans: lis
 def test_another_users_staging_cannot_be_ingested(cache: Path, scans: list[Upload]) -> None:
     staged = stage_uploads("ann", "study", scans)
     with pytest.raises(OutsideRootsError):
-        ingest_staged(staged, "bobs", user_id="bob", is_admin=False)
+        ingest_staged(staged, "bobs", user=person("bob"))
     assert "bobs" not in list_datasets()
 
 
-def test_a_dataset_is_never_replaced_without_confirmation_and_never_by_another_user(cache: Path, scans: list[Upload]) -> None:
-    ingest_staged(stage_uploads("ann", "study", scans[:2]), "study", user_id="ann", is_admin=False, layout="dicom")
+def test_a_dataset_is_never_replaced_without_confirmation_and_only_admins_ingest(cache: Path, scans: list[Upload]) -> None:
+    ingest_staged(stage_uploads("ann", "study", scans[:2]), "study", user=person("ann"), layout="dicom")
     bob = stage_uploads("bob", "study", scans)
-    with pytest.raises(PermissionError, match="another user"):
-        ingest_staged(bob, "study", user_id="bob", is_admin=False, replace=True, layout="dicom")
+    for role in ("viewer", "labeler"):
+        with pytest.raises(PermissionError, match="not allowed to ingest"):
+            ingest_staged(bob, "study", user=person("bob", role), replace=True, layout="dicom")
     again = stage_uploads("ann", "study", scans)
     with pytest.raises(DatasetExistsError, match="confirm"):
-        ingest_staged(again, "study", user_id="ann", is_admin=False, layout="dicom")
-    assert ingest_staged(again, "study", user_id="ann", is_admin=False, replace=True, layout="dicom").n_images == 4
-    # An admin may replace another user's dataset, with the confirmation.
+        ingest_staged(again, "study", user=person("ann"), layout="dicom")
+    assert ingest_staged(again, "study", user=person("ann"), replace=True, layout="dicom").n_images == 4
+    # Another admin may replace it too, with the confirmation; it stays the owner's dataset.
     admin = stage_uploads("admin", "study", scans[:1])
-    assert ingest_staged(admin, "study", user_id="admin", is_admin=True, replace=True, layout="dicom").n_images == 1
-    assert dataset_owner("study") == "ann"  # it stays the owner's dataset
+    assert ingest_staged(admin, "study", user=person("admin"), replace=True, layout="dicom").n_images == 1
+    assert dataset_owner("study") == "ann"
+    events = AccessStore().events(action="dataset.")
+    assert events["user_id"].tolist() == ["admin", "ann", "ann"]  # newest first, one row per ingest
+    assert events["detail"].iloc[0] == "1 images from an upload (replaced)"
+
+
+def test_server_folders_need_the_server_folders_permission(cache: Path, demo_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCANATLAS_DATA_ROOTS", str(demo_dir))
+    with pytest.raises(PermissionError, match="read folders on the server"):
+        ingest_server_source(demo_dir, "server", user=person("bob", "labeler"))
+    assert "server" not in list_datasets()
 
 
 def test_the_demo_is_never_replaced_not_even_by_an_admin(cache: Path, scans: list[Upload]) -> None:
     staged = stage_uploads("admin", DEMO_NAME, scans)
     with pytest.raises(PermissionError, match="never replaced"):
-        ingest_staged(staged, DEMO_NAME, user_id="admin", is_admin=True, replace=True)
+        ingest_staged(staged, DEMO_NAME, user=person("admin"), replace=True)
     assert not (cache / "datasets" / DEMO_NAME).exists()
 
 
@@ -217,18 +234,18 @@ def test_a_name_claimed_by_a_racing_session_is_not_taken_twice(cache: Path) -> N
 def test_a_failed_first_ingest_releases_the_name(cache: Path, scans: list[Upload]) -> None:
     staged = stage_uploads("ann", "study", scans)
     with pytest.raises(ValueError):
-        ingest_staged(staged, "study", user_id="ann", is_admin=False, layout="no-such-layout")
+        ingest_staged(staged, "study", user=person("ann"), layout="no-such-layout")
     assert not (cache / "datasets" / "study").exists()
     assert staged.root.exists()
 
 
 def test_server_sources_must_be_inside_the_roots(cache: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(OutsideRootsError, match="SCANATLAS_DATA_ROOTS"):
-        ingest_server_source(demo_dir, "server", user_id="ann", is_admin=False)
+        ingest_server_source(demo_dir, "server", user=person("ann"))
     monkeypatch.setenv("SCANATLAS_DATA_ROOTS", str(demo_dir))
     with pytest.raises(OutsideRootsError):
-        ingest_server_source(demo_dir, "server", user_id="ann", is_admin=False, metadata="/etc/passwd")
-    result = ingest_server_source(demo_dir, "server", user_id="ann", is_admin=False)
+        ingest_server_source(demo_dir, "server", user=person("ann"), metadata="/etc/passwd")
+    result = ingest_server_source(demo_dir, "server", user=person("ann"))
     assert result.n_images == 64 and dataset_owner("server") == "ann"
     counts = dataset_counts(result.dataset)
     assert (counts.n_images, counts.n_patients, counts.n_not_ingested) == (64, 16, 0)
@@ -267,8 +284,8 @@ def test_a_server_folder_with_links_out_of_the_roots_is_refused(cache: Path, tmp
     (root / "P1" / "b.dcm").symlink_to(sorted(demo_dir.rglob("*.dcm"))[1])  # a real scan, outside the root
     monkeypatch.setenv("SCANATLAS_DATA_ROOTS", str(root))
     with pytest.raises(OutsideRootsError, match="links to files outside"):
-        ingest_server_source(root, "linked", user_id="ann", is_admin=False, layout="dicom")
+        ingest_server_source(root, "linked", user=person("ann"), layout="dicom")
     assert "linked" not in list_datasets()
     (root / "P1" / "b.dcm").unlink()
     (root / "P1" / "c.dcm").symlink_to(root / "P1" / "a.dcm")  # a link inside the root is fine
-    assert ingest_server_source(root, "linked", user_id="ann", is_admin=False, layout="dicom").n_images == 1
+    assert ingest_server_source(root, "linked", user=person("ann"), layout="dicom").n_images == 1
