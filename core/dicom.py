@@ -27,7 +27,14 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 PIXEL_STATUSES = frozenset({"empty_file", "not_an_image", "unreadable", "truncated",
-                            "no_pixel_data", "unsupported_transfer_syntax", "too_large"})
+                            "no_pixel_data", "unsupported_transfer_syntax", "too_large",
+                            "frames_mismatch", "over_pixel_budget", "too_many_frames"})
+
+# Per-file limits (all frames together). Each frame becomes a table row, so a header that
+# claims a million frames must be refused before a row exists; real multi-frame studies
+# (cine, tomosynthesis, enhanced CT/MR) stay far below these.
+MAX_FRAMES_PER_FILE = 20_000
+MAX_FILE_PIXELS = 2_000_000_000
 
 
 class PixelError(Exception):
@@ -97,6 +104,7 @@ ALLOWED_FIELDS: dict[str, str] = {
     "WindowCenter": "window_center",
     "WindowWidth": "window_width",
     "PresentationIntentType": "presentation_intent",
+    "BurnedInAnnotation": "burned_in_annotation",
     "MagneticFieldStrength": "magnetic_field_strength",
     "ScanningSequence": "scanning_sequence",
     "SequenceVariant": "sequence_variant",
@@ -126,6 +134,8 @@ FLOAT_COLUMNS = frozenset({"slice_thickness", "spacing_between_slices", "slice_l
                            "magnetic_field_strength", "echo_time", "repetition_time",
                            "inversion_time", "flip_angle", "kvp", "xray_tube_current",
                            "exposure", "exposure_time"})
+# Canonical booleans: True only for the DICOM "YES", False for anything else or absent.
+BOOL_COLUMNS = frozenset({"burned_in_annotation"})
 
 DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
 # Deflated datasets are inflated whole by pydicom; refuse any that would inflate past this.
@@ -236,7 +246,7 @@ def _meta_transfer_syntax(head: bytes) -> tuple[str | None, int]:
     return syntax, offset
 
 
-def _check_inflated_size(path: str | os.PathLike[str], start: int) -> None:
+def _check_inflated_size(path: str | os.PathLike[str], start: int) -> int:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
     with open(path, "rb") as fp:
@@ -253,6 +263,7 @@ def _check_inflated_size(path: str | os.PathLike[str], start: int) -> None:
                 if total > MAX_INFLATED_BYTES:
                     raise PixelError(path, "too_large", f"deflated dataset inflates past "
                                      f"{MAX_INFLATED_BYTES} bytes (possible zip bomb, refused)")
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +323,7 @@ class DicomHeader:
     transfer_syntax: str | None  # None for preamble-less files without a meta group
     pixel_offset: int | None  # file offset of the pixel data tag; None when deflated
     file_size: int
+    inflated_size: int | None = None  # bytes of a deflated dataset once inflated
 
 
 def read_header_dataset(path: str | os.PathLike[str]) -> DicomHeader:
@@ -331,10 +343,11 @@ def read_header_dataset(path: str | os.PathLike[str]) -> DicomHeader:
         raise PixelError(path, "not_an_image", "not a DICOM file (no DICM marker, no DICOM tags)")
     with open(path, "rb") as fp:
         head = fp.read(1 << 16)
+    inflated_size = None
     if head[128:132] == b"DICM":
         syntax, meta_end = _meta_transfer_syntax(head)
         if syntax == DEFLATED_SYNTAX:
-            _check_inflated_size(path, meta_end)
+            inflated_size = _check_inflated_size(path, meta_end)
     try:
         with BoundedFile(path) as fp:
             # force=True only matters for the preamble-less files that is_dicom accepted.
@@ -353,10 +366,15 @@ def read_header_dataset(path: str | os.PathLike[str]) -> DicomHeader:
     if cut_short:
         raise PixelError(path, "truncated", f"DICOM header is cut short (file ends at byte {size} "
                          "inside a data element)")
-    return DicomHeader(ds, syntax, None if syntax == DEFLATED_SYNTAX else position, size)
+    return DicomHeader(ds, syntax, None if syntax == DEFLATED_SYNTAX else position, size,
+                       inflated_size)
 
 
-def _to_column_value(column: str, value: Any) -> str | int | float | None:
+def _to_column_value(column: str, value: Any) -> str | int | float | bool | None:
+    if column in BOOL_COLUMNS:
+        return isinstance(value, str | bytes) and (
+            value.decode("latin-1", "replace") if isinstance(value, bytes) else value
+        ).strip(" \x00").upper() == "YES"
     if value is None or value == "" or isinstance(value, Dataset):
         return None
     values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
@@ -472,8 +490,9 @@ def _no_pixels_reason(ds: Dataset) -> str:
     return f"DICOM file has no pixel data{kind}"
 
 
-def _pixel_fragments(path, header: DicomHeader, fp) -> list[tuple[int, int]] | None:
-    """Locate the pixel data: None for native data, else the (offset, length) of each fragment.
+def _pixel_fragments(path, header: DicomHeader, fp) -> int | list[tuple[int, int]]:
+    """Locate the pixel data: its length in bytes for native data, else the (offset, length)
+    of each fragment.
 
     Raises ``no_pixel_data`` or ``truncated`` when the element is absent or incomplete: native
     data must hold all its declared bytes, encapsulated data must reach its delimiter. Reads
@@ -505,7 +524,7 @@ def _pixel_fragments(path, header: DicomHeader, fp) -> list[tuple[int, int]] | N
         if length > remaining:
             raise PixelError(path, "truncated", f"pixel data declares {length} bytes but only "
                              f"{remaining} remain in the file")
-        return None
+        return length
     fragments: list[tuple[int, int]] = []
     position = value_start
     while True:  # items are always little endian (PS3.5 A.4)
@@ -609,7 +628,59 @@ def _check_decoder(path: str | os.PathLike[str], syntax: str | None) -> None:
                          f"decoder that is not installed ({missing})")
 
 
-def _layout(path, header: DicomHeader, frame: int, max_pixels: int) -> DicomLayout:
+def _check_file_budget(path, n_frames: int, rows: int, columns: int, samples: int,
+                       max_file_pixels: int) -> None:
+    if n_frames > MAX_FRAMES_PER_FILE:
+        raise PixelError(path, "too_many_frames", f"NumberOfFrames={n_frames} exceeds the limit "
+                         f"of {MAX_FRAMES_PER_FILE} frames per file")
+    total = n_frames * rows * columns * samples
+    if total > max_file_pixels:
+        raise PixelError(path, "over_pixel_budget", f"{n_frames} frames x {rows}x{columns} x "
+                         f"{samples} samples = {total} pixel values exceeds the per-file budget "
+                         f"of {max_file_pixels}")
+
+
+def _native_bytes_needed(ds: Dataset, n_frames: int, rows: int, columns: int, samples: int,
+                         photometric: str) -> tuple[int, str]:
+    """Bytes that native pixel data must hold for the header's geometry, and the formula."""
+    bits = ds.get("BitsAllocated")
+    try:
+        bits = int(bits)
+    except (TypeError, ValueError):
+        bits = 0
+    bits = bits if bits > 0 else 1  # absent or garbage: the loosest bound still catches lies
+    # YBR_FULL_422 keeps two samples per pixel on disk (chroma shared by pixel pairs).
+    stored_samples = 2 if photometric == "YBR_FULL_422" and samples == 3 else samples
+    needed = -(-(n_frames * rows * columns * stored_samples * bits) // 8)
+    formula = (f"{n_frames} frames x {rows} rows x {columns} columns x {stored_samples} samples "
+               f"x {bits} bits / 8 = {needed} bytes")
+    return needed, formula
+
+
+def _check_frames_against_data(path, header: DicomHeader, pixel_data, n_frames: int, rows: int,
+                               columns: int, samples: int, photometric: str) -> None:
+    """Refuse a header whose frames x geometry the pixel data cannot hold.
+
+    Every frame becomes a row, so a 662-byte file claiming 1,000,000 frames must be refused
+    here, from lengths alone, and never reach the table.
+    """
+    status = "frames_mismatch" if n_frames > 1 else "truncated"
+    if isinstance(pixel_data, list):  # encapsulated: each frame needs at least one fragment
+        if n_frames > max(1, len(pixel_data)):
+            raise PixelError(path, status, f"NumberOfFrames={n_frames} but the compressed "
+                             f"pixel data holds only {len(pixel_data)} fragment(s)")
+        return
+    needed, formula = _native_bytes_needed(header.ds, n_frames, rows, columns, samples,
+                                           photometric)
+    available = pixel_data if isinstance(pixel_data, int) else header.inflated_size
+    if available is not None and needed > available:
+        where = "pixel data holds" if isinstance(pixel_data, int) else "inflated dataset holds"
+        raise PixelError(path, status, f"{where} {available} bytes but the header needs "
+                         f"{formula}")
+
+
+def _layout(path, header: DicomHeader, frame: int, max_pixels: int,
+            max_file_pixels: int = MAX_FILE_PIXELS) -> DicomLayout:
     ds = header.ds
     if "Rows" not in ds and "Columns" not in ds:
         raise PixelError(path, "no_pixel_data", _no_pixels_reason(ds))
@@ -622,28 +693,37 @@ def _layout(path, header: DicomHeader, frame: int, max_pixels: int) -> DicomLayo
     if n_frames < 1 or rows < 1 or columns < 1:
         raise PixelError(path, "unreadable",
                          f"invalid geometry: {n_frames} frames of {rows}x{columns}")
-    if not 0 <= frame < n_frames:
-        raise FrameRangeError(f"frame={frame} is out of range for {path}: valid frames are "
-                         f"0..{n_frames - 1}")
-    if header.pixel_offset is not None:  # deflated data is checked by pydicom on decode
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    samples = _int_element(path, ds, "SamplesPerPixel", 1)
+    if samples < 1:
+        raise PixelError(path, "unreadable", f"invalid SamplesPerPixel {samples}")
+    if header.pixel_offset is not None:
         with open(path, "rb") as fp:
-            fragments = _pixel_fragments(path, header, fp)
+            pixel_data = _pixel_fragments(path, header, fp)
+            _check_frames_against_data(path, header, pixel_data, n_frames, rows, columns,
+                                       samples, photometric)
             # Only JPEG-family and JPEG 2000 codestreams carry their own size; RLE and others
             # are sized by the header alone.
             jpeg_like = (header.transfer_syntax or "").startswith("1.2.840.10008.1.2.4.")
-            if fragments is not None and jpeg_like:
-                fragment = _frame_fragment(fp, fragments, frame, n_frames)
+            if isinstance(pixel_data, list) and jpeg_like and 0 <= frame < n_frames:
+                fragment = _frame_fragment(fp, pixel_data, frame, n_frames)
                 if fragment is not None:
                     _check_codestream(path, fp, fragment, rows, columns, max_pixels)
+    else:  # deflated: bounded by what the dataset inflates to
+        _check_frames_against_data(path, header, None, n_frames, rows, columns, samples,
+                                   photometric)
+    _check_file_budget(path, n_frames, rows, columns, samples, max_file_pixels)
+    if not 0 <= frame < n_frames:
+        raise FrameRangeError(f"frame={frame} is out of range for {path}: valid frames are "
+                              f"0..{n_frames - 1}")
     _check_decoder(path, header.transfer_syntax)
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    samples = _int_element(path, ds, "SamplesPerPixel", 1)
     channels = 3 if samples == 3 or photometric == "PALETTE COLOR" else 1
     return DicomLayout(n_frames, rows, columns, channels, photometric, header)
 
 
 def inspect_dicom(
-    path: str | os.PathLike[str], frame: int = 0, *, max_pixels: int
+    path: str | os.PathLike[str], frame: int = 0, *, max_pixels: int,
+    max_file_pixels: int = MAX_FILE_PIXELS,
 ) -> DicomLayout:
     """Check from the header and pixel-data framing alone that ``frame`` can be decoded.
 
@@ -655,13 +735,17 @@ def inspect_dicom(
     PixelError
         ``empty_file``, ``not_an_image``, ``truncated``, ``unreadable``, ``no_pixel_data``,
         ``unsupported_transfer_syntax`` (the reason names the syntax), or ``too_large`` when
-        ``Rows * Columns`` or the compressed frame's own size exceeds ``max_pixels``.
+        ``Rows * Columns`` or the compressed frame's own size exceeds ``max_pixels``;
+        ``frames_mismatch`` (or ``truncated`` for one frame) when the pixel data is shorter than
+        frames x rows x columns x samples x bits allocated; ``too_many_frames`` past
+        ``MAX_FRAMES_PER_FILE``; ``over_pixel_budget`` when all frames together exceed
+        ``max_file_pixels``.
     FrameRangeError
         (a ValueError) ``frame`` outside ``0 .. n_frames - 1``.
     """
     header = read_header_dataset(path)
     try:
-        return _layout(path, header, frame, max_pixels)
+        return _layout(path, header, frame, max_pixels, max_file_pixels)
     except (PixelError, FrameRangeError):
         raise
     except Exception as exc:  # pydicom converts values lazily, so any access may raise

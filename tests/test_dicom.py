@@ -18,6 +18,7 @@ from pydicom.datadict import tag_for_keyword
 import core.dicom
 from core.dicom import (
     ALLOWED_FIELDS,
+    BOOL_COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,
     PIXEL_STATUSES,
@@ -178,6 +179,8 @@ def test_headers_of_every_test_file_are_typed_scalars_and_fit_one_parquet_table(
                 assert type(value) is int, (column, value)
             elif column in FLOAT_COLUMNS:
                 assert type(value) is float and math.isfinite(value), (column, value)
+            elif column in BOOL_COLUMNS:
+                assert type(value) is bool, (column, value)
             else:
                 assert type(value) is str and value, (column, value)
     table = pd.DataFrame(rows)
