@@ -112,6 +112,18 @@ def test_monochrome1_is_inverted_so_that_bright_means_dense(tmp_path):
     np.testing.assert_allclose(inverted, 1.0 - plain, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_presentation_lut_shape_inverse_inverts_like_monochrome1(tmp_path, name):
+    source = sample(name)
+    assert pydicom.dcmread(source).PhotometricInterpretation == "MONOCHROME2"
+    inverse = modified_copy(source, tmp_path / "inverse.dcm", PresentationLUTShape="INVERSE")
+    identity = modified_copy(source, tmp_path / "identity.dcm", PresentationLUTShape="IDENTITY")
+    plain = load_pixels(source)
+    assert plain.std() > 0.05
+    np.testing.assert_allclose(load_pixels(inverse), 1.0 - plain, atol=1e-6)
+    np.testing.assert_array_equal(load_pixels(identity), plain)
+
+
 def test_monochrome1_radiograph_is_anti_correlated_with_its_stored_values():
     path = sample("RG1_UNCR.dcm")  # a real 1955 x 1841 MONOCHROME1 chest radiograph
     stored = pydicom.dcmread(path).pixel_array.astype(np.float64)
