@@ -357,3 +357,17 @@ def test_cli_bad_map_is_a_clear_error(covid_dir, tmp_path, capsys):
 def test_load_dataset_on_a_non_dataset_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an ingested dataset"):
         load_dataset(tmp_path)
+
+
+def test_cli_refuses_a_zip_over_its_size_limit_in_one_line(covid_dir, tmp_path, capsys):
+    import zipfile
+
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(sorted((covid_dir / "images").glob("*.png"))[0], "COVID/a.png")
+    code = cli_main(["ingest", str(archive), "--out", str(tmp_path / "out"), "--zip-max-bytes", "1000"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "upload.zip: would expand to" in err and "over the limit of 1,000 bytes" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -221,6 +221,9 @@ def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] |
     require_columns(frame, PATIENT_CSV_COLUMNS, csv_path)
     mapping = canonical_column_map(list(frame.columns))
     result = LayoutResult()
+    if frame.empty:
+        result.report.append(report_row(csv_path.name, csv_path, "empty_csv",
+                                        "the CSV has a header but no rows"))
     for number, row in enumerate(frame.to_dict("records"), start=2):
         source = f"{csv_path.name} row {number}"
         patient = row.get("patient_id")
@@ -229,10 +232,15 @@ def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] |
             continue
         try:
             folder = resolve_inside(root, row.get("folder_path") or "")
+            exists = folder.is_dir()
         except UnsafePathError as error:
             result.report.append(report_row(source, row.get("folder_path"), "outside_source", str(error)))
             continue
-        if not folder.is_dir():
+        except (OSError, ValueError) as error:
+            result.report.append(report_row(source, row.get("folder_path"), "unreadable_path",
+                                            f"cannot look up the folder: {error}"))
+            continue
+        if not exists:
             result.report.append(
                 report_row(source, folder, "missing_folder", f"folder for patient {patient} not found")
             )
@@ -318,6 +326,9 @@ def read_image_csv(
         )
     require_columns(frame, (path_column,) + ((folder_column,) if folder_column else ()), csv_path)
     result = LayoutResult()
+    if frame.empty:
+        result.report.append(report_row(csv_path.name, csv_path, "empty_csv",
+                                        "the CSV has a header but no rows"))
     kept: dict[Path, tuple[int, Candidate]] = {}
     repairs: dict[str, str] = {}  # broken text -> its cleaner re-entered form
     for number, row in enumerate(frame.to_dict("records"), start=2):
@@ -329,8 +340,13 @@ def read_image_csv(
         relative = os.path.join(row.get(folder_column) or "", named) if folder_column else named
         try:
             path = resolve_inside(root, relative)
+            exists = path.is_file()
         except UnsafePathError as error:
             result.report.append(report_row(source, relative, "outside_source", str(error)))
+            continue
+        except (OSError, ValueError) as error:  # a name too long, a NUL, a loop of links
+            result.report.append(report_row(source, relative, "unreadable_path",
+                                            f"cannot look up {relative!r}: {error}"))
             continue
         if path in kept:
             first_number, first = kept[path]
@@ -346,7 +362,7 @@ def read_image_csv(
                 )
             )
             continue
-        if not path.is_file():
+        if not exists:
             result.report.append(report_row(source, path, "missing_file", f"file {relative!r} not found"))
             continue
         meta = _canonical_meta(row, mapping, skip=(path_column,) + ((folder_column,) if folder_column else ()))

@@ -310,6 +310,7 @@ def ingest(
         _check_free_space(source, out_dir, zip_limits)  # refused before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     zip_report: list[dict] = []
+    zip_source = source if is_zip else None
     if is_zip:
         extract_dir = out_dir / "source"
         if extract_dir.exists():
@@ -321,7 +322,12 @@ def ingest(
     metadata = Path(metadata) if metadata else None
     csv_path = metadata if layout in ("image-csv", "patient-csv") else None
     if layout == "auto":
-        layout, detected_csv = detect_layout(source)
+        try:
+            layout, detected_csv = detect_layout(source)
+        except ValueError as error:
+            if zip_source is None:
+                raise
+            raise ValueError(f"{zip_source.name} (extracted to {source}): {error}") from error
         csv_path = csv_path or detected_csv
     elif source.is_file() and source.suffix.lower() == ".csv":
         csv_path = csv_path or source

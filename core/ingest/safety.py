@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import zipfile
@@ -102,6 +103,8 @@ def _member_problem(info: zipfile.ZipInfo, limits: ZipLimits) -> str | None:
         return "'..' in ZIP member name would escape the extraction folder (refused)"
     if "\x00" in name:
         return "NUL byte in ZIP member name (refused)"
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in posix.parts):
+        return "a ZIP member name part is longer than 255 bytes (refused)"
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         return "symbolic link in ZIP (refused)"
@@ -129,8 +132,9 @@ def check_zip(zip_path: Path, limits: ZipLimits | None = None) -> list[zipfile.Z
     try:
         with zipfile.ZipFile(zip_path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as error:
-        raise ZipRefusedError(f"{zip_path.name}: unreadable ZIP archive ({error})") from error
+    except Exception as error:  # a hostile central directory raises many types
+        raise ZipRefusedError(f"{zip_path.name}: unreadable ZIP archive "
+                              f"({type(error).__name__}: {error})") from error
     if len(members) > limits.max_members:
         raise ZipRefusedError(f"{zip_path.name}: {len(members)} members exceeds the limit of "
                               f"{limits.max_members}")
@@ -174,7 +178,12 @@ def safe_extract_zip(zip_path: Path, out_dir: Path, limits: ZipLimits | None = N
     members = check_zip(zip_path, limits)
     result = ZipExtraction(root=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(zip_path) as archive:
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except Exception as error:
+        raise ZipRefusedError(f"{zip_path.name}: unreadable ZIP archive "
+                              f"({type(error).__name__}: {error})") from error
+    with archive:
         for info in members:
             if info.is_dir():
                 continue
@@ -195,8 +204,9 @@ def safe_extract_zip(zip_path: Path, out_dir: Path, limits: ZipLimits | None = N
                     raise IsADirectoryError(f"{target.name} is already a folder")
                 with archive.open(info) as source, open(target, "wb") as sink:
                     _copy_bounded(source, sink, info.file_size)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as error:
-                target.unlink(missing_ok=True) if target.is_file() else None
+            except Exception as error:  # CRC, zlib, size and I/O errors: this member only
+                with contextlib.suppress(OSError):
+                    target.unlink(missing_ok=True)
                 result.refused.append((info.filename, f"cannot extract ({type(error).__name__}: {error})"))
                 continue
             result.n_extracted += 1
