@@ -305,8 +305,9 @@ _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "RGB": 4, "YCb
 def verify_bytes(info: ImageInfo) -> int:
     """An upper bound on the bytes :func:`verify_pixels` holds while decoding this image.
 
-    Raster: the decoded frame in its stored mode (JPEG at 1/8 scale). DICOM: the decoded frame
-    plus the float64 copies the LUT steps make.
+    Raster: the decoded frame in its stored mode, at 4 bytes per pixel at most (a JPEG decoded
+    at 1/8 scale holds far less). DICOM: the decoded frame plus the float64 copies the LUT
+    steps make.
     """
     pixels = info.rows * info.columns * info.channels
     if info.kind == "dicom":

@@ -368,6 +368,28 @@ def test_truncated_and_corrupt_rasters(tmp_path, covid_dir):
 # --------------------------------------------------------------------------------- rasters
 
 
+def test_verify_pixels_finds_what_load_pixels_finds_without_the_float_copies(tmp_path, covid_dir):
+    from core.pixels import verify_bytes, verify_pixels
+
+    png = sorted((covid_dir / "images").glob("*.png"))[0]
+    jpeg = sorted((covid_dir / "images").glob("*.jpg"))[0]
+    dicom = sample("CT_small.dcm")
+    for good in (png, jpeg, dicom):
+        assert verify_pixels(good) is None
+        assert verify_bytes(probe_image(good)) > 0
+    for source, name in ((png, "cut.png"), (jpeg, "cut.jpg")):
+        data = source.read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) // 2])
+        with pytest.raises(PixelError) as caught:
+            verify_pixels(tmp_path / name)
+        assert caught.value.status == "truncated", caught.value.reason
+    big = tmp_path / "big.png"
+    big.write_bytes(_png_with_header(9000, 9000))
+    with pytest.raises(PixelError) as caught:
+        verify_pixels(big)
+    assert caught.value.status == "too_large"
+
+
 def test_sixteen_bit_png_is_scaled_by_bit_depth(tmp_path):
     values = np.array([[0, 1000, 32768], [65535, 4095, 12]], dtype=np.uint16)
     path = tmp_path / "sixteen.png"
