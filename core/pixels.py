@@ -1,7 +1,7 @@
 """Turn any supported scan file into a float32 array in ``[0, 1]``, or a reasoned failure.
 
 One entry point for pixels: :func:`load_pixels` (decode one frame) and :func:`probe_image`
-(geometry from the header, no decode). DICOM is vetted by :mod:`core.dicom` and decoded here
+(geometry from the header, no decode). DICOM is vetted by :mod:`core.dicom_layout` and decoded here
 with pydicom; PNG, JPEG, TIFF, BMP, GIF and WebP go through Pillow. Every failure is a :class:`PixelError` with a status code
 and a reason, so that ingest and embedding can report bad files row by row instead of
 crashing. Sizes are checked against a per-frame pixel budget before anything is decoded, so a
@@ -22,15 +22,13 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, p
 
 from core.dicom import (
     DEFLATED_SYNTAX,
-    MAX_FRAMES_PER_FILE,
     BoundedFile,
-    DicomLayout,
     FrameRangeError,
     PixelError,
     checked_file_size,
-    inspect_dicom,
     is_dicom,
 )
+from core.dicom_layout import MAX_FRAMES_PER_FILE, DicomLayout, inspect_dicom
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

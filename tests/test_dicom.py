@@ -24,11 +24,11 @@ from core.dicom import (
     PIXEL_STATUSES,
     FrameRangeError,
     PixelError,
-    inspect_dicom,
     is_dicom,
     parse_dicom_age,
     read_header,
 )
+from core.dicom_layout import inspect_dicom
 
 BIG = 64_000_000
 # Many test files are deliberately malformed, and pydicom says so for each one.

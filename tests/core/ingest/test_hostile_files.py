@@ -27,7 +27,8 @@ from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from core.dicom import PixelError, inspect_dicom, read_header
+from core.dicom import PixelError, read_header
+from core.dicom_layout import inspect_dicom
 from core.export import FORMULA_PREFIXES
 from core.ingest import ingest, load_dataset
 
