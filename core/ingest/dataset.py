@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.atomic import atomic_write, atomic_write_bytes, atomic_write_text
-from core.export import to_csv_bytes
+from core.export import FORMULA_PREFIXES, to_csv_bytes
 
 __all__ = [
     "FORMAT_VERSION",
@@ -85,11 +85,21 @@ def write_dataset(out_dir: Path, images: pd.DataFrame, patients: pd.DataFrame,
     return Dataset(root=out_dir, images=images, patients=patients, report=report, manifest=manifest)
 
 
+def _unescape(value: str) -> str:
+    """Undo the spreadsheet escaping of one report cell (``"'=x"`` -> ``"=x"``)."""
+    if value.startswith("'"):
+        rest = value[1:]
+        if rest.startswith(FORMULA_PREFIXES) or rest.lstrip(" ").startswith(("=", "+", "-", "@")):
+            return rest
+    return value
+
+
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     """Read an ingested dataset folder written by :func:`core.ingest.ingest`.
 
-    The report comes back as written: text cells that looked like formulas keep their leading
-    ``'``. Raises ``FileNotFoundError`` naming the missing file when ``path`` is not a dataset
+    The report's cells come back as ingest found them (the ``'`` that keeps a spreadsheet from
+    running a cell as a formula is removed again), so a loaded dataset equals the one ingest
+    returned; export it with ``core.export.to_csv_bytes``, which escapes again. Raises ``FileNotFoundError`` naming the missing file when ``path`` is not a dataset
     folder.
     """
     root = Path(path)
@@ -97,7 +107,12 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         if not (root / required).is_file():
             raise FileNotFoundError(f"{root}: not an ingested dataset ({required} missing); run `scanatlas ingest` first")
     report_path = root / "ingest_report.csv"
-    report = pd.read_csv(report_path, dtype=str, keep_default_na=False) if report_path.is_file() else pd.DataFrame(columns=REPORT_COLUMNS)
+    if report_path.is_file():
+        report = pd.read_csv(report_path, dtype=str, keep_default_na=False)
+        report.columns = [_unescape(str(c)) for c in report.columns]
+        report = report.map(_unescape)
+    else:
+        report = pd.DataFrame(columns=REPORT_COLUMNS)
     manifest_path = root / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     return Dataset(
