@@ -131,7 +131,7 @@ def test_decode_gate_never_holds_more_than_its_budget():
     for thread in threads:
         thread.join()
     assert not errors
-    assert gate.peak <= 300 or gate.peak == 500  # the one over-budget request ran alone
+    assert gate.peak == 500  # the over-budget request ran, and ran alone
     assert gate.in_flight == 0
     with pytest.raises(ValueError, match="budget_bytes"):
         DecodeGate(0)
