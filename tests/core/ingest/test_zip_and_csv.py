@@ -169,3 +169,42 @@ def test_pandas_metadata_written_as_utf8_still_reads(tmp_path):
     pd.DataFrame({"patient_id": ["001"], "notes": ["café"]}).to_csv(tmp_path / "m.csv", index=False)
     frame = read_csv(tmp_path / "m.csv")
     assert frame.to_dict("records") == [{"patient_id": "001", "notes": "café"}]
+
+
+# ------------------------------------------------------ found by the fuzzer (issue 9 fuzz)
+
+
+def test_a_csv_naming_an_impossibly_long_path_reports_that_row(covid_dir, tmp_path):
+    root = tmp_path / "study"
+    root.mkdir()
+    (root / "a.png").write_bytes(sorted((covid_dir / "images").glob("*.png"))[0].read_bytes())
+    (root / "meta.csv").write_text("patient_id,path\np1,a.png\np2," + "x" * 4000 + ".png\n")
+    dataset = ingest(root / "meta.csv", tmp_path / "out", layout="image-csv").dataset
+    assert dataset.images["patient_id"].tolist() == ["p1"]
+    assert dataset.report["status"].tolist() == ["unreadable_path"]
+
+
+def test_a_csv_with_a_header_and_no_rows_is_reported(tmp_path):
+    (tmp_path / "meta.csv").write_text("patient_id,path\n")
+    dataset = ingest(tmp_path / "meta.csv", tmp_path / "out", layout="image-csv").dataset
+    assert len(dataset.images) == 0
+    assert dataset.report["status"].tolist() == ["empty_csv"]
+
+
+def test_zip_members_with_long_names_or_bad_crcs_are_refused_one_by_one(covid_dir, tmp_path):
+    real = sorted((covid_dir / "images").glob("*.png"))[:3]
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(real[0], "COVID/a.png")
+        zf.write(real[1], "Normal/b.png")
+        zf.writestr("Normal/" + "n" * 300 + ".png", real[2].read_bytes())
+    data = bytearray(archive.read_bytes())
+    start = data.find(b"Normal/b.png") + len("Normal/b.png") + 100  # inside b.png's stored bytes
+    data[start] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    dataset = ingest(archive, tmp_path / "out").dataset
+    assert dataset.images["filename"].tolist() == ["a.png"]
+    reasons = dict(zip(dataset.report["path"].str[:12], dataset.report["reason"], strict=True))
+    assert "longer than 255 bytes" in reasons["Normal/nnnnn"]
+    assert "Bad CRC-32" in reasons["Normal/b.png"]
+    assert not (tmp_path / "out" / "source" / "Normal" / "b.png").exists()  # no partial file
