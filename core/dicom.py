@@ -3,10 +3,8 @@
 Headers are read with ``stop_before_pixels`` so that looking at a file never costs a decode,
 and only the fields named in :data:`ALLOWED_FIELDS` ever leave this module: names, birth
 dates, addresses, institutions, free text and private tags cannot leak because nothing outside
-the allow-list is read. :func:`inspect_dicom` checks, from bytes on disk and without decoding,
-everything that would make a decode fail or explode (missing or truncated pixel data, a
-missing decoder, sizes over budget, a compressed frame that claims other dimensions than its
-header); :mod:`core.pixels` then decodes.
+the allow-list is read. :func:`core.dicom_layout.inspect_dicom` checks, from bytes on disk and without decoding,
+everything that would make a decode fail or explode; :mod:`core.pixels` then decodes.
 """
 
 from __future__ import annotations
@@ -23,11 +21,11 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import get_decoder
-from pydicom.uid import UID
 
 PIXEL_STATUSES = frozenset({"empty_file", "not_an_image", "unreadable", "truncated",
-                            "no_pixel_data", "unsupported_transfer_syntax", "too_large"})
+                            "no_pixel_data", "unsupported_transfer_syntax", "too_large",
+                            "frames_mismatch", "over_pixel_budget", "too_many_frames"})
+
 
 
 class PixelError(Exception):
@@ -97,6 +95,7 @@ ALLOWED_FIELDS: dict[str, str] = {
     "WindowCenter": "window_center",
     "WindowWidth": "window_width",
     "PresentationIntentType": "presentation_intent",
+    "BurnedInAnnotation": "burned_in_annotation",
     "MagneticFieldStrength": "magnetic_field_strength",
     "ScanningSequence": "scanning_sequence",
     "SequenceVariant": "sequence_variant",
@@ -126,17 +125,16 @@ FLOAT_COLUMNS = frozenset({"slice_thickness", "spacing_between_slices", "slice_l
                            "magnetic_field_strength", "echo_time", "repetition_time",
                            "inversion_time", "flip_angle", "kvp", "xray_tube_current",
                            "exposure", "exposure_time"})
+# Canonical booleans: True only for the DICOM "YES", False for anything else or absent.
+BOOL_COLUMNS = frozenset({"burned_in_annotation"})
 
 DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
 # Deflated datasets are inflated whole by pydicom; refuse any that would inflate past this.
 MAX_INFLATED_BYTES = 1 << 30
-# How much of a compressed frame is read to find its SOF / SIZ marker.
-_CODESTREAM_HEAD_BYTES = 1 << 16
-
-_PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
-_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+# Value representations, as bytes, for walking raw elements (shared with core.dicom_layout).
+LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                     b"UR", b"UT", b"UV"}
-_ALL_VRS = _LONG_LENGTH_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL",
+ALL_VRS = LONG_LENGTH_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL",
                                b"IS", b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM",
                                b"UI", b"UL", b"US"}
 
@@ -178,9 +176,9 @@ def _walks_like_dataset(head: bytes, endian: str, explicit: bool) -> bool:
             return False
         if explicit:
             vr = head[offset + 4 : offset + 6]
-            if vr not in _ALL_VRS:
+            if vr not in ALL_VRS:
                 return False
-            long_vr = vr in _LONG_LENGTH_VRS
+            long_vr = vr in LONG_LENGTH_VRS
             (length,) = struct.unpack_from(endian + ("I" if long_vr else "H"), head,
                                            offset + (8 if long_vr else 6))
             offset += 12 if long_vr else 8
@@ -224,7 +222,7 @@ def _meta_transfer_syntax(head: bytes) -> tuple[str | None, int]:
         if group != 0x0002:
             break
         vr = head[offset + 4 : offset + 6]
-        if vr in _LONG_LENGTH_VRS:
+        if vr in LONG_LENGTH_VRS:
             (length,) = struct.unpack_from("<I", head, offset + 8)
             value_at = offset + 12
         else:
@@ -236,7 +234,7 @@ def _meta_transfer_syntax(head: bytes) -> tuple[str | None, int]:
     return syntax, offset
 
 
-def _check_inflated_size(path: str | os.PathLike[str], start: int) -> None:
+def _check_inflated_size(path: str | os.PathLike[str], start: int) -> int:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
     with open(path, "rb") as fp:
@@ -253,6 +251,7 @@ def _check_inflated_size(path: str | os.PathLike[str], start: int) -> None:
                 if total > MAX_INFLATED_BYTES:
                     raise PixelError(path, "too_large", f"deflated dataset inflates past "
                                      f"{MAX_INFLATED_BYTES} bytes (possible zip bomb, refused)")
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +311,7 @@ class DicomHeader:
     transfer_syntax: str | None  # None for preamble-less files without a meta group
     pixel_offset: int | None  # file offset of the pixel data tag; None when deflated
     file_size: int
+    inflated_size: int | None = None  # bytes of a deflated dataset once inflated
 
 
 def read_header_dataset(path: str | os.PathLike[str]) -> DicomHeader:
@@ -331,10 +331,11 @@ def read_header_dataset(path: str | os.PathLike[str]) -> DicomHeader:
         raise PixelError(path, "not_an_image", "not a DICOM file (no DICM marker, no DICOM tags)")
     with open(path, "rb") as fp:
         head = fp.read(1 << 16)
+    inflated_size = None
     if head[128:132] == b"DICM":
         syntax, meta_end = _meta_transfer_syntax(head)
         if syntax == DEFLATED_SYNTAX:
-            _check_inflated_size(path, meta_end)
+            inflated_size = _check_inflated_size(path, meta_end)
     try:
         with BoundedFile(path) as fp:
             # force=True only matters for the preamble-less files that is_dicom accepted.
@@ -353,10 +354,15 @@ def read_header_dataset(path: str | os.PathLike[str]) -> DicomHeader:
     if cut_short:
         raise PixelError(path, "truncated", f"DICOM header is cut short (file ends at byte {size} "
                          "inside a data element)")
-    return DicomHeader(ds, syntax, None if syntax == DEFLATED_SYNTAX else position, size)
+    return DicomHeader(ds, syntax, None if syntax == DEFLATED_SYNTAX else position, size,
+                       inflated_size)
 
 
-def _to_column_value(column: str, value: Any) -> str | int | float | None:
+def _to_column_value(column: str, value: Any) -> str | int | float | bool | None:
+    if column in BOOL_COLUMNS:
+        return isinstance(value, str | bytes) and (
+            value.decode("latin-1", "replace") if isinstance(value, bytes) else value
+        ).strip(" \x00").upper() == "YES"
     if value is None or value == "" or isinstance(value, Dataset):
         return None
     values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
@@ -432,238 +438,3 @@ def parse_dicom_age(value: Any) -> float:
     amount, unit = int(match.group(1)), (match.group(2) or "Y").upper()
     years = amount * _DAYS_PER_UNIT[unit] / 365.25
     return years if years <= 150 else math.nan
-
-
-# ---------------------------------------------------------------------------------------------
-# Pixel data, checked from bytes on disk
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DicomLayout:
-    """Frame geometry of a DICOM image, from its header, plus the header it came from."""
-
-    n_frames: int
-    rows: int
-    columns: int
-    channels: int  # 3 for RGB / YBR / PALETTE COLOR, else 1
-    photometric: str
-    header: DicomHeader
-
-
-def _int_element(path: str | os.PathLike[str], ds: Dataset, keyword: str, default: int | None):
-    value = ds.get(keyword)
-    if value is None or value == "":
-        if default is None:
-            raise PixelError(path, "unreadable", f"DICOM header has no {keyword}")
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise PixelError(path, "unreadable", f"invalid {keyword} {value!r} in DICOM header") from exc
-
-
-def _no_pixels_reason(ds: Dataset) -> str:
-    if "DirectoryRecordSequence" in ds:
-        return "DICOM file has no pixel data (a DICOMDIR index)"
-    sop_class = str(ds.get("SOPClassUID", "") or "")
-    name = UID(sop_class).name if sop_class else ""
-    kind = f" ({name})" if name and name != sop_class else ""
-    return f"DICOM file has no pixel data{kind}"
-
-
-def _pixel_fragments(path, header: DicomHeader, fp) -> list[tuple[int, int]] | None:
-    """Locate the pixel data: None for native data, else the (offset, length) of each fragment.
-
-    Raises ``no_pixel_data`` or ``truncated`` when the element is absent or incomplete: native
-    data must hold all its declared bytes, encapsulated data must reach its delimiter. Reads
-    only tags and lengths (one seek per fragment).
-    """
-    ds = header.ds
-    implicit, little = ds.original_encoding
-    endian = "<" if little in (True, None) else ">"
-    fp.seek(header.pixel_offset)
-    head = fp.read(12)
-    if not head:
-        # The header ended cleanly (read_header_dataset checked), so nothing was cut off.
-        raise PixelError(path, "no_pixel_data", _no_pixels_reason(ds))
-    if len(head) < 12:
-        raise PixelError(path, "truncated", "file ends inside the pixel data tag")
-    group, element = struct.unpack_from(endian + "HH", head)
-    if (group << 16 | element) not in _PIXEL_TAGS:
-        raise PixelError(path, "no_pixel_data", _no_pixels_reason(ds))
-    # Some writers put an implicit-VR pixel element in an explicit-VR file; pydicom accepts
-    # that, so this must too.
-    if implicit or head[4:6] not in _ALL_VRS:
-        (length,), value_start = struct.unpack_from(endian + "I", head, 4), header.pixel_offset + 8
-    elif head[4:6] in _LONG_LENGTH_VRS:
-        (length,), value_start = struct.unpack_from(endian + "I", head, 8), header.pixel_offset + 12
-    else:
-        (length,), value_start = struct.unpack_from(endian + "H", head, 6), header.pixel_offset + 8
-    if length != 0xFFFFFFFF:
-        remaining = header.file_size - value_start
-        if length > remaining:
-            raise PixelError(path, "truncated", f"pixel data declares {length} bytes but only "
-                             f"{remaining} remain in the file")
-        return None
-    fragments: list[tuple[int, int]] = []
-    position = value_start
-    while True:  # items are always little endian (PS3.5 A.4)
-        fp.seek(position)
-        item = fp.read(8)
-        if len(item) < 8:
-            raise PixelError(path, "truncated", "compressed pixel data ends before its sequence "
-                             f"delimiter (file is {header.file_size} bytes)")
-        item_group, item_element, item_length = struct.unpack("<HHI", item)
-        if (item_group, item_element) == (0xFFFE, 0xE0DD):
-            return fragments[1:]  # the first item is the Basic Offset Table
-        if (item_group, item_element) != (0xFFFE, 0xE000) or item_length == 0xFFFFFFFF:
-            raise PixelError(path, "unreadable", "corrupt compressed pixel data: unexpected tag "
-                             f"({item_group:04X},{item_element:04X}) at byte {position}")
-        fragments.append((position + 8, item_length))
-        position += 8 + item_length
-        if position > header.file_size:
-            raise PixelError(path, "truncated", "compressed pixel data fragment runs past the "
-                             f"end of the file ({header.file_size} bytes)")
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from the SOF marker of a JPEG / JPEG-LS codestream."""
-    position = 2
-    while position + 9 <= len(data):
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            position += 2
-            continue
-        if marker == 0xF7 or (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)):
-            return struct.unpack_from(">HH", data, position + 5)
-        (length,) = struct.unpack_from(">H", data, position + 2)
-        position += 2 + length
-    return None
-
-
-def _codestream_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) a compressed frame declares, or None when it cannot be read."""
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
-    if data.startswith(b"\x00\x00\x00\x0cjP  "):  # JP2 wrapper: the codestream is in 'jp2c'
-        box = data.find(b"jp2c")
-        data = data[box + 4 :] if box >= 0 else b""
-    if not data.startswith(b"\xff\x4f\xff\x51") or len(data) < 28:  # J2K / HTJ2K SOC + SIZ
-        return None
-    x_size, y_size, x_offset, y_offset = struct.unpack_from(">IIII", data, 8)
-    return y_size - y_offset, x_size - x_offset
-
-
-def _frame_fragment(fp, fragments: list[tuple[int, int]], frame: int, n_frames: int):
-    if len(fragments) == n_frames:
-        return fragments[frame]
-    if n_frames == 1:
-        return fragments[0] if fragments else None
-    starts = []  # several fragments per frame: a frame starts where a codestream starts
-    for offset, length in fragments:
-        fp.seek(offset)
-        if fp.read(4)[:2] in (b"\xff\xd8", b"\xff\x4f", b"\x00\x00"):
-            starts.append((offset, length))
-    return starts[frame] if len(starts) == n_frames else None
-
-
-def _check_codestream(path, fp, fragment, rows: int, columns: int, max_pixels: int) -> None:
-    """Refuse a compressed frame whose own header claims other (or larger) dimensions.
-
-    Decoders size their buffers from the codestream, not the DICOM header, so a frame that
-    claims 70000 x 70000 would be allocated in full before failing.
-    """
-    offset, length = fragment
-    fp.seek(offset)
-    size = _codestream_size(fp.read(min(length, _CODESTREAM_HEAD_BYTES)))
-    if size is None or 0 in size:
-        return
-    height, width = size
-    if height * width > max_pixels:
-        raise PixelError(path, "too_large", f"compressed frame declares {height}x{width} = "
-                         f"{height * width} pixels, over the budget max_pixels={max_pixels}")
-    if (height, width) != (rows, columns):
-        raise PixelError(path, "unreadable", f"compressed frame declares {height}x{width} but "
-                         f"the DICOM header says {rows}x{columns}")
-
-
-def _check_decoder(path: str | os.PathLike[str], syntax: str | None) -> None:
-    if syntax is None:
-        return  # preamble-less: native data in the dataset's own encoding
-    name = UID(syntax).name
-    label = f"{name} ({syntax})" if name and name != syntax else syntax
-    try:
-        decoder = get_decoder(syntax)
-    except Exception as exc:
-        raise PixelError(path, "unsupported_transfer_syntax",
-                         f"no decoder for transfer syntax {label}") from exc
-    if not decoder.is_available:
-        missing = "; ".join(decoder.missing_dependencies) or "no plugin installed"
-        raise PixelError(path, "unsupported_transfer_syntax", f"transfer syntax {label} needs a "
-                         f"decoder that is not installed ({missing})")
-
-
-def _layout(path, header: DicomHeader, frame: int, max_pixels: int) -> DicomLayout:
-    ds = header.ds
-    if "Rows" not in ds and "Columns" not in ds:
-        raise PixelError(path, "no_pixel_data", _no_pixels_reason(ds))
-    rows = _int_element(path, ds, "Rows", None)
-    columns = _int_element(path, ds, "Columns", None)
-    if rows * columns > max_pixels:
-        raise PixelError(path, "too_large", f"{rows}x{columns} = {rows * columns} pixels per "
-                         f"frame exceeds the budget max_pixels={max_pixels}")
-    n_frames = _int_element(path, ds, "NumberOfFrames", 1)
-    if n_frames < 1 or rows < 1 or columns < 1:
-        raise PixelError(path, "unreadable",
-                         f"invalid geometry: {n_frames} frames of {rows}x{columns}")
-    if not 0 <= frame < n_frames:
-        raise FrameRangeError(f"frame={frame} is out of range for {path}: valid frames are "
-                         f"0..{n_frames - 1}")
-    if header.pixel_offset is not None:  # deflated data is checked by pydicom on decode
-        with open(path, "rb") as fp:
-            fragments = _pixel_fragments(path, header, fp)
-            # Only JPEG-family and JPEG 2000 codestreams carry their own size; RLE and others
-            # are sized by the header alone.
-            jpeg_like = (header.transfer_syntax or "").startswith("1.2.840.10008.1.2.4.")
-            if fragments is not None and jpeg_like:
-                fragment = _frame_fragment(fp, fragments, frame, n_frames)
-                if fragment is not None:
-                    _check_codestream(path, fp, fragment, rows, columns, max_pixels)
-    _check_decoder(path, header.transfer_syntax)
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    samples = _int_element(path, ds, "SamplesPerPixel", 1)
-    channels = 3 if samples == 3 or photometric == "PALETTE COLOR" else 1
-    return DicomLayout(n_frames, rows, columns, channels, photometric, header)
-
-
-def inspect_dicom(
-    path: str | os.PathLike[str], frame: int = 0, *, max_pixels: int
-) -> DicomLayout:
-    """Check from the header and pixel-data framing alone that ``frame`` can be decoded.
-
-    Reads the header, then only tags, lengths and the first bytes of the frame's codestream;
-    nothing is decompressed.
-
-    Raises
-    ------
-    PixelError
-        ``empty_file``, ``not_an_image``, ``truncated``, ``unreadable``, ``no_pixel_data``,
-        ``unsupported_transfer_syntax`` (the reason names the syntax), or ``too_large`` when
-        ``Rows * Columns`` or the compressed frame's own size exceeds ``max_pixels``.
-    FrameRangeError
-        (a ValueError) ``frame`` outside ``0 .. n_frames - 1``.
-    """
-    header = read_header_dataset(path)
-    try:
-        return _layout(path, header, frame, max_pixels)
-    except (PixelError, FrameRangeError):
-        raise
-    except Exception as exc:  # pydicom converts values lazily, so any access may raise
-        raise PixelError(path, "unreadable",
-                         f"malformed DICOM header ({type(exc).__name__}: {exc})") from exc

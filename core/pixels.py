@@ -1,7 +1,7 @@
 """Turn any supported scan file into a float32 array in ``[0, 1]``, or a reasoned failure.
 
 One entry point for pixels: :func:`load_pixels` (decode one frame) and :func:`probe_image`
-(geometry from the header, no decode). DICOM is vetted by :mod:`core.dicom` and decoded here
+(geometry from the header, no decode). DICOM is vetted by :mod:`core.dicom_layout` and decoded here
 with pydicom; PNG, JPEG, TIFF, BMP, GIF and WebP go through Pillow. Every failure is a :class:`PixelError` with a status code
 and a reason, so that ingest and embedding can report bad files row by row instead of
 crashing. Sizes are checked against a per-frame pixel budget before anything is decoded, so a
@@ -23,13 +23,12 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, p
 from core.dicom import (
     DEFLATED_SYNTAX,
     BoundedFile,
-    DicomLayout,
     FrameRangeError,
     PixelError,
     checked_file_size,
-    inspect_dicom,
     is_dicom,
 )
+from core.dicom_layout import MAX_FRAMES_PER_FILE, DicomLayout, inspect_dicom
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -39,6 +38,8 @@ __all__ = [
     "load_pixels",
     "probe_image",
     "to_unit_range",
+    "verify_bytes",
+    "verify_pixels",
 ]
 
 DEFAULT_MAX_PIXELS = 64_000_000  # per frame; an 8000 x 8000 image, larger than any real scan
@@ -287,7 +288,73 @@ def _probe_raster(path: str | os.PathLike[str], max_pixels: int) -> ImageInfo:
         width, height = image.size
         if _exif_orientation(image) in _ROTATING_ORIENTATIONS:
             width, height = height, width
-        return ImageInfo("raster", _raster_frames(image), height, width, _raster_channels(image.mode))
+        n_frames = _raster_frames(image)
+        if n_frames > MAX_FRAMES_PER_FILE:  # each frame becomes a row
+            raise PixelError(path, "too_many_frames", f"{n_frames} frames exceeds the limit of "
+                             f"{MAX_FRAMES_PER_FILE} frames per file")
+        return ImageInfo("raster", n_frames, height, width, _raster_channels(image.mode))
+
+
+# Bytes per pixel Pillow holds for a mode once decoded (4 for anything unlisted: I, F, RGBA...).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "RGB": 4, "YCbCr": 4,
+               "LAB": 4, "HSV": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def verify_bytes(info: ImageInfo) -> int:
+    """An upper bound on the bytes :func:`verify_pixels` holds while decoding this image.
+
+    Raster: the decoded frame in its stored mode, at 4 bytes per pixel at most (a JPEG decoded
+    at 1/8 scale holds far less). DICOM: the decoded frame plus the float64 copies the LUT
+    steps make.
+    """
+    pixels = info.rows * info.columns * info.channels
+    if info.kind == "dicom":
+        return pixels * 8 * 3
+    return pixels * 4
+
+
+def _verify_raster(path: str | os.PathLike[str], max_pixels: int) -> None:
+    with _open_raster(path) as image:
+        _raster_check_size(path, image, max_pixels)
+        try:
+            if image.format == "JPEG":
+                # libjpeg still reads every coded block at 1/8 scale, so a truncated or corrupt
+                # scan is found, for 1/64 of the pixels.
+                image.draft(image.mode, (1, 1))
+            # Decoded in the file's own mode and dropped: no float copies, no EXIF rotation.
+            image.load()
+        except PixelError:
+            raise
+        except Exception as exc:
+            raise _raster_error(path, exc) from exc
+
+
+def verify_pixels(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> None:
+    """Prove that frame 0 of ``path`` decodes, holding as little memory as the format allows.
+
+    Sizes are checked against ``max_pixels`` before decoding (as :func:`load_pixels` does).
+    Rasters are decoded in their stored mode (8-bit grey: 1 byte per pixel) and JPEGs at
+    1/8 scale; DICOM goes through the same decode and LUT steps as :func:`load_pixels`. At
+    most :func:`verify_bytes` bytes are held.
+
+    Raises
+    ------
+    PixelError
+        as :func:`load_pixels`.
+    """
+    _check_budget(max_pixels)
+    checked_file_size(path)
+    if is_dicom(path):
+        _dicom_display_values(path, 0, max_pixels)
+        return
+    try:
+        _verify_raster(path, max_pixels)
+    except PixelError:
+        raise
+    except Exception as exc:
+        raise _raster_error(path, exc) from exc
 
 
 def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int, min_size: int | None = None) -> np.ndarray:

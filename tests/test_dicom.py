@@ -18,16 +18,17 @@ from pydicom.datadict import tag_for_keyword
 import core.dicom
 from core.dicom import (
     ALLOWED_FIELDS,
+    BOOL_COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,
     PIXEL_STATUSES,
     FrameRangeError,
     PixelError,
-    inspect_dicom,
     is_dicom,
     parse_dicom_age,
     read_header,
 )
+from core.dicom_layout import inspect_dicom
 
 BIG = 64_000_000
 # Many test files are deliberately malformed, and pydicom says so for each one.
@@ -115,6 +116,81 @@ def test_allow_list_has_the_contract_columns():
     assert set(ALLOWED_FIELDS.values()) >= INT_COLUMNS | FLOAT_COLUMNS
 
 
+# The exact allow-list as last reviewed for identifying content. Adding a keyword (say
+# PatientBirthName or EthnicGroup) must fail here until a reviewer has judged it and updated
+# this snapshot in the same change; a deny-list cannot catch names nobody thought of.
+REVIEWED_ALLOW_LIST = {
+    "PatientID": "patient_id",
+    "PatientAge": "age",
+    "PatientSex": "sex",
+    "Modality": "modality",
+    "BodyPartExamined": "body_part",
+    "ViewPosition": "view",
+    "Laterality": "laterality",
+    "ImageLaterality": "image_laterality",
+    "PatientPosition": "patient_position",
+    "StudyDate": "study_date",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "manufacturer_model",
+    "StudyInstanceUID": "study_uid",
+    "SeriesInstanceUID": "series_uid",
+    "SOPInstanceUID": "sop_instance_uid",
+    "SOPClassUID": "sop_class_uid",
+    "SeriesNumber": "series_number",
+    "InstanceNumber": "instance_number",
+    "AcquisitionNumber": "acquisition_number",
+    "ImageType": "image_type",
+    "Rows": "dicom_rows",
+    "Columns": "dicom_columns",
+    "NumberOfFrames": "number_of_frames",
+    "SamplesPerPixel": "samples_per_pixel",
+    "PhotometricInterpretation": "photometric_interpretation",
+    "BitsAllocated": "bits_allocated",
+    "BitsStored": "bits_stored",
+    "PixelRepresentation": "pixel_representation",
+    "PixelSpacing": "pixel_spacing",
+    "ImagerPixelSpacing": "imager_pixel_spacing",
+    "SliceThickness": "slice_thickness",
+    "SpacingBetweenSlices": "spacing_between_slices",
+    "SliceLocation": "slice_location",
+    "RescaleSlope": "rescale_slope",
+    "RescaleIntercept": "rescale_intercept",
+    "RescaleType": "rescale_type",
+    "WindowCenter": "window_center",
+    "WindowWidth": "window_width",
+    "PresentationIntentType": "presentation_intent",
+    "BurnedInAnnotation": "burned_in_annotation",
+    "MagneticFieldStrength": "magnetic_field_strength",
+    "ScanningSequence": "scanning_sequence",
+    "SequenceVariant": "sequence_variant",
+    "MRAcquisitionType": "mr_acquisition_type",
+    "EchoTime": "echo_time",
+    "RepetitionTime": "repetition_time",
+    "InversionTime": "inversion_time",
+    "FlipAngle": "flip_angle",
+    "EchoTrainLength": "echo_train_length",
+    "KVP": "kvp",
+    "XRayTubeCurrent": "xray_tube_current",
+    "Exposure": "exposure",
+    "ExposureTime": "exposure_time",
+    "ConvolutionKernel": "convolution_kernel",
+    "TransferSyntaxUID": "transfer_syntax_uid",
+}
+
+
+def test_allow_list_is_exactly_the_reviewed_snapshot():
+    added = sorted(set(ALLOWED_FIELDS) - set(REVIEWED_ALLOW_LIST))
+    removed = sorted(set(REVIEWED_ALLOW_LIST) - set(ALLOWED_FIELDS))
+    assert not added, f"keywords added to the DICOM allow-list without review: {added}"
+    assert not removed, f"keywords removed from the DICOM allow-list: {removed}"
+    assert ALLOWED_FIELDS == REVIEWED_ALLOW_LIST
+
+
+def test_read_header_returns_exactly_the_reviewed_columns():
+    header = read_header(sample("CT_small.dcm"))
+    assert set(header) == set(REVIEWED_ALLOW_LIST.values())
+
+
 def test_allow_list_names_only_public_non_identifying_keywords():
     assert not FORBIDDEN_KEYWORDS & set(ALLOWED_FIELDS)
     for keyword in ALLOWED_FIELDS:
@@ -178,6 +254,8 @@ def test_headers_of_every_test_file_are_typed_scalars_and_fit_one_parquet_table(
                 assert type(value) is int, (column, value)
             elif column in FLOAT_COLUMNS:
                 assert type(value) is float and math.isfinite(value), (column, value)
+            elif column in BOOL_COLUMNS:
+                assert type(value) is bool, (column, value)
             else:
                 assert type(value) is str and value, (column, value)
     table = pd.DataFrame(rows)

@@ -112,6 +112,18 @@ def test_monochrome1_is_inverted_so_that_bright_means_dense(tmp_path):
     np.testing.assert_allclose(inverted, 1.0 - plain, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_presentation_lut_shape_inverse_inverts_like_monochrome1(tmp_path, name):
+    source = sample(name)
+    assert pydicom.dcmread(source).PhotometricInterpretation == "MONOCHROME2"
+    inverse = modified_copy(source, tmp_path / "inverse.dcm", PresentationLUTShape="INVERSE")
+    identity = modified_copy(source, tmp_path / "identity.dcm", PresentationLUTShape="IDENTITY")
+    plain = load_pixels(source)
+    assert plain.std() > 0.05
+    np.testing.assert_allclose(load_pixels(inverse), 1.0 - plain, atol=1e-6)
+    np.testing.assert_array_equal(load_pixels(identity), plain)
+
+
 def test_monochrome1_radiograph_is_anti_correlated_with_its_stored_values():
     path = sample("RG1_UNCR.dcm")  # a real 1955 x 1841 MONOCHROME1 chest radiograph
     stored = pydicom.dcmread(path).pixel_array.astype(np.float64)
@@ -354,6 +366,28 @@ def test_truncated_and_corrupt_rasters(tmp_path, covid_dir):
 
 
 # --------------------------------------------------------------------------------- rasters
+
+
+def test_verify_pixels_finds_what_load_pixels_finds_without_the_float_copies(tmp_path, covid_dir):
+    from core.pixels import verify_bytes, verify_pixels
+
+    png = sorted((covid_dir / "images").glob("*.png"))[0]
+    jpeg = sorted((covid_dir / "images").glob("*.jpg"))[0]
+    dicom = sample("CT_small.dcm")
+    for good in (png, jpeg, dicom):
+        assert verify_pixels(good) is None
+        assert verify_bytes(probe_image(good)) > 0
+    for source, name in ((png, "cut.png"), (jpeg, "cut.jpg")):
+        data = source.read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) // 2])
+        with pytest.raises(PixelError) as caught:
+            verify_pixels(tmp_path / name)
+        assert caught.value.status == "truncated", caught.value.reason
+    big = tmp_path / "big.png"
+    big.write_bytes(_png_with_header(9000, 9000))
+    with pytest.raises(PixelError) as caught:
+        verify_pixels(big)
+    assert caught.value.status == "too_large"
 
 
 def test_sixteen_bit_png_is_scaled_by_bit_depth(tmp_path):

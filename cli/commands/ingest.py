@@ -6,7 +6,8 @@ import argparse
 
 from tqdm import tqdm
 
-from core.ingest import LAYOUTS, ingest, summarize
+from core.ingest import LAYOUTS, ZipLimits, ingest, summarize
+from core.ingest.safety import MAX_ZIP_RATIO, MAX_ZIP_TOTAL_BYTES
 from core.pixels import DEFAULT_MAX_PIXELS
 
 
@@ -39,6 +40,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="per-frame pixel budget; larger images are refused (default %(default)s)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip decoding each file's first frame (faster, fewer guarantees)")
+    parser.add_argument("--zip-max-bytes", type=int, default=MAX_ZIP_TOTAL_BYTES,
+                        help="a ZIP SOURCE that would expand past this many bytes is refused "
+                        "whole (default %(default)s)")
+    parser.add_argument("--zip-max-ratio", type=float, default=MAX_ZIP_RATIO,
+                        help="a ZIP SOURCE whose uncompressed/compressed ratio (whole archive or "
+                        "any member over 64 KiB) passes this is refused as a zip bomb "
+                        "(default %(default)s)")
     parser.add_argument("--name", help="dataset name shown in the app (default: the folder name)")
     parser.set_defaults(func=run)
 
@@ -61,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             verify=not args.no_verify,
             name=args.name,
             progress=progress,
+            zip_limits=ZipLimits(max_total_bytes=args.zip_max_bytes, max_ratio=args.zip_max_ratio),
         )
     finally:
         bar.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,15 +71,13 @@ def looks_like_image(path: Path) -> bool:
 def read_csv(path: Path, *, clean: bool = True) -> pd.DataFrame:
     """Read a metadata CSV as text, whatever its encoding, and repair broken text.
 
+    The encoding is found by :func:`decode_csv_bytes` (a CSV it cannot decode with confidence
+    is refused with ``ValueError`` naming the file and the reason, never garbled).
     Values stay strings (so ``"001"`` stays ``"001"``); empty cells become missing; columns
     with no name and no values (a trailing comma) are dropped. ``clean=False`` leaves the text
     as found (for callers that compare raw text before repairing it).
     """
-    raw = Path(path).read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
+    text = decode_csv_bytes(Path(path).read_bytes(), path)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
@@ -89,6 +88,104 @@ def read_csv(path: Path, *, clean: bool = True) -> pd.DataFrame:
     if clean:
         frame = clean_frame_text(frame)
     return frame.astype(object).where(frame.notna(), None)
+
+
+_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+# Encodings whose chaos score is this close to the best one are taken as equally likely.
+_CHAOS_MARGIN = 0.1
+
+
+_WESTERN_SYMBOLS = set("°€£§©®–—‘’“”…·±µ×÷«»¼½¾")
+
+
+def _reads_as_western(text: str) -> bool:
+    """Whether every non-ASCII character is a Latin letter or a common symbol: Polish or Czech
+    text read as Windows-1252 shows stray ¹ ³ ¿ Ÿ and is not taken for Western text."""
+    return all(
+        ord(char) < 128 or char in _WESTERN_SYMBOLS
+        or (ord(char) < 0x250 and unicodedata.category(char).startswith("L"))
+        for char in text
+    )
+
+
+def _detect_with_charset_normalizer(raw: bytes, name: str) -> str:
+    """The text of ``raw`` when charset-normalizer can tell its encoding without doubt.
+
+    Short texts fit several code pages equally well; when those decode to different text the
+    CSV is refused (naming the candidates) rather than garbled. Windows-1252, Excel's default
+    on Western systems, is taken when it is among the equally likely decodings.
+    """
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError as error:
+        raise ValueError(f"{name}: not valid UTF-8 and no encoding detector (charset-normalizer)"
+                         " is installed; save it as UTF-8") from error
+    matches = list(from_bytes(raw))
+    if not matches:
+        raise ValueError(f"{name}: not valid UTF-8 and not text in any known encoding; "
+                         "save it as UTF-8")
+    best = min(match.chaos for match in matches)
+    likely = [match for match in matches if match.chaos <= best + _CHAOS_MARGIN]
+    texts = {str(match) for match in likely}
+    try:
+        western = raw.decode("cp1252")
+    except UnicodeDecodeError:
+        western = None
+    if western is not None and western in texts and _reads_as_western(western):
+        return western
+    if len(texts) == 1:
+        return texts.pop()
+    names = ", ".join(sorted({match.encoding for match in likely})[:6])
+    raise ValueError(f"{name}: not valid UTF-8, and its encoding is ambiguous (could be "
+                     f"{names}, which read differently); save it as UTF-8")
+
+
+def decode_csv_bytes(raw: bytes, path: str | os.PathLike[str] = "CSV") -> str:
+    """Decode a CSV's bytes: byte-order mark first, then strict UTF-8, then charset-normalizer.
+
+    Raises
+    ------
+    ValueError
+        Naming ``path`` and the reason: NUL bytes (a binary file, or UTF-16 saved without a
+        byte-order mark), bytes invalid in the encoding its byte-order mark names, or an
+        encoding that cannot be told with confidence (or no detector installed): save it as
+        UTF-8 then.
+    """
+    name = Path(path).name
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            try:
+                text = raw[len(bom):].decode(encoding)
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{name}: starts with a {encoding.upper()} byte-order mark but "
+                                 f"byte {error.start + len(bom)} is not valid {encoding.upper()}"
+                                 ) from error
+            break
+    else:
+        if b"\x00" in raw:
+            raise ValueError(
+                f"{name}: contains NUL bytes (first at byte {raw.index(0)}): not a text CSV, or "
+                "UTF-16 saved without a byte-order mark; save it as UTF-8"
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            try:
+                text = _detect_with_charset_normalizer(raw, name)
+            except ValueError as refusal:
+                raise ValueError(f"{refusal} (first non-UTF-8 byte at {error.start})") from error
+    if "\x00" in text:
+        raise ValueError(f"{name}: contains NUL characters (first at character "
+                         f"{text.index(chr(0))}); save it as UTF-8 text")
+    return text
 
 
 def require_columns(frame: pd.DataFrame, required: tuple[str, ...], csv_path: Path) -> None:
@@ -124,6 +221,9 @@ def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] |
     require_columns(frame, PATIENT_CSV_COLUMNS, csv_path)
     mapping = canonical_column_map(list(frame.columns))
     result = LayoutResult()
+    if frame.empty:
+        result.report.append(report_row(csv_path.name, csv_path, "empty_csv",
+                                        "the CSV has a header but no rows"))
     for number, row in enumerate(frame.to_dict("records"), start=2):
         source = f"{csv_path.name} row {number}"
         patient = row.get("patient_id")
@@ -132,10 +232,15 @@ def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] |
             continue
         try:
             folder = resolve_inside(root, row.get("folder_path") or "")
+            exists = folder.is_dir()
         except UnsafePathError as error:
             result.report.append(report_row(source, row.get("folder_path"), "outside_source", str(error)))
             continue
-        if not folder.is_dir():
+        except (OSError, ValueError) as error:
+            result.report.append(report_row(source, row.get("folder_path"), "unreadable_path",
+                                            f"cannot look up the folder: {error}"))
+            continue
+        if not exists:
             result.report.append(
                 report_row(source, folder, "missing_folder", f"folder for patient {patient} not found")
             )
@@ -221,6 +326,9 @@ def read_image_csv(
         )
     require_columns(frame, (path_column,) + ((folder_column,) if folder_column else ()), csv_path)
     result = LayoutResult()
+    if frame.empty:
+        result.report.append(report_row(csv_path.name, csv_path, "empty_csv",
+                                        "the CSV has a header but no rows"))
     kept: dict[Path, tuple[int, Candidate]] = {}
     repairs: dict[str, str] = {}  # broken text -> its cleaner re-entered form
     for number, row in enumerate(frame.to_dict("records"), start=2):
@@ -232,8 +340,13 @@ def read_image_csv(
         relative = os.path.join(row.get(folder_column) or "", named) if folder_column else named
         try:
             path = resolve_inside(root, relative)
+            exists = path.is_file()
         except UnsafePathError as error:
             result.report.append(report_row(source, relative, "outside_source", str(error)))
+            continue
+        except (OSError, ValueError) as error:  # a name too long, a NUL, a loop of links
+            result.report.append(report_row(source, relative, "unreadable_path",
+                                            f"cannot look up {relative!r}: {error}"))
             continue
         if path in kept:
             first_number, first = kept[path]
@@ -249,7 +362,7 @@ def read_image_csv(
                 )
             )
             continue
-        if not path.is_file():
+        if not exists:
             result.report.append(report_row(source, path, "missing_file", f"file {relative!r} not found"))
             continue
         meta = _canonical_meta(row, mapping, skip=(path_column,) + ((folder_column,) if folder_column else ()))

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 import ftfy
+import numpy as np
 import pandas as pd
 
 CANONICAL_FIELDS = ("patient_id", "path", "modality", "view", "age", "sex", "label", "text")
@@ -143,3 +144,16 @@ def clean_frame_text(frame: pd.DataFrame) -> pd.DataFrame:
         if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
             frame[column] = frame[column].map(clean_text)
     return frame
+
+
+_TRUE_VALUES = {"yes", "y", "true", "t", "1", "1.0"}
+
+
+def normalize_bool(value: object) -> bool:
+    """True for DICOM ``"YES"`` and the usual spellings of yes/true/1; False for anything else,
+    missing included (``burned_in_annotation`` is only True when a source says so)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return str(value).strip().lower() in _TRUE_VALUES

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -342,3 +343,100 @@ def test_cache_cli_info_and_prune_keep_dataset_ids_and_texts(tmp_path, capsys):
         True,
         False,
     ]
+
+
+# ------------------------------------------------- the atomic-write protocol, at cache level
+
+
+def test_a_shard_is_fsynced_under_a_temp_name_before_it_is_renamed_into_place(cache, namespace, monkeypatch):
+    """The cache must write shards through core.atomic: data under a temp name, fsynced, then
+    renamed. Writing straight to the final name, or renaming before fsync, fails here."""
+    from core import atomic
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(source, target) -> None:
+        events.append(("replace", f"{Path(source).name} -> {Path(target).name}"))
+        real_replace(source, target)
+
+    def hook(stage: str, path: Path) -> None:
+        events.append((stage, path.name))
+        if stage in ("written", "synced"):
+            assert atomic.is_temp(path) and path.exists()
+            assert not shard_files(cache.root, namespace), "a shard is visible before its rename"
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(atomic, "fault_hook", hook)
+    cache.put(namespace, ids_for(10), vectors_for(10))
+    (shard,) = shard_files(cache.root, namespace)
+    stages = [kind for kind, _ in events]
+    assert stages[:4] == ["written", "fsync", "synced", "replace"], events
+    temp_name = events[0][1]
+    assert atomic.is_temp(Path(temp_name)) and events[1] == ("fsync", temp_name)
+    assert events[3] == ("replace", f"{temp_name} -> {shard.name}")
+    assert events[-1] == ("renamed", shard.name)
+
+
+@pytest.mark.parametrize("stage", ["written", "synced"])
+def test_a_shard_write_failing_inside_the_write_leaves_no_partial_shard(cache, namespace, monkeypatch, stage):
+    from core import atomic
+
+    cache.put(namespace, ids_for(10), vectors_for(10))
+
+    def power_cut(at: str, path: Path) -> None:
+        if at == stage:
+            raise OSError("power cut")
+
+    monkeypatch.setattr(atomic, "fault_hook", power_cut)
+    more_ids = [f"more-{i}" for i in range(10)]
+    with pytest.raises(OSError, match="power cut"):
+        cache.put(namespace, more_ids, vectors_for(10) + 1)
+    monkeypatch.setattr(atomic, "fault_hook", None)
+    assert len(shard_files(cache.root, namespace)) == 1
+    assert not list((cache.root / namespace).glob(".tmp-*"))
+    fresh = EmbeddingCache(cache.root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vectors, hit = fresh.get(namespace, ids_for(10) + more_ids)
+    assert hit.tolist() == [True] * 10 + [False] * 10
+    np.testing.assert_array_equal(vectors[:10], vectors_for(10))
+
+
+def test_a_writer_killed_inside_a_shard_write_leaves_only_complete_shards(tmp_path):
+    """SIGKILL after the shard's bytes are written, before fsync and rename: the cache reads
+    back only the complete shards and drops the dead writer's temp file."""
+    root = tmp_path / "embeddings"
+    namespace = EmbeddingCache(root).namespace("killed-mid-write", "v1", {}, dim=DIM)
+    script = JOB + textwrap.dedent(f"""
+        import os, signal
+        from core import atomic
+        from core.cache import EmbeddingCache
+        cache = EmbeddingCache({str(root)!r})
+        ids = [f"img-{{i:05d}}" for i in range(30)]
+        vectors = np.stack([vector_for(i, {DIM}) for i in range(30)])
+        cache.put({namespace!r}, ids[:10], vectors[:10])
+        def kill(stage, path):
+            if stage == "written":
+                os.kill(os.getpid(), signal.SIGKILL)
+        atomic.fault_hook = kill
+        cache.put({namespace!r}, ids[10:], vectors[10:])
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, timeout=120)
+    assert completed.returncode == -signal.SIGKILL
+    directory = root / namespace
+    temps = list(directory.glob(".tmp-*"))
+    assert len(temps) == 1 and temps[0].stat().st_size > 0  # the half-done shard, hidden
+    assert len(shard_files(root, namespace)) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vectors, hit = EmbeddingCache(root).get(namespace, ids_for(30))
+    assert hit.tolist() == [True] * 10 + [False] * 20
+    np.testing.assert_array_equal(vectors[:10], vectors_for(30)[:10])
+    assert not temps[0].exists()  # its writer is dead: cleaned on the next listing
