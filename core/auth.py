@@ -32,8 +32,7 @@ import pandas as pd
 from sqlalchemy import DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from core.db import Base, open_database
-from core.settings import database_url
+from core.db import Base, DatabaseClient
 
 __all__ = [
     "AUDIT_COLUMNS",
@@ -226,34 +225,13 @@ def record_event(session: Session, user: User, action: str, target: str, detail:
                             action=action, target=target, detail=detail))
 
 
-class AccessStore:
+class AccessStore(DatabaseClient):
     """The roles table and the audit log, in the label database.
 
     Parameters
     ----------
     url : SQLAlchemy URL; ``None`` means ``core.settings.database_url()``.
     """
-
-    def __init__(self, url: str | None = None) -> None:
-        self.url = url
-        self._engine = None
-        self._sessions = None
-
-    def _session(self) -> Session:
-        if self._sessions is None:
-            self._engine, self._sessions = open_database(self.url or database_url())
-        return self._sessions()
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-        self._engine = self._sessions = None
-
-    def __enter__(self) -> AccessStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- roles ----------------------------------------------------------------------------------
     def role_for(self, email: str) -> str | None:

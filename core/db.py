@@ -85,3 +85,34 @@ def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
                 raise
             time.sleep(0.1 * (attempt + 1))
     return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+class DatabaseClient:
+    """Lazy access to the label database: the engine opens on first use, ``close()`` releases
+    pooled connections (the data stays), and a client is a context manager. ``url`` ``None``
+    means ``core.settings.database_url()``."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    def _session(self) -> Session:
+        if self._sessions is None:
+            from core.settings import database_url
+
+            self._engine, self._sessions = open_database(self.url or database_url())
+        return self._sessions()
+
+    def close(self) -> None:
+        """Release pooled connections (the data stays on disk)."""
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine = None
+        self._sessions = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

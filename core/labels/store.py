@@ -42,15 +42,13 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from core.auth import User, record_event, require
-from core.db import Base, open_database
+from core.db import Base, DatabaseClient
 from core.labels.defaults import Mapping
 from core.labels.icd import validate_icd10
-from core.settings import database_url
 
 __all__ = ["ConflictError", "LabelStore", "MAPPING_COLUMNS", "OVERRIDE_COLUMNS", "SaveResult", "StoreBusyError"]
 
@@ -196,7 +194,7 @@ def _author_fields(user: User) -> dict[str, str]:
     return {"author": user.label, "author_id": user.id, "author_email": user.email}
 
 
-class LabelStore:
+class LabelStore(DatabaseClient):
     """Versioned cluster mappings and patient overrides in one SQL database.
 
     Parameters
@@ -205,30 +203,7 @@ class LabelStore:
         on first use. A new ``LabelStore`` on the same URL sees everything saved before.
     """
 
-    def __init__(self, url: str | None = None) -> None:
-        self.url = url
-        self._engine: Engine | None = None
-        self._sessions: sessionmaker[Session] | None = None
-
     # -- plumbing -----------------------------------------------------------------------------
-    def _session(self) -> Session:
-        if self._sessions is None:
-            self._engine, self._sessions = open_database(self.url or database_url())
-        return self._sessions()
-
-    def close(self) -> None:
-        """Release pooled connections (the data stays on disk)."""
-        if self._engine is not None:
-            self._engine.dispose()
-        self._engine = None
-        self._sessions = None
-
-    def __enter__(self) -> LabelStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _write(self, work: Callable[[Session], SaveResult]) -> SaveResult:
         """Run ``work(session)`` in one transaction. A unique-constraint clash (a concurrent
         writer took the version number) is retried: ``work`` then re-reads and reports the
