@@ -192,39 +192,18 @@ def job_runner():
 
 @st.cache_data(show_spinner="Computing SHAP values...", max_entries=16)
 def shap_for_study(study_key: str, _study):
-    """SHAP of a logistic model on metadata + 10 embedding PCs for the study's target."""
-    from core.explain import shap_explanation
+    """SHAP for a classifier study (``core.explain.study_shap``, kept in the run store)."""
+    from core.explain import study_shap
 
-    table = _study.table.reset_index(drop=True)
-    metadata = table[[c for c in ("age", "sex", "view", "modality") if c in table and table[c].nunique() > 1]]
-    target = _study.report.target
-    y = pd.Series([target.classes[v] if v >= 0 else None for v in target.y], dtype=object)
-    return shap_explanation(metadata, _study.image_vectors, y)
+    return study_shap(_study)
 
 
 @st.cache_data(show_spinner="Computing Grad-CAM...", max_entries=64)
 def gradcam_for(study_key: str, _study, path: str, frame: int, class_index: int | None = None):
-    """(scan, overlay) with Grad-CAM towards class ``class_index`` of the study's target
-    (default: the last class, a binary target's positive class), or None when the target is
-    multi-label or has too few labelled rows for a head."""
-    from sklearn.linear_model import LogisticRegression
+    """(scan, overlay) from ``core.explain.study_gradcam``, or None (see there)."""
+    from core.explain import study_gradcam
 
-    from core.explain import gradcam_heatmap, overlay_heatmap
-
-    target = _study.report.target
-    vectors = _study.image_vectors
-    if target.y.ndim != 1:
-        return None
-    usable = (target.y >= 0) & np.isfinite(vectors).all(axis=1)
-    if usable.sum() < 4 or len(set(target.y[usable])) < 2:
-        return None
-    head = LogisticRegression(max_iter=2000, class_weight="balanced").fit(vectors[usable], target.y[usable])
-    wanted = len(target.classes) - 1 if class_index is None else class_index
-    if wanted not in head.classes_:
-        return None
-    image = load_pixels(path, frame)
-    heat = gradcam_heatmap(image, _study.config["encoder"], head.coef_, head.intercept_, list(head.classes_).index(wanted))
-    return image, overlay_heatmap(image, heat)
+    return study_gradcam(_study, path, frame, class_index)
 
 
 @st.cache_resource(max_entries=16)

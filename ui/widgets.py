@@ -67,7 +67,7 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str) -> None
         st.image(windowed, clamp=True, width="stretch")
         study = _finished_classifier_study()
         if study is not None and st.checkbox("Grad-CAM of the last classifier", key=f"{key}_gradcam"):
-            result = data.gradcam_for(st.session_state["classifier_job"], study, str(row["path"]), int(row["frame"]))
+            result = data.gradcam_for(study.key, study, str(row["path"]), int(row["frame"]))
             if result is None:
                 st.info("The last classifier has too few labelled rows for a Grad-CAM head.")
             else:
@@ -76,11 +76,11 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str) -> None
 
 
 def _finished_classifier_study():
-    """The classifier study trained in this session, when its encoder is a CNN."""
+    """The classifier study open on the Classifiers page (from the run store), when its
+    encoder is a CNN."""
+    from core.classify.runs import load_study
     from core.explain import SUPPORTED_CAM_ENCODERS
 
-    job = data.job_runner().get(st.session_state.get("classifier_job") or "")
-    if job is None or not job.done or job.error is not None:
-        return None
-    study = job.result()
-    return study if study.config["encoder"] in SUPPORTED_CAM_ENCODERS else None
+    key = st.session_state.get("classifier_run")
+    study = load_study(key) if key else None
+    return study if study is not None and study.config["encoder"] in SUPPORTED_CAM_ENCODERS else None

@@ -406,3 +406,12 @@ def run_time(run: Run) -> str:
 
     created = run.created_at.astimezone()
     return created.strftime("%H:%M") if created.date() == datetime.now().astimezone().date() else created.strftime("%Y-%m-%d %H:%M")
+
+
+def train_study(dataset: Dataset, *, progress: Any = None, force: bool = False, store: RunStore | None = None,
+                **config: Any) -> str:
+    """Compute (or, unless ``force``, load) the study ``config`` describes and return its run
+    key: what the app's background job runs, so that the page reads the result from the store."""
+    from core.classify.study import classifier_study
+
+    return classifier_study(dataset, progress=progress, force=force, store=store, **config).key
