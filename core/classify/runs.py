@@ -13,6 +13,7 @@ patient and metadata columns, the full config and :data:`STUDY_VERSION`.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -376,9 +377,7 @@ def find_run(dataset: Dataset, config: Mapping[str, Any], *, store: RunStore | N
     """The newest saved study of ``dataset`` whose config equals ``config`` (from
     :func:`core.classify.study.study_config`), without embedding anything: what the app offers
     to reuse."""
-    from core.runs import _jsonable
-
-    wanted = _jsonable(dict(config))
+    wanted = json.loads(json.dumps(dict(config)))  # as the run record holds it: lists, not tuples
     for run in study_runs(dataset, store=store):
         if {k: run.config.get(k) for k in wanted} == wanted:
             return run
@@ -414,4 +413,7 @@ def train_study(dataset: Dataset, *, progress: Any = None, force: bool = False, 
     key: what the app's background job runs, so that the page reads the result from the store."""
     from core.classify.study import classifier_study
 
-    return classifier_study(dataset, progress=progress, force=force, store=store, **config).key
+    study = classifier_study(dataset, progress=progress, force=force, store=store, **config)
+    if not study.key:
+        raise RuntimeError("; ".join(n for n in study.notes if n.startswith("not saved")) or "the study was not saved")
+    return study.key

@@ -215,7 +215,10 @@ def classifier_study(
         _, image_vectors = patient_embeddings(dataset.images, image_set.vectors)
     study = ClassifierStudy(main, comparison, fairness, leakage, config | study_settings, rows,
                             image_vectors, notes + main.notes, final_model, fused)
-    runs.save_study(study, key, dataset=dataset, store=store)
+    try:
+        runs.save_study(study, key, dataset=dataset, store=store)
+    except (OSError, ValueError, TypeError) as error:  # a full disk, a column Arrow cannot write
+        study.notes.append(f"not saved to the run store: {error}")
     report(1.0, "done")
     return study
 

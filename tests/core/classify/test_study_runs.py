@@ -162,3 +162,20 @@ def test_hostile_keys_never_reach_the_disk(cache):
     for key in ("../../etc/passwd", "classifier-study-../x", "drift-study-0123456789abcdef"):
         with pytest.raises(ValueError):
             load_study(key)
+
+
+def test_a_study_that_cannot_be_saved_is_returned_with_a_note_and_the_job_fails_clearly(cache, demo_dataset,
+                                                                                           monkeypatch):
+    from core.classify.runs import train_study
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RunStore, "save", full_disk)
+    options = dict(positive="Dilated cardiomyopathy", encoder="pixels", use_text=False, level="patient",
+                   n_splits=3, n_bootstrap=22)
+    study = classifier_study(demo_dataset, **options)
+    assert study.key == "" and study.report.mean_auc > 0.5
+    assert any(note.startswith("not saved to the run store") and "No space" in note for note in study.notes)
+    with pytest.raises(RuntimeError, match="No space left"):
+        train_study(demo_dataset, **options)
