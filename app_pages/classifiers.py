@@ -19,9 +19,8 @@ from core.classify.runs import (
     load_study,
     run_time,
     study_runs,
-    train_study,
 )
-from core.classify.study import study_config
+from core.classify.study import study_config, train_study
 from core.explain import SUPPORTED_CAM_ENCODERS, shap_beeswarm_figure, shap_waterfall_figure
 from ui import data
 from ui.jobs import wait_for

@@ -1,4 +1,5 @@
-"""Classifier studies as named runs (kind ``classifier-study``) in the run store.
+"""Classifier studies (:class:`ClassifierStudy`) as named runs (kind ``classifier-study``) in
+the run store. :func:`core.classify.study.classifier_study` computes them.
 
 A study is saved field by field as arrays (``.npy``), tables (``.parquet``) and JSON, so that
 loading it back needs no unpickling. The fitted final model is saved as plain arrays when it is
@@ -16,6 +17,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +29,6 @@ from core.classify.target import Target
 from core.runs import Run, RunStore, run_key
 
 if TYPE_CHECKING:
-    from core.classify.study import ClassifierStudy
     from core.ingest import Dataset
 
 KIND = "classifier-study"
@@ -47,6 +48,29 @@ TRUSTED_MODEL_TYPES = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
 )
+
+
+@dataclass
+class ClassifierStudy:
+    """report : the main (fused or image) model's ClassifierReport; comparison : one row per
+    modality; fairness : per-subgroup table for the positive class (binary targets);
+    leakage : text leakage report (None without text); final_model : the main model refitted
+    on every usable row (None when it could not be fitted, with a note); key, created : the run
+    that holds the study (empty when it was not stored); from_store : loaded, not computed."""
+
+    report: ClassifierReport
+    comparison: pd.DataFrame
+    fairness: pd.DataFrame | None
+    leakage: LeakageReport | None
+    config: dict
+    table: pd.DataFrame
+    image_vectors: np.ndarray  # (n_rows, dim) raw encoder vectors (patient level: pooled)
+    notes: list[str] = field(default_factory=list)
+    final_model: FinalModel | None = None
+    features: np.ndarray | None = None  # (n_rows, n_features) the fused matrix the models saw
+    key: str = ""
+    created: str = ""
+    from_store: bool = False
 
 
 def dataset_token(dataset: Dataset) -> str:
@@ -305,8 +329,6 @@ def save_study(study: ClassifierStudy, key: str, *, dataset: Dataset, store: Run
 def study_from_run(run: Run) -> ClassifierStudy:
     """The :class:`ClassifierStudy` saved in ``run``. Raises ValueError for a run of another
     kind or a model file with untrusted types."""
-    from core.classify.study import ClassifierStudy
-
     if run.kind != KIND:
         raise ValueError(f"run {run.key} is a {run.kind!r} run, not a {KIND!r} run")
     meta = run.load("study")
@@ -406,14 +428,3 @@ def run_time(run: Run) -> str:
     created = run.created_at.astimezone()
     return created.strftime("%H:%M") if created.date() == datetime.now().astimezone().date() else created.strftime("%Y-%m-%d %H:%M")
 
-
-def train_study(dataset: Dataset, *, progress: Any = None, force: bool = False, store: RunStore | None = None,
-                **config: Any) -> str:
-    """Compute (or, unless ``force``, load) the study ``config`` describes and return its run
-    key: what the app's background job runs, so that the page reads the result from the store."""
-    from core.classify.study import classifier_study
-
-    study = classifier_study(dataset, progress=progress, force=force, store=store, **config)
-    if not study.key:
-        raise RuntimeError("; ".join(n for n in study.notes if n.startswith("not saved")) or "the study was not saved")
-    return study.key

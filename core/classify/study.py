@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from core.classify import runs
 from core.classify.compare import compare_modalities
-from core.classify.evaluate import ClassifierReport, FinalModel, evaluate
-from core.classify.leakage import LeakageReport, detect_text_leakage, mask_label_words
+from core.classify.evaluate import evaluate
+from core.classify.leakage import detect_text_leakage, mask_label_words
+from core.classify.runs import ClassifierStudy
 from core.classify.target import prepare_target
 from core.embed import embed_dataset
 from core.fairness import SENSITIVE_COLUMNS, fairness_table, sensitive_attributes
@@ -33,32 +34,9 @@ if TYPE_CHECKING:
 
 TEXT_ENCODER = "minilm"
 __all__ = ["SENSITIVE_COLUMNS", "TEXT_ENCODER", "ClassifierStudy", "classifier_study", "study_config",
-           "write_study"]
+           "train_study", "write_study"]
 
 ProgressFn = Callable[[float, str], None]
-
-
-@dataclass
-class ClassifierStudy:
-    """report : the main (fused or image) model's ClassifierReport; comparison : one row per
-    modality; fairness : per-subgroup table for the positive class (binary targets);
-    leakage : text leakage report (None without text); final_model : the main model refitted
-    on every usable row (None when it could not be fitted, with a note); key, created : the run
-    that holds the study (empty when it was not stored); from_store : loaded, not computed."""
-
-    report: ClassifierReport
-    comparison: pd.DataFrame
-    fairness: pd.DataFrame | None
-    leakage: LeakageReport | None
-    config: dict
-    table: pd.DataFrame
-    image_vectors: np.ndarray  # (n_rows, dim) raw encoder vectors (patient level: pooled)
-    notes: list[str] = field(default_factory=list)
-    final_model: FinalModel | None = None
-    features: np.ndarray | None = None  # (n_rows, n_features) the fused matrix the models saw
-    key: str = ""
-    created: str = ""
-    from_store: bool = False
 
 
 def study_config(
@@ -127,8 +105,6 @@ def classifier_study(
 
     Raises ``ValueError`` for a target column the dataset lacks or with fewer than two classes.
     """
-    from core.classify import runs
-
     def report(fraction: float, message: str) -> None:
         if progress:
             progress(fraction, message)
@@ -248,3 +224,14 @@ def write_study(study: ClassifierStudy, out_dir: str | Path) -> Path:
     record = study.config | {"notes": study.notes, "run": study.key, "created": study.created}
     atomic_write_text(out / "config.json", json.dumps(record, indent=2, default=str))
     return out
+
+
+def train_study(dataset: Dataset, *, progress: ProgressFn | None = None, force: bool = False,
+                store: RunStore | None = None, **config: Any) -> str:
+    """Compute (or, unless ``force``, load) the study ``config`` describes and return its run
+    key: what the app's background job runs, so that the page reads the result from the store.
+    Raises RuntimeError when the study could not be saved (with the reason)."""
+    study = classifier_study(dataset, progress=progress, force=force, store=store, **config)
+    if not study.key:
+        raise RuntimeError("; ".join(n for n in study.notes if n.startswith("not saved")) or "the study was not saved")
+    return study.key

@@ -22,7 +22,7 @@ from core.explain.shap_values import ShapResult, shap_explanation
 from core.runs import Run, RunStore, run_key
 
 if TYPE_CHECKING:
-    from core.classify.study import ClassifierStudy
+    from core.classify.runs import ClassifierStudy
 
 SHAP_KIND = "explanation"
 HEAD_KIND = "gradcam-head"

@@ -166,7 +166,7 @@ def test_hostile_keys_never_reach_the_disk(cache):
 
 def test_a_study_that_cannot_be_saved_is_returned_with_a_note_and_the_job_fails_clearly(cache, demo_dataset,
                                                                                            monkeypatch):
-    from core.classify.runs import train_study
+    from core.classify.study import train_study
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
