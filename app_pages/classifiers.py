@@ -3,6 +3,8 @@ AUC/F1 with CIs, ROC curves, confusion matrix, and what each modality adds."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -10,7 +12,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.classify.models import MODELS
-from core.classify.study import classifier_study, study_key
+from core.classify.runs import (
+    describe_run,
+    find_run,
+    load_study,
+    run_time,
+    study_runs,
+)
+from core.classify.study import study_config, train_study
+from core.columns import target_candidates
 from core.encoders import DEFAULT_TEXT_ENCODER
 from core.explain import SUPPORTED_CAM_ENCODERS, shap_beeswarm_figure, shap_waterfall_figure
 from ui import data, widgets
@@ -34,11 +44,21 @@ def with_intervals(table: pd.DataFrame, metrics: dict[str, tuple[str, str]]) -> 
     return out
 
 
+def show_run(key: str) -> None:
+    """Show saved run ``key`` here, and on the Fairness page and the scan viewer."""
+    st.session_state["classifier_run"] = key
+
+
+@st.cache_resource(show_spinner="Loading the saved run...", max_entries=8)
+def load_run(key: str, created: str):
+    """The saved study ``key`` (``created`` tells a replaced run from the one cached)."""
+    return load_study(key)
+
+
 st.title("Classifiers")
 dataset = data.current_dataset()
 images = dataset.images
-candidates = [c for c in images.columns if c not in ("image_id", "sha256", "path", "frame", "n_frames", "rows", "columns", "text", "patient_id")
-              and 2 <= images[c].nunique() <= 50]
+candidates = target_candidates(images)
 if not candidates:
     st.info("This dataset has no label column to learn (a column with 2-50 distinct values).")
     st.stop()
@@ -53,24 +73,44 @@ use_text = c4.checkbox(f"Add report text ({DEFAULT_TEXT_ENCODER})", value=bool(i
 use_meta = c5.checkbox("Add age and sex", value=True, key="classifiers_meta")
 mask = c6.checkbox("Mask label words in the text", value=False, key="classifiers_mask",
                    help="Notes often name the finding ('COVID-19 positive'); masking shows what the text adds beyond that")
-config = dict(target_column=target, positive=None if positive == "(all classes)" else positive,
-              encoder=st.session_state["encoder"], use_text=use_text, metadata=("age", "sex") if use_meta else (),
-              model=model, level=st.session_state["level"], mask_leaking_words=mask)
-key = study_key(dataset, **config)
+config = study_config(target_column=target, positive=None if positive == "(all classes)" else positive,
+                      encoder=st.session_state["encoder"], use_text=use_text,
+                      metadata=("age", "sex") if use_meta else (), model=model, level=st.session_state["level"],
+                      mask_leaking_words=mask)
+saved = find_run(dataset, config)
 runner = data.job_runner()
-if st.button("Train and evaluate", type="primary", key="classifiers_run"):
-    runner.submit(key, classifier_study, dataset, **config)
-st.session_state["classifier_job"] = key
+left, right, _ = st.columns([2, 2, 3])
+reuse = saved is not None and left.button(f"Reuse the run from {run_time(saved)}", type="primary", key="classifiers_reuse")
+compute = right.button("Compute again" if saved is not None else "Train and evaluate",
+                       type="secondary" if saved is not None else "primary", key="classifiers_run")
+if reuse:
+    show_run(saved.key)
+if compute:
+    # "Compute again" replaces the saved run; a second click while it runs joins the same job.
+    job_key = f"{dataset.token}|{json.dumps(config, sort_keys=True)}|{saved.created if saved else ''}"
+    runner.submit(job_key, train_study, dataset, force=saved is not None, **config)
+    st.session_state["classifiers_job"] = job_key
+st.caption("Patient-grouped 5-fold cross-validation: no patient is in both training and test folds. "
+           "Every run is saved and listed below, also after a restart.")
 
+job = wait_for(st.session_state.get("classifiers_job"))
+if job is not None:
+    st.session_state["classifiers_job"] = None
+    if job.error is not None:
+        st.error(f"Training failed: {job.error}. Pick another target or positive class.")
+        st.stop()
+    show_run(job.result())
 
-job = wait_for(key)
-if job is None:
-    st.caption("Patient-grouped 5-fold cross-validation: no patient is in both training and test folds.")
+saved_runs = {run.key: run for run in study_runs(dataset)}
+if st.session_state.get("classifier_run") in saved_runs:
+    st.session_state["classifiers_saved"] = st.session_state["classifier_run"]
+st.selectbox("Saved runs for this dataset", list(saved_runs), index=None, key="classifiers_saved",
+             format_func=lambda k: describe_run(saved_runs[k]), placeholder="Open a saved run",
+             on_change=lambda: show_run(st.session_state["classifiers_saved"]))
+shown = st.session_state.get("classifier_run")
+if shown not in saved_runs:
     st.stop()
-if job.error is not None:
-    st.error(f"Training failed: {job.error}. Pick another target or positive class.")
-    st.stop()
-study = job.result()
+study = load_run(shown, saved_runs[shown].created)
 report = study.report
 # SHAP and Grad-CAM explain one class: a binary target's positive class, or the user's pick.
 classes = list(report.target.classes)
@@ -78,6 +118,8 @@ explained = classes[-1]
 if report.kind == "multiclass":
     explained = st.selectbox("Explain class (SHAP, Grad-CAM)", classes, index=len(classes) - 1, key="classifiers_explain")
 st.subheader(f"Per class ({report.kind}, {report.model})")
+same = saved is not None and saved.key == shown
+st.caption(f"Saved run: {describe_run(saved_runs[shown])}" + ("" if same else " (not the settings above)"))
 metrics = {"AUC": ("auc", "auc"), "sensitivity (recall)": ("recall", "recall"), "precision": ("precision", "precision"),
            "F1": ("f1", "f1"), "accuracy": ("accuracy", "accuracy")}
 st.dataframe(with_intervals(report.per_class, metrics), hide_index=True, width="stretch")
@@ -110,26 +152,32 @@ for note in study.notes:
     st.caption(note)
 
 st.subheader("Why: SHAP over metadata and embedding components")
-shap_result = data.shap_for_study(key, study)
+try:
+    shap_result = data.shap_for_study(study.key, study)
+except ValueError as error:
+    st.info(f"No SHAP explanation for this run: {error}")
+    st.stop()
 positive_class = explained if explained in shap_result.classes else shap_result.classes[-1]
 st.caption("A simple logistic model on the metadata and the first 10 principal components (PC1-PC10) of the image "
            "embeddings. A PC is not a named finding: for CNN encoders, Grad-CAM below shows where in the scan the network looks.")
 st.plotly_chart(shap_beeswarm_figure(shap_result, class_label=positive_class), key="classifiers_beeswarm")
 rows = study.table.reset_index(drop=True)
+label_column = report.target.columns[0]
 row = st.selectbox("Explain one row", range(len(rows)), key="classifiers_row",
-                   format_func=lambda i: f"{rows.at[i, 'patient_id']} · {rows.at[i, config['target_column']]}")
+                   format_func=lambda i: f"{rows.at[i, 'patient_id']} · {rows.at[i, label_column]}")
 try:
     st.plotly_chart(shap_waterfall_figure(shap_result, row, class_label=positive_class), key="classifiers_waterfall")
 except ValueError as error:
     st.info(f"No explanation for this row: {error}")
-if st.session_state["encoder"] in SUPPORTED_CAM_ENCODERS:
-    scans = data.representative_images(dataset, rows.iloc[[row]], config["level"])
+encoder = study.config["encoder"]
+if encoder in SUPPORTED_CAM_ENCODERS:
+    scans = data.representative_images(dataset, rows.iloc[[row]], study.config["level"])
     scan = scans.iloc[0]
-    heat = data.gradcam_for(key, study, str(scan["path"]), int(scan["frame"]), classes.index(explained))
+    heat = data.gradcam_for(study.key, study, str(scan["path"]), int(scan["frame"]), classes.index(explained))
     if heat is not None:
         image, overlay = heat
         st.subheader("Where the network looks: Grad-CAM")
         a, b, _ = st.columns([1, 1, 1])
         a.image(image, caption=widgets.scan_label(scan), clamp=True, width="stretch")
-        b.image(overlay, caption=f"Grad-CAM towards '{explained}' ({st.session_state['encoder']} + linear head)", width="stretch")
+        b.image(overlay, caption=f"Grad-CAM towards '{explained}' ({encoder} + linear head)", width="stretch")
 st.caption("Fairness breakdowns for this model are on the **Fairness** page.")

@@ -1,5 +1,6 @@
-"""Fairness: per-subgroup AUC, TPR, FPR, precision and selection rate of the last classifier,
-next to each group's share of the data. Small groups are flagged."""
+"""Fairness: per-subgroup AUC, TPR, FPR, precision and selection rate of a saved binary
+classifier (the one open on Classifiers, else the newest), next to each group's share of the
+data. Small groups are flagged. Reads the run store, so it works after a server restart."""
 
 from __future__ import annotations
 
@@ -8,20 +9,35 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.classify.runs import describe_run, load_study, study_runs
 from ui import data
 
 METRICS = {"auc": "AUC", "tpr": "sensitivity (TPR)", "fpr": "false-positive rate (FPR)",
            "precision": "precision (PPV)", "selection_rate": "share predicted positive"}
 
+
+@st.cache_resource(show_spinner="Loading the saved run...", max_entries=8)
+def load_run(key: str, created: str):
+    """The saved study ``key`` (``created`` tells a replaced run from the one cached)."""
+    return load_study(key)
+
+
 st.title("Fairness")
-key = st.session_state.get("classifier_job")
-job = data.job_runner().get(key) if key else None
-if job is None or not job.done or job.error is not None:
+dataset = data.current_dataset()
+saved_runs = {run.key: run for run in study_runs(dataset, binary_only=True)}
+if not saved_runs:
     st.info("Train a binary classifier on the **Classifiers** page first (pick a positive class).")
     st.stop()
-study = job.result()
+keys = list(saved_runs)
+current = st.session_state.get("classifier_run")
+default = keys.index(current) if current in keys else 0
+chosen = st.selectbox("Classifier (saved runs, newest first)", keys, index=default,
+                      format_func=lambda k: describe_run(saved_runs[k]))
+if chosen != keys[default]:  # the user picked another run: open it on Classifiers too
+    st.session_state["classifier_run"] = chosen
+study = load_run(chosen, saved_runs[chosen].created)
 if study.fairness is None:
-    st.info("Fairness breakdowns need a binary target: pick a positive class on **Classifiers**.")
+    st.info("This run has no fairness breakdowns. Pick another run, or train a binary classifier on **Classifiers**.")
     st.stop()
 
 config = study.config

@@ -28,11 +28,6 @@ def short_hash(*parts: Any) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
-def dataset_token(dataset: Dataset) -> str:
-    """Names one ingest of a dataset: changes whenever the folder is re-ingested."""
-    return f"{dataset.root.resolve()}@{dataset.manifest.get('created', '')}"
-
-
 @dataclass
 class Cohort:
     """Rows to map and cluster.

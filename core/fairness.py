@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
 
-from core.classify.metrics import (
+from core.weighted_metrics import (
     binary_rates,
     bootstrap_weights,
     percentile_interval,
@@ -92,6 +92,25 @@ def country_from_location(location: pd.Series | Sequence[str | None]) -> pd.Seri
         return COUNTRY_ALIASES.get(last.lower(), last) or UNKNOWN
 
     return pd.Series([one(v) for v in series.tolist()], index=series.index, dtype=object, name="country")
+
+
+
+
+def sensitive_attributes(table: pd.DataFrame) -> pd.DataFrame:
+    """Subgroup columns present in ``table`` (same index): sex, age band, country (from
+    ``location``), and site, race, ethnicity or insurance where such columns exist; missing
+    values become "unknown"."""
+    out = pd.DataFrame(index=table.index)
+    if "sex" in table:
+        out["sex"] = table["sex"].fillna(UNKNOWN).astype(str)
+    if "age" in table:
+        out["age_band"] = age_bands(table["age"]).astype(str)
+    if "location" in table:
+        out["country"] = country_from_location(table["location"]).fillna(UNKNOWN).astype(str)
+    for column in ("site", "race", "ethnicity", "insurance"):
+        if column in table:
+            out[column] = table[column].fillna(UNKNOWN).astype(str)
+    return out
 
 
 @dataclass

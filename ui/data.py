@@ -18,7 +18,7 @@ from core.clustering.runs import (
     stored_sweep,
     sweep_cohort,
 )
-from core.cohort import Cohort, build_cohort, dataset_token
+from core.cohort import Cohort, build_cohort
 from core.cohort import representative_images as _representative_images
 from core.datasets import dataset_path, ensure_demo_dataset, list_datasets
 from core.embed import EmbeddingSet, embed_dataset
@@ -72,7 +72,7 @@ def _progress_reporter(job_report, label: str):
 
 
 def embedding_job_key(dataset: Dataset, encoder: str, device: str = "auto", batch_size: int = 32) -> str:
-    return f"embed:{dataset_token(dataset)}:{encoder}:{device}:{batch_size}"
+    return f"embed:{dataset.token}:{encoder}:{device}:{batch_size}"
 
 
 def start_embedding(dataset: Dataset, encoder: str, *, device: str = "auto", batch_size: int = 32,
@@ -104,7 +104,7 @@ def embeddings(dataset: Dataset, encoder: str) -> EmbeddingSet:
 def cohort(dataset: Dataset, encoder: str, level: str, metadata: tuple[str, ...] = (), with_text: bool = False) -> Cohort:
     image_set = embeddings(dataset, encoder)
     text_set = embeddings(dataset, TEXT_ENCODER) if with_text else None
-    return _cohort(dataset_token(dataset), image_set.key, level, metadata, with_text, dataset, image_set, text_set)
+    return _cohort(dataset.token, image_set.key, level, metadata, with_text, dataset, image_set, text_set)
 
 
 
@@ -202,39 +202,18 @@ def job_runner():
 
 @st.cache_data(show_spinner="Computing SHAP values...", max_entries=16)
 def shap_for_study(study_key: str, _study):
-    """SHAP of a logistic model on metadata + 10 embedding PCs for the study's target."""
-    from core.explain import shap_explanation
+    """SHAP for a classifier study (``core.explain.study_shap``, kept in the run store)."""
+    from core.explain import study_shap
 
-    table = _study.table.reset_index(drop=True)
-    metadata = table[[c for c in ("age", "sex", "view", "modality") if c in table and table[c].nunique() > 1]]
-    target = _study.report.target
-    y = pd.Series([target.classes[v] if v >= 0 else None for v in target.y], dtype=object)
-    return shap_explanation(metadata, _study.image_vectors, y)
+    return study_shap(_study)
 
 
 @st.cache_data(show_spinner="Computing Grad-CAM...", max_entries=64)
 def gradcam_for(study_key: str, _study, path: str, frame: int, class_index: int | None = None):
-    """(scan, overlay) with Grad-CAM towards class ``class_index`` of the study's target
-    (default: the last class, a binary target's positive class), or None when the target is
-    multi-label or has too few labelled rows for a head."""
-    from sklearn.linear_model import LogisticRegression
+    """(scan, overlay) from ``core.explain.study_gradcam``, or None (see there)."""
+    from core.explain import study_gradcam
 
-    from core.explain import gradcam_heatmap, overlay_heatmap
-
-    target = _study.report.target
-    vectors = _study.image_vectors
-    if target.y.ndim != 1:
-        return None
-    usable = (target.y >= 0) & np.isfinite(vectors).all(axis=1)
-    if usable.sum() < 4 or len(set(target.y[usable])) < 2:
-        return None
-    head = LogisticRegression(max_iter=2000, class_weight="balanced").fit(vectors[usable], target.y[usable])
-    wanted = len(target.classes) - 1 if class_index is None else class_index
-    if wanted not in head.classes_:
-        return None
-    image = load_pixels(path, frame)
-    heat = gradcam_heatmap(image, _study.config["encoder"], head.coef_, head.intercept_, list(head.classes_).index(wanted))
-    return image, overlay_heatmap(image, heat)
+    return study_gradcam(_study, path, frame, class_index)
 
 
 @st.cache_resource(max_entries=16)

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.columns import DESCRIBING_COLUMNS
 from core.deid import obscure_image
 from core.ingest import Dataset
 from ui import data
 
-GALLERY_FIELDS = ("patient_id", "label", "age", "sex", "modality", "view")
 REVEAL_KEY = "reveal_burned_in"
 
 
@@ -37,7 +37,7 @@ def _revealed(reveal_burned_in: bool | None) -> bool:
 
 def caption_for(row: pd.Series) -> str:
     parts = []
-    for field in GALLERY_FIELDS:
+    for field in DESCRIBING_COLUMNS:
         value = row.get(field)
         if value is None or (isinstance(value, float) and np.isnan(value)) or value == "unknown":
             continue
@@ -99,7 +99,7 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str, reveal_
         st.image(windowed, clamp=True, width="stretch")
         study = _finished_classifier_study()
         if study is not None and not hidden and st.checkbox("Grad-CAM of the last classifier", key=f"{key}_gradcam"):
-            result = data.gradcam_for(st.session_state["classifier_job"], study, str(row["path"]), int(row["frame"]))
+            result = data.gradcam_for(study.key, study, str(row["path"]), int(row["frame"]))
             if result is None:
                 st.info("The last classifier has too few labelled rows for a Grad-CAM head.")
             else:
@@ -108,11 +108,11 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str, reveal_
 
 
 def _finished_classifier_study():
-    """The classifier study trained in this session, when its encoder is a CNN."""
+    """The classifier study open on the Classifiers page (from the run store), when its
+    encoder is a CNN."""
+    from core.classify.runs import load_study
     from core.explain import SUPPORTED_CAM_ENCODERS
 
-    job = data.job_runner().get(st.session_state.get("classifier_job") or "")
-    if job is None or not job.done or job.error is not None:
-        return None
-    study = job.result()
-    return study if study.config["encoder"] in SUPPORTED_CAM_ENCODERS else None
+    key = st.session_state.get("classifier_run")
+    study = load_study(key) if key else None
+    return study if study is not None and study.config["encoder"] in SUPPORTED_CAM_ENCODERS else None

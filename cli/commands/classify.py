@@ -1,15 +1,20 @@
-"""``scanatlas classify DIR``: cross-validated classifier on embeddings (+ metadata, + text)."""
+"""``scanatlas classify DIR``: cross-validated classifier on embeddings (+ metadata, + text).
+
+The study is a named run in the run store: the same command again (or ``scanatlas explain``
+with the same options) loads it instead of recomputing; ``--recompute`` replaces it.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from cli.commands import fraction_bar
 from core.classify.models import MODELS
-from core.classify.study import classifier_study, write_study
+from core.classify.study import ClassifierStudy, classifier_study, write_study
 from core.encoders import DEFAULT_IMAGE_ENCODER
-from core.ingest import load_dataset
+from core.ingest import Dataset, load_dataset
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +23,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train and cross-validate a classifier; per-class AUC/F1 with CIs, fairness",
         description="Patient-grouped cross-validation of a classifier on image embeddings, fused "
         "with metadata and report text. Writes per_class.csv, comparison.csv (image vs text vs "
-        "metadata vs fused), fairness.csv, leakage.json and config.json to --out.",
+        "metadata vs fused), fairness.csv, leakage.json and config.json to --out. The study is "
+        "kept in the run store and reused by later calls with the same options.",
     )
     parser.add_argument("dataset", help="ingested dataset folder")
+    add_study_arguments(parser)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(func=run)
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that define a classifier study (shared with ``scanatlas explain``)."""
     parser.add_argument("--target", action="append", metavar="COLUMN",
                         help="label column (default: label); repeat for a multi-label target in the "
                         "CheXpert convention (1 positive, 0 negative, -1 uncertain)")
@@ -37,21 +50,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--bootstrap", type=int, default=500)
     parser.add_argument("--mask-leaks", action="store_true", help="mask label words in the text first")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.set_defaults(func=run)
+    parser.add_argument("--recompute", action="store_true", help="compute again even when the run store holds this study")
+
+
+def study_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`core.classify.study.classifier_study` keyword arguments from the parsed options."""
+    positive = args.positive[0] if args.positive and len(args.positive) == 1 else args.positive
+    target = args.target[0] if args.target and len(args.target) == 1 else (args.target or "label")
+    return {"target_column": target, "positive": positive, "uncertain_policy": args.uncertain,
+            "calibrate": args.calibrate, "encoder": args.encoder, "use_text": not args.no_text,
+            "metadata": [c for c in args.metadata.split(",") if c], "model": args.model, "level": args.level,
+            "n_splits": args.splits, "n_bootstrap": args.bootstrap, "mask_leaking_words": args.mask_leaks,
+            "force": args.recompute}
+
+
+def run_study(dataset: Dataset, args: argparse.Namespace) -> ClassifierStudy:
+    """The study the options describe, with a progress bar; says when it was a saved run."""
+    with fraction_bar("classify") as progress:
+        study = classifier_study(dataset, progress=progress, **study_options(args))
+    if study.from_store:
+        print(f"Reused the saved run {study.key} from {study.created} (--recompute to train again).")
+    return study
 
 
 def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset)
-    positive = args.positive[0] if args.positive and len(args.positive) == 1 else args.positive
-    with fraction_bar("classify") as progress:
-        study = classifier_study(
-            dataset, target_column=args.target[0] if args.target and len(args.target) == 1 else (args.target or "label"),
-            positive=positive, uncertain_policy=args.uncertain, calibrate=args.calibrate, encoder=args.encoder,
-            use_text=not args.no_text, metadata=[c for c in args.metadata.split(",") if c],
-            model=args.model, level=args.level, n_splits=args.splits, n_bootstrap=args.bootstrap,
-            mask_leaking_words=args.mask_leaks, progress=progress,
-        )
+    study = run_study(dataset, args)
     fmt = {"float_format": lambda v: f"{v:.3f}"}
     columns = [c for c in ("class", "support", "auc", "auc_lo", "auc_hi", "f1", "f1_lo", "f1_hi", "precision", "recall") if c in study.report.per_class]
     print(study.report.per_class[columns].to_string(index=False, **fmt))
@@ -61,5 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if study.leakage is not None and study.leakage.flagged:
         print(f"\nWARNING label leakage in the text: {'; '.join(study.leakage.flags)}. Consider --mask-leaks.")
     out = write_study(study, Path(args.out))
-    print(f"\nWrote {out}")
+    print(f"\nWrote {out} (run {study.key})")
     return 0
+
+
+__all__ = ["add_parser", "add_study_arguments", "run", "run_study", "study_options"]

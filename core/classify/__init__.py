@@ -7,6 +7,9 @@
   probabilities, per-class metrics with patient-bootstrap CIs, curves, thresholds).
 - :mod:`core.classify.compare`: :func:`compare_modalities` (what each feature block adds).
 - :mod:`core.classify.leakage`: :func:`detect_text_leakage`, :func:`mask_label_words`.
+- :mod:`core.classify.study`: :func:`classifier_study` (a whole study on a dataset, computed
+  or loaded from the run store).
+- :mod:`core.classify.runs`: saving and loading studies as runs of kind ``classifier-study``.
 """
 
 from __future__ import annotations

@@ -1,65 +1,77 @@
 """A classifier study on a dataset: features from embeddings (+ metadata, + text), patient-
 grouped cross-validation, per-class table, image vs text vs metadata vs fused comparison, label
-leakage check and fairness breakdowns. Stored under a key derived from its config."""
+leakage check, fairness breakdowns and a final model fitted on every usable row.
+
+Every study is a named run of kind ``classifier-study`` in the run store
+(:mod:`core.classify.runs`): a second call with the same dataset, embeddings, labels and
+config loads it instead of recomputing, in this process or after a restart.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from core.classify import runs
 from core.classify.compare import compare_modalities
-from core.classify.evaluate import ClassifierReport, evaluate
-from core.classify.leakage import LeakageReport, detect_text_leakage, mask_label_words
+from core.classify.evaluate import evaluate
+from core.classify.leakage import detect_text_leakage, mask_label_words
+from core.classify.runs import ClassifierStudy
 from core.classify.target import prepare_target
-from core.cohort import build_cohort, short_hash
+from core.cohort import build_cohort
 from core.embed import embed_dataset
 from core.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
-from core.fairness import age_bands, country_from_location, fairness_table
+from core.fairness import SENSITIVE_COLUMNS, fairness_table, sensitive_attributes
 from core.features import patient_embeddings
 from core.ingest import Dataset
 
+if TYPE_CHECKING:
+    from core.runs import RunStore
+
 TEXT_ENCODER = DEFAULT_TEXT_ENCODER
-SENSITIVE_COLUMNS = ("sex", "age_band", "country", "site", "race", "ethnicity", "insurance")
+__all__ = ["SENSITIVE_COLUMNS", "TEXT_ENCODER", "ClassifierStudy", "classifier_study", "study_config",
+           "train_study", "write_study"]
 
 ProgressFn = Callable[[float, str], None]
 
 
-@dataclass
-class ClassifierStudy:
-    """report : the main (fused or image) model's ClassifierReport; comparison : one row per
-    modality; fairness : per-subgroup table for the positive class (binary targets);
-    leakage : text leakage report (None without text)."""
-
-    report: ClassifierReport
-    comparison: pd.DataFrame
-    fairness: pd.DataFrame | None
-    leakage: LeakageReport | None
-    config: dict
-    table: pd.DataFrame
-    image_vectors: np.ndarray  # (n_rows, dim) raw encoder vectors (patient level: pooled)
-    notes: list[str] = field(default_factory=list)
-
-
-def sensitive_attributes(table: pd.DataFrame) -> pd.DataFrame:
-    """Subgroup columns present in ``table``: sex, age band, country (from ``location``), and
-    site, race, ethnicity or insurance where such columns exist."""
-    out = pd.DataFrame(index=table.index)
-    if "sex" in table:
-        out["sex"] = table["sex"].fillna("unknown").astype(str)
-    if "age" in table:
-        out["age_band"] = age_bands(table["age"]).astype(str)
-    if "location" in table:
-        out["country"] = pd.Series(country_from_location(table["location"]), index=table.index).fillna("unknown").astype(str)
-    for column in ("site", "race", "ethnicity", "insurance"):
-        if column in table:
-            out[column] = table[column].fillna("unknown").astype(str)
-    return out
+def study_config(
+    *,
+    target_column: str | Sequence[str] = "label",
+    positive: str | Sequence[str] | None = None,
+    uncertain_policy: str = "ignore",
+    calibrate: bool = False,
+    encoder: str = DEFAULT_IMAGE_ENCODER,
+    use_text: bool = True,
+    metadata: Sequence[str] = ("age", "sex"),
+    model: str = "logreg",
+    level: str = "image",
+    n_splits: int = 5,
+    n_bootstrap: int = 500,
+    mask_leaking_words: bool = False,
+    rare_classes: str = "merge",
+    random_state: int = 0,
+) -> dict[str, Any]:
+    """The full parameter set of :func:`classifier_study`, defaults filled in and lists made
+    plain, so that spelling a default out gives the same run key."""
+    target = target_column if isinstance(target_column, str) else list(target_column)
+    if isinstance(target, list) and len(target) == 1:
+        target = target[0]
+    if positive is not None and not isinstance(positive, str):
+        positive = list(positive)
+        positive = positive[0] if len(positive) == 1 else positive
+    return {
+        "target_column": target, "positive": positive, "uncertain_policy": uncertain_policy,
+        "calibrate": bool(calibrate), "encoder": encoder, "use_text": bool(use_text),
+        "metadata": list(metadata), "model": model, "level": level, "n_splits": int(n_splits),
+        "n_bootstrap": int(n_bootstrap), "mask_leaking_words": bool(mask_leaking_words),
+        "rare_classes": rare_classes, "random_state": int(random_state),
+    }
 
 
 def classifier_study(
@@ -80,12 +92,17 @@ def classifier_study(
     rare_classes: str = "merge",
     progress: ProgressFn | None = None,
     random_state: int = 0,
+    store: RunStore | None = None,
+    force: bool = False,
 ) -> ClassifierStudy:
-    """Run the study. Rows are images (grouped by patient in CV) or patients.
+    """Run the study, or load it from the run store. Rows are images (grouped by patient in
+    CV) or patients.
 
     ``target_column``: one column (binary with ``positive``, else multi-class) or several
     columns for a multi-label target in the CheXpert convention (1 positive, 0 negative, -1
     uncertain, blank unknown; ``uncertain_policy`` "ignore", "as-positive" or "as-negative").
+    ``store``: the run store (default ``RunStore()``, i.e. ``$SCANATLAS_CACHE/runs``);
+    ``force=True`` computes again and replaces the stored run.
 
     Raises ``ValueError`` for a target column the dataset lacks or with fewer than two classes.
     """
@@ -93,6 +110,12 @@ def classifier_study(
         if progress:
             progress(fraction, message)
 
+    config = study_config(
+        target_column=target_column, positive=positive, uncertain_policy=uncertain_policy,
+        calibrate=calibrate, encoder=encoder, use_text=use_text, metadata=metadata, model=model,
+        level=level, n_splits=n_splits, n_bootstrap=n_bootstrap, mask_leaking_words=mask_leaking_words,
+        rare_classes=rare_classes, random_state=random_state,
+    )
     table = dataset.images if level == "image" else dataset.patients
     columns = [target_column] if isinstance(target_column, str) else list(target_column)
     missing = [c for c in columns if c not in table.columns]
@@ -114,6 +137,16 @@ def classifier_study(
         else:
             report(0.2, "embedding text")
             text_set = embed_dataset(dataset, TEXT_ENCODER)
+    store = runs.default_store(store)
+    key = runs.classifier_study_key(
+        dataset, table, config, embedding_keys={"image": image_set.key, "text": text_set.key if text_set else None},
+    )
+    if not force:
+        stored = runs.load_study(key, store=store)
+        if stored is not None:
+            report(1.0, "loaded the saved run")
+            return stored
+
     cohort = build_cohort(dataset, image_set, level=level, metadata=tuple(metadata), text_set=text_set)
     rows = cohort.table
     target = prepare_target(rows, single or columns, positive=positive, uncertain_policy=uncertain_policy)
@@ -145,38 +178,61 @@ def classifier_study(
             threshold=threshold, groups=groups[usable], n_bootstrap=min(n_bootstrap, 300),
             random_state=random_state,
         ).table
-    config = {"dataset": dataset.name, "target": target_column, "positive": positive, "encoder": encoder,
-              "text": text_set is not None, "metadata": list(metadata), "model": model, "level": level,
-              "n_splits": n_splits, "n_bootstrap": n_bootstrap, "mask_leaking_words": mask_leaking_words,
-              "uncertain_policy": uncertain_policy, "calibrate": calibrate,
-              "created": datetime.now(UTC).isoformat(timespec="seconds")}
-    report(1.0, "done")
+    report(0.95, "fitting the final model on every usable row")
+    final_model = None
+    try:
+        final_model = main.fit_final(fused)
+    except ValueError as error:
+        notes.append(f"no final model: {error}")
+    study_settings = {"dataset": dataset.name, "target": target_column, "text": text_set is not None,
+                      "image_embedding": image_set.key, "text_embedding": text_set.key if text_set else None}
     if level == "image":
         image_vectors = np.asarray(image_set.vectors)
     else:
         _, image_vectors = patient_embeddings(dataset.images, image_set.vectors)
-    return ClassifierStudy(main, comparison, fairness, leakage, config, rows, image_vectors, notes + main.notes)
-
-
-def study_key(dataset: Dataset, **config) -> str:
-    token = f"{dataset.root.resolve()}@{dataset.manifest.get('created', '')}"
-    return "classify-" + short_hash(token, config)
+    study = ClassifierStudy(main, comparison, fairness, leakage, config | study_settings, rows,
+                            image_vectors, notes + main.notes, final_model, fused)
+    try:
+        runs.save_study(study, key, dataset=dataset, store=store)
+    except (OSError, ValueError, TypeError) as error:  # a full disk, a column Arrow cannot write
+        study.notes.append(f"not saved to the run store: {error}")
+    report(1.0, "done")
+    return study
 
 
 def write_study(study: ClassifierStudy, out_dir: str | Path) -> Path:
-    """Write per_class.csv, comparison.csv, fairness.csv, leakage.json, config.json."""
+    """Write per_class.csv, confusion.csv, comparison.csv, fairness.csv, leakage.json and
+    config.json (with the run key and time) to ``out_dir``."""
+    from core.atomic import atomic_write, atomic_write_text
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    study.report.per_class.to_csv(out / "per_class.csv", index=False)
-    study.report.confusion.to_csv(out / "confusion.csv")
-    study.comparison.to_csv(out / "comparison.csv", index=False)
+
+    def csv(frame: pd.DataFrame, name: str, **options: Any) -> None:
+        atomic_write(out / name, lambda handle: frame.to_csv(handle, **options))
+
+    csv(study.report.per_class, "per_class.csv", index=False)
+    csv(study.report.confusion, "confusion.csv")
+    csv(study.comparison, "comparison.csv", index=False)
     if study.fairness is not None:
-        study.fairness.to_csv(out / "fairness.csv", index=False)
+        csv(study.fairness, "fairness.csv", index=False)
     if study.leakage is not None:
         leak = study.leakage
-        (out / "leakage.json").write_text(json.dumps({
+        atomic_write_text(out / "leakage.json", json.dumps({
             "flagged": bool(leak.flagged), "flags": list(leak.flags), "text_auc": leak.text_auc,
             "own_label_share": leak.own_label_share, "terms": leak.terms.head(50).to_dict("records"),
         }, indent=2, default=str))
-    (out / "config.json").write_text(json.dumps(study.config | {"notes": study.notes}, indent=2, default=str))
+    record = study.config | {"notes": study.notes, "run": study.key, "created": study.created}
+    atomic_write_text(out / "config.json", json.dumps(record, indent=2, default=str))
     return out
+
+
+def train_study(dataset: Dataset, *, progress: ProgressFn | None = None, force: bool = False,
+                store: RunStore | None = None, **config: Any) -> str:
+    """Compute (or, unless ``force``, load) the study ``config`` describes and return its run
+    key: what the app's background job runs, so that the page reads the result from the store.
+    Raises RuntimeError when the study could not be saved (with the reason)."""
+    study = classifier_study(dataset, progress=progress, force=force, store=store, **config)
+    if not study.key:
+        raise RuntimeError("; ".join(n for n in study.notes if n.startswith("not saved")) or "the study was not saved")
+    return study.key

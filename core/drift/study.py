@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import atomic_write
-from core.cohort import Cohort, build_cohort, dataset_token
+from core.cohort import Cohort, build_cohort
 from core.columns import CONFOUNDER_COLUMNS
 from core.drift.confounders import confounder_checks
 from core.drift.grid import drift_grid, labels_filename
@@ -60,7 +60,7 @@ class DriftStudy:
 def drift_study_key(dataset: Dataset, encoders: Sequence[str], algorithms: Sequence[str], level: str,
                     label_column: str) -> str:
     """Key of the drift study of ``dataset`` with these encoders, algorithms, level and labels."""
-    return run_key(STUDY_KIND, inputs={"dataset": dataset_token(dataset)},
+    return run_key(STUDY_KIND, inputs={"dataset": dataset.token},
                    config={"encoders": list(encoders), "algorithms": list(algorithms), "level": level,
                            "label_column": label_column},
                    version=STUDY_VERSION)
@@ -152,7 +152,7 @@ def drift_study(
               "label_column": label_column, "random_state": random_state}
     run = store.save(
         STUDY_KIND, key, version=STUDY_VERSION, config=config, payload=payload,
-        inputs={"dataset": dataset_token(dataset)}, dataset=dataset.name,
+        inputs={"dataset": dataset.token}, dataset=dataset.name,
         summary={"best": None if best is None else _combination(best["encoder"], best["algorithm"]),
                  "best_ari": None if best is None else round(float(best["ari"]), 4),
                  "combinations": len(grid)},

@@ -10,7 +10,9 @@ which cases are alike.
 - :mod:`core.explain.gradcam`: :func:`gradcam_heatmap` / :func:`gradcam_with_encoder`,
   :func:`overlay_heatmap` (Grad-CAM for CNN encoders + a linear head).
 - :mod:`core.explain.similar`: :class:`SimilarCases` (nearest neighbours in embedding space).
-- :mod:`core.explain.tabular`: :func:`encode_metadata` (metadata -> numeric features).
+- :mod:`core.metadata`: :func:`encode_metadata` (metadata -> numeric features; the one encoder).
+- :mod:`core.explain.study`: :func:`study_shap`, :func:`gradcam_head`, :func:`study_gradcam`
+  (the explanations of a classifier study, kept in the run store).
 
 shap, torch and pytorch-grad-cam are imported only when a function needs them.
 """
@@ -21,24 +23,30 @@ from core.explain.drivers import cluster_drivers
 from core.explain.figures import shap_beeswarm_figure, shap_waterfall_figure
 from core.explain.shap_values import ShapResult, shap_explanation
 from core.explain.similar import SimilarCases
-from core.explain.tabular import EncodedMetadata, encode_metadata
+from core.explain.study import GradcamHead, gradcam_head, shap_metadata, study_gradcam, study_shap
+from core.metadata import EncodedMetadata, encode_metadata
 
 __all__ = [
     "CAM_LAYERS",
     "CamNetwork",
     "SUPPORTED_CAM_ENCODERS",
     "EncodedMetadata",
+    "GradcamHead",
     "ShapResult",
     "SimilarCases",
     "cluster_drivers",
     "build_cam_network",
     "encode_metadata",
+    "gradcam_head",
     "gradcam_heatmap",
     "gradcam_with_encoder",
     "overlay_heatmap",
     "shap_beeswarm_figure",
     "shap_explanation",
+    "shap_metadata",
     "shap_waterfall_figure",
+    "study_gradcam",
+    "study_shap",
 ]
 
 _GRADCAM_NAMES = {

@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
-from core.explain.tabular import encode_metadata, sum_by_source
+from core.metadata import encode_metadata, sum_by_source
 
 DRIVER_COLUMNS = ["cluster", "column", "mean_abs_shap", "rank"]
 

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
-from core.explain.tabular import encode_metadata
+from core.metadata import encode_metadata
 
 EMBEDDING_SOURCE = "embedding"
 MODEL_AGNOSTIC_BACKGROUND = 50
@@ -213,7 +213,7 @@ def shap_explanation(
 
     X_meta : DataFrame of shape (n_rows, n_columns) or None. Numeric columns are used as they
         are (median-imputed, plus a "<column> missing" flag where values are missing); text
-        columns are one-hot encoded (see ``core.explain.tabular.encode_metadata``).
+        columns are one-hot encoded (see ``core.metadata.encode_metadata``).
     embeddings : ndarray of shape (n_rows, dim) or None; rows with NaN (images that failed)
         get no PCs and are reported as unexplained, never dropped.
     y : array-like of shape (n_rows,) class labels; missing labels (None/NaN) are not used

@@ -58,6 +58,12 @@ class Dataset:
     def name(self) -> str:
         return self.manifest.get("name") or self.root.name
 
+    @property
+    def token(self) -> str:
+        """Names one ingest of this folder: it changes whenever the folder is re-ingested, so
+        every run keyed by it is recomputed for new data."""
+        return f"{self.root.resolve()}@{self.manifest.get('created', '')}"
+
 
 @dataclass
 class IngestResult:

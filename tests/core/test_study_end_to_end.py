@@ -76,14 +76,17 @@ def test_cli_drift_classify_explain_write_their_files(demo40, tmp_path, capsys):
                  "--no-text", "--bootstrap", "50", "--splits", "4", "--out", str(tmp_path / "classify")]) == 0
     per_class = pd.read_csv(tmp_path / "classify" / "per_class.csv").set_index("class")
     assert per_class.loc["Hypertrophic cardiomyopathy", "auc"] > 0.8
-    assert main(["explain", root, "--encoder", "pixels", "--positive", "Dilated cardiomyopathy", "--gradcam", "0",
-                 "--out", str(tmp_path / "explain")]) == 0
+    out = capsys.readouterr().out
+    assert "Modalities:" in out and "Reused the saved run" not in out
+    # explain with the classify options explains that very study: loaded from the run store.
+    assert main(["explain", root, "--encoder", "pixels", "--positive", "Hypertrophic cardiomyopathy", "--no-text",
+                 "--bootstrap", "50", "--splits", "4", "--gradcam", "0", "--out", str(tmp_path / "explain")]) == 0
+    out = capsys.readouterr().out
+    assert "Reused the saved run classifier-study-" in out and "Cluster drivers" in out
     importance = pd.read_csv(tmp_path / "explain" / "shap_importance.csv")
     assert {"feature", "mean_abs_shap"} <= set(importance.columns) and importance["feature"].str.startswith("PC").any()
     similar = pd.read_csv(tmp_path / "explain" / "similar_cases.csv")
     assert len(similar) == 5 * len(demo40.images)
-    out = capsys.readouterr().out
-    assert "Modalities:" in out and "Cluster drivers" in out
 
 
 def test_classifier_study_multilabel_chexpert_convention(demo40):

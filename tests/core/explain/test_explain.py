@@ -27,7 +27,7 @@ from core.explain.gradcam import (
     gradcam_with_encoder,
     overlay_heatmap,
 )
-from core.explain.tabular import sum_by_source
+from core.metadata import sum_by_source
 from core.pixels import load_pixels
 
 # A wide PA film (512 x 396 px): the encoders see its centred 396 x 396 square only.
@@ -508,7 +508,7 @@ def test_explain_package_imports_without_torch_or_streamlit() -> None:
     code = ("import sys, core.explain; "
             "print('torch' in sys.modules, 'streamlit' in sys.modules, 'shap' in sys.modules)")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+                            check=True, cwd=Path(__file__).resolve().parents[3]).stdout
     assert output.split() == ["False", "False", "False"]
 
 
