@@ -39,6 +39,9 @@ import pandas as pd
 from core.atomic import atomic_write, atomic_write_text, is_temp
 
 RUN_FILE = "run.json"
+# Kinds whose keys keep an older form instead of "<kind>-<hash>": label mappings are saved under
+# clustering keys ("kmeans-<hash>"), so those never change.
+FREE_FORM_KEY_KINDS = frozenset({"clustering"})
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}-[0-9a-f]{8,64}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
@@ -185,6 +188,8 @@ class RunStore:
     def _folder(self, kind: str, key: str) -> Path:
         check_kind(kind)
         check_key(key)
+        if kind not in FREE_FORM_KEY_KINDS and not key.startswith(f"{kind}-"):
+            raise ValueError(f"run key {key!r} does not belong to kind {kind!r}")
         return self.root / kind / key
 
     def save(

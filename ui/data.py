@@ -194,10 +194,11 @@ def current_clustering(cohort: Cohort):
 
 @st.cache_resource
 def job_runner():
-    """One background job runner per server (drift studies, classifier runs)."""
+    """One background job runner per server (embeddings, drift studies, classifier runs). Two
+    workers, so that one long study does not hold every other user's embedding back."""
     from core.jobs import JobRunner
 
-    return JobRunner(max_workers=1)
+    return JobRunner(max_workers=2)
 
 
 @st.cache_data(show_spinner="Computing SHAP values...", max_entries=16)

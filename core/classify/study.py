@@ -24,9 +24,10 @@ from core.classify.leakage import detect_text_leakage, mask_label_words
 from core.classify.runs import ClassifierStudy
 from core.classify.target import prepare_target
 from core.cohort import build_cohort
+from core.columns import SENSITIVE_COLUMNS
 from core.embed import embed_dataset
 from core.encoders import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
-from core.fairness import SENSITIVE_COLUMNS, fairness_table, sensitive_attributes
+from core.fairness import fairness_table, sensitive_attributes
 from core.features import patient_embeddings
 from core.ingest import Dataset
 

@@ -116,3 +116,11 @@ def test_a_table_column_of_mixed_types_is_stored_as_text_keeping_missing_values(
     loaded = run.load("t")
     assert [None if pd.isna(v) else v for v in loaded["top"]] == ["3", "3", None, "2.5"]
     assert loaded["n"].tolist() == [1, 2, 3, 4]
+
+
+def test_a_key_of_another_kind_is_refused_but_clusterings_keep_their_historical_keys(tmp_path):
+    store = RunStore(tmp_path)
+    with pytest.raises(ValueError, match="does not belong to kind"):
+        store.load("projection", "drift-study-0123456789abcdef")
+    run = store.save("clustering", "kmeans-72e6ad838c336596", version=2, config={}, payload={"labels": np.zeros(3)})
+    assert store.find("kmeans-72e6ad838c336596").folder == run.folder

@@ -129,7 +129,7 @@ def test_encode_metadata_imputes_flags_one_hots_and_reports_skipped_columns() ->
     })
     encoded = encode_metadata(frame, max_categories=20)
     assert encoded.feature_names == [
-        "age", "age missing", "sex=M", "sex=F", "sex=(missing)", "dose", "dose missing"]
+        "age", "age missing", "sex=M", "sex=(missing)", "sex=F", "dose", "dose missing"]  # ties by name
     assert encoded.sources == ["age", "age", "sex", "sex", "sex", "dose", "dose"]
     np.testing.assert_array_equal(encoded.matrix[:, 0], [30.0, 50.0, 50.0, 70.0])  # median 50
     np.testing.assert_array_equal(encoded.matrix[:, 1], [0, 1, 0, 0])
