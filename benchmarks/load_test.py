@@ -161,6 +161,14 @@ class Server:
             return None
         return None
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the server process has used so far, from /proc."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def counts(self) -> dict[str, int]:
         return read_counts(self.counts_path)
 
@@ -392,13 +400,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         report["pages"] = {}
         with RssSampler(server) as overall:
             for page in pages:
+                cpu_start = server.cpu_s()
                 singles = [asyncio.run(open_page(ws_url, page, timeout_s=args.timeout))
                            for _ in range(args.single_repeats)]
+                cpu_single = (server.cpu_s() - cpu_start) / args.single_repeats
                 time.sleep(1.0)
-                rss_start = server.rss_mb() or 0.0
+                rss_start, cpu_start = server.rss_mb() or 0.0, server.cpu_s()
                 with RssSampler(server) as sampler:
                     together, rss_open = asyncio.run(open_together(
                         ws_url, page, args.sessions, timeout_s=args.timeout, while_open=server.rss_mb))
+                cpu_together = (server.cpu_s() - cpu_start) / args.sessions
                 single, concurrent = summarise(singles), summarise(together)
                 single_s = statistics.median(single["seconds"]) if single["seconds"] else None
                 entry = {
@@ -408,6 +419,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "rss_mb_before_batch": round(rss_start, 1),
                     "rss_mb_all_sessions_open": None if rss_open is None else round(rss_open, 1),
                     "rss_mb_peak": round(sampler.peak, 1),
+                    # Server CPU per session: what the load costs regardless of other processes.
+                    "server_cpu_s_per_single_session": round(cpu_single, 3),
+                    "server_cpu_s_per_concurrent_session": round(cpu_together, 3),
                 }
                 if rss_open is not None:
                     entry["rss_mb_per_extra_session"] = round((rss_open - rss_start) / args.sessions, 2)
@@ -445,7 +459,7 @@ def _git_commit(folder: Path) -> str | None:
 
 
 HEADER = (f"{'page':<9} {'single s':>9} {'n':>3} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
-          f"{'p95/single':>10} {'errors':>6} {'RSS open MB':>11} {'MB/session':>10}")
+          f"{'p95/single':>10} {'errors':>6} {'CPU s/session':>13} {'RSS open MB':>11} {'MB/session':>10}")
 
 
 def _row(page: str, entry: dict[str, Any]) -> str:
@@ -456,7 +470,8 @@ def _row(page: str, entry: dict[str, Any]) -> str:
 
     return (f"{page:<9} {f(entry['single_median_s'], '9.2f')} {c['sessions']:>3} {f(c['p50_s'], '7.2f')} "
             f"{f(c['p95_s'], '7.2f')} {f(c['max_s'], '7.2f')} {f(entry['p95_over_single'], '10.2f')} "
-            f"{c['errors'] + entry['single']['errors']:>6} {f(entry['rss_mb_all_sessions_open'], '11.0f')} "
+            f"{c['errors'] + entry['single']['errors']:>6} "
+            f"{f(entry['server_cpu_s_per_concurrent_session'], '13.3f')} {f(entry['rss_mb_all_sessions_open'], '11.0f')} "
             f"{f(entry.get('rss_mb_per_extra_session'), '10.2f')}")
 
 

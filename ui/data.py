@@ -182,7 +182,11 @@ def cluster_drivers(cohort: Cohort, clustering_key: str, labels: np.ndarray, *, 
 
 @st.cache_resource
 def label_store() -> LabelStore:
-    return LabelStore()
+    store = LabelStore()
+    # Open the database (and create its tables) here, once, under this cache's lock: the first
+    # sessions of a fresh server otherwise race to create the tables (tests/app/test_load.py).
+    store.patient_overrides("")
+    return store
 
 
 # At most 1024 x 256 KB (a 256 px float32 gallery thumbnail) held for every session together.
