@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.cohort import dataset_token
 from core.columns import column_role, metadata_columns, tells_rows_apart
 from ui import data, state, widgets
 
@@ -16,7 +17,7 @@ from ui import data, state, widgets
 # every session: a rerun only looks them up and sends the figure (building it with Plotly Express
 # was most of a warm rerun's CPU, and 20 sessions queue behind each other for the GIL).
 @st.cache_resource(show_spinner=False, max_entries=32)
-def map_table(cohort_key: str, cluster_key: str, _cohort, _clustering) -> tuple[pd.DataFrame, list[str]]:
+def map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clustering) -> tuple[pd.DataFrame, list[str]]:
     """The cohort's rows with their cluster name, and the columns the map can be coloured by."""
     table = _cohort.table.copy()
     table["cluster"] = pd.Series(_clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
@@ -25,8 +26,8 @@ def map_table(cohort_key: str, cluster_key: str, _cohort, _clustering) -> tuple[
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def map_figure(cohort_key: str, cluster_key: str, projection_key: str | None, colour: str, dims: int,
-               _table: pd.DataFrame, _coords: np.ndarray):
+def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
+               dims: int, _table: pd.DataFrame, _coords: np.ndarray):
     """``(plotted rows, figure)`` of one view; the figure is shared, so it is never changed."""
     plot = _table.assign(**{f"dim{i + 1}": _coords[:, i] for i in range(dims)}, row=np.arange(len(_table)))
     plot = plot[np.isfinite(_coords).all(axis=1)]
@@ -63,12 +64,15 @@ cohort = data.session_cohort(dataset)
 algorithm = st.session_state["algorithm"]
 cluster_key, clustering = data.current_clustering(cohort)
 
-table, colour_options = map_table(cohort.key, cluster_key, cohort, clustering)
+# The dataset token is part of the keys: two ingests of the same files share embeddings (and so
+# cohort keys) but not their metadata.
+token = dataset_token(dataset)
+table, colour_options = map_table(token, cohort.key, cluster_key, cohort, clustering)
 colour = c3.selectbox("Colour by", colour_options, key="map_colour",
                       help="cluster (current clustering), label (ground truth) or any metadata column")
 
 projection = data.projection(cohort, method, dims)
-n_plotted, figure = map_figure(cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
+n_plotted, figure = map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
     f"{n_plotted} {level}s · {encoder} · {method.upper()} · clusters: {algorithm} "
     f"({clustering.n_clusters}). Drag a lasso or box around points to see their scans."

@@ -1,7 +1,8 @@
 """Load test: N concurrent sessions opening Map, Clusters and Label on the demo cohort.
 
     .venv/bin/python benchmarks/load_test.py [--sessions 20] [--pages map,clusters,label]
-        [--app-dir DIR] [--embeddings-from CACHE_DIR] [--out benchmarks/results/load.json]
+        [--app-dir DIR] [--embeddings-from CACHE_DIR] [--browser-sessions N]
+        [--out benchmarks/results/load.json]
 
 Starts a real ``streamlit run app.py`` on 127.0.0.1 (free port, its own SCANATLAS_CACHE and
 label database in a temporary folder), pre-warms it (opens Map until the demo cohort is
@@ -15,7 +16,10 @@ A session is a raw Streamlit websocket client (what the browser's JavaScript doe
 time is connect -> the finished run that holds the page's main element (Map, Clusters: a Plotly
 chart; Label: the data editor). An error is an exception or ``st.error`` on the page, a run that
 ends without the element, a closed socket or a timeout. Raw sessions measure the server: 20
-headless Chromium tabs on a 2-core machine would measure the browsers instead (see README).
+headless Chromium tabs on a 2-core machine measure the browsers as much as the server.
+``--browser-sessions N`` adds that view: each page in one headless Chromium tab alone, then in N
+tabs at once (each a new visitor), timed from navigation until the Plotly chart is drawn (Map,
+Clusters) or the data editor's grid exists (Label) and the script has finished.
 
 It also reports the server's RSS (from /proc) before the sessions, its peak while they ran, with
 all N sessions still open (growth per extra session) and after they closed (the server is run
@@ -333,6 +337,73 @@ async def open_together(ws_url: str, page: str, n: int, *, query: str = "", time
 
 
 # --------------------------------------------------------------------------------------------
+# Browser side (--browser-sessions): the same pages in headless Chromium tabs, timed from
+# navigation to the drawn page, as a person sees it (JavaScript bundle, websocket, Plotly).
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+# Page -> a JavaScript predicate that is true once the page's main element is really drawn.
+BROWSER_DRAWN = {
+    "map": "() => document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')?._fullData?.length > 0",
+    "clusters": "() => document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')?._fullData?.length > 0",
+    "label": "() => document.querySelector('[data-testid=\"data-grid-canvas\"]') !== null",
+}
+
+
+async def _browser_session(browser, url: str, page_name: str, timeout_s: float) -> dict[str, Any]:
+    """One new browser context (a new visitor: no cookies, no cached JavaScript) opens ``url``."""
+    result: dict[str, Any] = {"page": page_name, "seconds": None, "runs": 1, "bytes": 0, "error": None}
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = await context.new_page()
+        started = time.perf_counter()
+        await page.goto(url, timeout=timeout_s * 1000)
+        await page.wait_for_function(BROWSER_DRAWN[page_name], timeout=timeout_s * 1000)
+        await page.wait_for_selector(IDLE, timeout=timeout_s * 1000)
+        elapsed = time.perf_counter() - started
+        exceptions = await page.locator('[data-testid="stException"]').count()
+        if exceptions:
+            result["error"] = f"{exceptions} exception(s) on the page"
+        else:
+            result["seconds"] = elapsed
+    except Exception as error:  # noqa: BLE001 - a timeout or crash is this session's error
+        result["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+    finally:
+        await context.close()
+    return result
+
+
+async def browser_measure(base: str, pages: list[str], n: int, repeats: int, timeout_s: float) -> dict[str, Any]:
+    """Per page: ``repeats`` single tabs one after another, then ``n`` tabs at the same moment."""
+    from playwright.async_api import async_playwright
+
+    if not CHROMIUM.exists():
+        raise SystemExit(f"{CHROMIUM} is absent: apt-get install chromium, or leave out --browser-sessions")
+    measured: dict[str, Any] = {}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            for page_name in pages:
+                url = f"{base}/{page_name}"
+                singles = [await _browser_session(browser, url, page_name, timeout_s) for _ in range(repeats)]
+                together = await asyncio.gather(*(_browser_session(browser, url, page_name, timeout_s)
+                                                  for _ in range(n)))
+                single, concurrent = summarise(singles), summarise(list(together))
+                single_s = statistics.median(single["seconds"]) if single["seconds"] else None
+                measured[page_name] = {
+                    "single": single, "concurrent": concurrent,
+                    "single_median_s": None if single_s is None else round(single_s, 3),
+                    "p50_over_single": _ratio(concurrent["p50_s"], single_s),
+                    "p95_over_single": _ratio(concurrent["p95_s"], single_s),
+                }
+        finally:
+            await browser.close()
+    return measured
+
+
+# --------------------------------------------------------------------------------------------
 # The measurement.
 
 
@@ -429,6 +500,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 print(_row(page, entry), flush=True)
                 time.sleep(1.0)
             report["rss_mb_peak"] = round(overall.peak, 1)
+        if args.browser_sessions:
+            report["browser"] = asyncio.run(browser_measure(
+                server.base, pages, args.browser_sessions, args.single_repeats, args.timeout))
+            report["browser_sessions"] = args.browser_sessions
+            for page, entry in report["browser"].items():
+                print(_row(f"{page}/tab", entry), flush=True)
         # Closed sessions are kept for reconnects for session_ttl seconds; the next connection
         # lets Streamlit drop the expired ones.
         time.sleep(args.session_ttl + 2)
@@ -436,7 +513,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(2.0)
         report["rss_mb_after_close"] = round(server.rss_mb() or 0, 1)
         report["computed_total"] = server.counts()
-        report["errors_total"] = sum(p["single"]["errors"] + p["concurrent"]["errors"] for p in report["pages"].values())
+        measured = [*report["pages"].values(), *report.get("browser", {}).values()]
+        report["errors_total"] = sum(p["single"]["errors"] + p["concurrent"]["errors"] for p in measured)
     finally:
         server.stop()
         if args.keep_cache:
@@ -458,7 +536,7 @@ def _git_commit(folder: Path) -> str | None:
         return None
 
 
-HEADER = (f"{'page':<9} {'single s':>9} {'n':>3} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
+HEADER = (f"{'page':<12} {'single s':>8} {'n':>3} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
           f"{'p95/single':>10} {'errors':>6} {'CPU s/session':>13} {'RSS open MB':>11} {'MB/session':>10}")
 
 
@@ -468,11 +546,11 @@ def _row(page: str, entry: dict[str, Any]) -> str:
     def f(value: Any, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    return (f"{page:<9} {f(entry['single_median_s'], '9.2f')} {c['sessions']:>3} {f(c['p50_s'], '7.2f')} "
+    return (f"{page:<12} {f(entry['single_median_s'], '8.2f')} {c['sessions']:>3} {f(c['p50_s'], '7.2f')} "
             f"{f(c['p95_s'], '7.2f')} {f(c['max_s'], '7.2f')} {f(entry['p95_over_single'], '10.2f')} "
             f"{c['errors'] + entry['single']['errors']:>6} "
-            f"{f(entry['server_cpu_s_per_concurrent_session'], '13.3f')} {f(entry['rss_mb_all_sessions_open'], '11.0f')} "
-            f"{f(entry.get('rss_mb_per_extra_session'), '10.2f')}")
+            f"{f(entry.get('server_cpu_s_per_concurrent_session'), '13.3f')} "
+            f"{f(entry.get('rss_mb_all_sessions_open'), '11.0f')} {f(entry.get('rss_mb_per_extra_session'), '10.2f')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -489,11 +567,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per measured session")
     parser.add_argument("--warm-timeout", type=float, default=1200.0, help="seconds for the pre-warm (embedding included)")
     parser.add_argument("--session-ttl", type=int, default=5, help="server.disconnectedSessionTTL (s)")
+    parser.add_argument("--browser-sessions", type=int, default=0,
+                        help="also open each page in this many concurrent headless Chromium tabs (0: off)")
     parser.add_argument("--keep-cache", action="store_true", help="keep the temporary cache folder")
     parser.add_argument("--out", default=str(RESULTS), help=f"JSON results (default {RESULTS.relative_to(REPO_ROOT)})")
     args = parser.parse_args(argv)
     if not 1 <= args.sessions <= 64:
         parser.error(f"--sessions={args.sessions} must be between 1 and 64 (a bounded load test)")
+    if not 0 <= args.browser_sessions <= 32:
+        parser.error(f"--browser-sessions={args.browser_sessions} must be between 0 and 32")
     print(HEADER, flush=True)
     report = measure(args)
     out = Path(args.out)
