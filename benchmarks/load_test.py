@@ -375,8 +375,9 @@ async def _browser_session(browser, url: str, page_name: str, timeout_s: float) 
     return result
 
 
-async def browser_measure(base: str, pages: list[str], n: int, repeats: int, timeout_s: float) -> dict[str, Any]:
-    """Per page: ``repeats`` single tabs one after another, then ``n`` tabs at the same moment."""
+async def browser_measure(server: Server, pages: list[str], n: int, repeats: int, timeout_s: float) -> dict[str, Any]:
+    """Per page: ``repeats`` single tabs one after another, then ``n`` tabs at the same moment;
+    with the server's CPU seconds per tab (page, JavaScript bundle and websocket together)."""
     from playwright.async_api import async_playwright
 
     if not CHROMIUM.exists():
@@ -386,10 +387,14 @@ async def browser_measure(base: str, pages: list[str], n: int, repeats: int, tim
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             for page_name in pages:
-                url = f"{base}/{page_name}"
+                url = f"{server.base}/{page_name}"
+                cpu_start = server.cpu_s()
                 singles = [await _browser_session(browser, url, page_name, timeout_s) for _ in range(repeats)]
+                cpu_single = (server.cpu_s() - cpu_start) / repeats
+                cpu_start = server.cpu_s()
                 together = await asyncio.gather(*(_browser_session(browser, url, page_name, timeout_s)
                                                   for _ in range(n)))
+                cpu_together = (server.cpu_s() - cpu_start) / n
                 single, concurrent = summarise(singles), summarise(list(together))
                 single_s = statistics.median(single["seconds"]) if single["seconds"] else None
                 measured[page_name] = {
@@ -397,6 +402,8 @@ async def browser_measure(base: str, pages: list[str], n: int, repeats: int, tim
                     "single_median_s": None if single_s is None else round(single_s, 3),
                     "p50_over_single": _ratio(concurrent["p50_s"], single_s),
                     "p95_over_single": _ratio(concurrent["p95_s"], single_s),
+                    "server_cpu_s_per_single_session": round(cpu_single, 3),
+                    "server_cpu_s_per_concurrent_session": round(cpu_together, 3),
                 }
         finally:
             await browser.close()
@@ -502,7 +509,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             report["rss_mb_peak"] = round(overall.peak, 1)
         if args.browser_sessions:
             report["browser"] = asyncio.run(browser_measure(
-                server.base, pages, args.browser_sessions, args.single_repeats, args.timeout))
+                server, pages, args.browser_sessions, args.single_repeats, args.timeout))
             report["browser_sessions"] = args.browser_sessions
             for page, entry in report["browser"].items():
                 print(_row(f"{page}/tab", entry), flush=True)
