@@ -8,8 +8,48 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.cohort import dataset_token
 from core.columns import column_role, metadata_columns, tells_rows_apart
 from ui import data, state, widgets
+
+
+# The table and the figure are built once per view for the whole server and shared read-only by
+# every session: a rerun only looks them up and sends the figure (building it with Plotly Express
+# was most of a warm rerun's CPU, and 20 sessions queue behind each other for the GIL).
+@st.cache_resource(show_spinner=False, max_entries=32)
+def map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clustering) -> tuple[pd.DataFrame, list[str]]:
+    """The cohort's rows with their cluster name, and the columns the map can be coloured by."""
+    table = _cohort.table.copy()
+    table["cluster"] = pd.Series(_clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
+    options = ["cluster", "label", *[c for c in metadata_columns(table) if tells_rows_apart(table[c])]]
+    return table, options
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
+               dims: int, _table: pd.DataFrame, _coords: np.ndarray):
+    """``(plotted rows, figure)`` of one view; the figure is shared, so it is never changed."""
+    plot = _table.assign(**{f"dim{i + 1}": _coords[:, i] for i in range(dims)}, row=np.arange(len(_table)))
+    plot = plot[np.isfinite(_coords).all(axis=1)]
+    hover = [c for c in ("patient_id", "label", "age", "sex", "modality", "view", "cluster") if c in plot.columns]
+    numeric = pd.api.types.is_numeric_dtype(plot[colour]) and plot[colour].nunique() > 8
+    colour_values = plot[colour] if numeric else plot[colour].astype(str).fillna("(none)")
+    common = {"color": colour_values, "hover_data": hover, "custom_data": ["row"], "height": 620}
+    if numeric:
+        common["color_continuous_scale"] = "Viridis"
+    else:
+        # C2 before C10; a palette whose neighbours are easy to tell apart.
+        order = sorted(colour_values.dropna().unique(), key=lambda v: (len(v), v) if colour == "cluster" else (0, v))
+        common.update(category_orders={colour: order}, color_discrete_sequence=px.colors.qualitative.Bold)
+    if dims == 2:
+        figure = px.scatter(plot, x="dim1", y="dim2", render_mode="webgl", **common)
+        figure.update_layout(dragmode="lasso")
+    else:
+        figure = px.scatter_3d(plot, x="dim1", y="dim2", z="dim3", **common)
+    figure.update_traces(marker={"size": 7 if dims == 2 else 4, "opacity": 0.85})
+    figure.update_layout(legend_title_text=colour, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return len(plot), figure
+
 
 st.title("Map")
 dataset = data.current_dataset()
@@ -24,37 +64,17 @@ cohort = data.session_cohort(dataset)
 algorithm = st.session_state["algorithm"]
 cluster_key, clustering = data.current_clustering(cohort)
 
-table = cohort.table.copy()
-table["cluster"] = pd.Series(clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
-
-
-colour_options = ["cluster", "label", *[c for c in metadata_columns(table) if tells_rows_apart(table[c])]]
+# The dataset token is part of the keys: two ingests of the same files share embeddings (and so
+# cohort keys) but not their metadata.
+token = dataset_token(dataset)
+table, colour_options = map_table(token, cohort.key, cluster_key, cohort, clustering)
 colour = c3.selectbox("Colour by", colour_options, key="map_colour",
                       help="cluster (current clustering), label (ground truth) or any metadata column")
 
 projection = data.projection(cohort, method, dims)
-coords = projection.coords
-plot = table.assign(**{f"dim{i + 1}": coords[:, i] for i in range(dims)}, row=np.arange(len(table)))
-plot = plot[np.isfinite(coords).all(axis=1)]
-hover = [c for c in ("patient_id", "label", "age", "sex", "modality", "view", "cluster") if c in plot.columns]
-numeric = pd.api.types.is_numeric_dtype(plot[colour]) and plot[colour].nunique() > 8
-colour_values = plot[colour] if numeric else plot[colour].astype(str).fillna("(none)")
-common = {"color": colour_values, "hover_data": hover, "custom_data": ["row"], "height": 620}
-if numeric:
-    common["color_continuous_scale"] = "Viridis"
-else:
-    # C2 before C10; a palette whose neighbours are easy to tell apart.
-    order = sorted(colour_values.dropna().unique(), key=lambda v: (len(v), v) if colour == "cluster" else (0, v))
-    common.update(category_orders={colour: order}, color_discrete_sequence=px.colors.qualitative.Bold)
-if dims == 2:
-    figure = px.scatter(plot, x="dim1", y="dim2", render_mode="webgl", **common)
-    figure.update_layout(dragmode="lasso")
-else:
-    figure = px.scatter_3d(plot, x="dim1", y="dim2", z="dim3", **common)
-figure.update_traces(marker={"size": 7 if dims == 2 else 4, "opacity": 0.85})
-figure.update_layout(legend_title_text=colour, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+n_plotted, figure = map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
-    f"{len(plot)} {level}s · {encoder} · {method.upper()} · clusters: {algorithm} "
+    f"{n_plotted} {level}s · {encoder} · {method.upper()} · clusters: {algorithm} "
     f"({clustering.n_clusters}). Drag a lasso or box around points to see their scans."
 )
 event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")

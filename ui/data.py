@@ -1,5 +1,11 @@
 """Cached calls into ``core`` for the pages. Expensive results are computed once per
-(dataset, encoder, config) key and shared by every page and session."""
+(dataset, encoder, config) key and shared by every page and session.
+
+Heavy shared objects (the dataset, cohorts, projections, clusterings, thumbnails) live in
+``st.cache_resource``: one object per key for the whole server, handed to every session without
+a copy. ``st.cache_data`` would unpickle a fresh copy on every call of every rerun. Shared
+objects are read-only: their arrays are frozen (``writeable=False``) and pages copy a table
+before changing it."""
 
 from __future__ import annotations
 
@@ -46,7 +52,15 @@ def _stamp(name: str) -> float:
     return path.stat().st_mtime if path.exists() else 0.0
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+def _frozen(array):
+    """``array`` made read-only, so that a page changing a shared result fails loudly instead of
+    changing it for every session."""
+    if isinstance(array, np.ndarray):
+        array.flags.writeable = False
+    return array
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _load(name: str, stamp: float) -> Dataset:
     return load_dataset(dataset_path(name))
 
@@ -110,14 +124,20 @@ def cohort(dataset: Dataset, encoder: str, level: str, metadata: tuple[str, ...]
 
 # The dataset token and embedding key must be hashed (no leading underscore): they are what
 # tells one dataset's or encoder's cohort from another's.
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def _cohort(token: str, embedding_key: str, level: str, metadata: tuple, with_text: bool, _dataset, _image_set, _text_set) -> Cohort:
-    return build_cohort(_dataset, _image_set, level=level, metadata=metadata, text_set=_text_set)
+    built = build_cohort(_dataset, _image_set, level=level, metadata=metadata, text_set=_text_set)
+    _frozen(built.features.X)
+    _frozen(built.has_vector)
+    return built
 
 
-@st.cache_data(show_spinner="Clustering...", max_entries=64)
+@st.cache_resource(show_spinner="Clustering...", max_entries=64)
 def _clustering(cohort_key: str, algorithm: str, params_items: tuple, dataset: str, _cohort: Cohort):
-    return cluster_cohort(_cohort, algorithm=algorithm, dataset=dataset, **dict(params_items))
+    key, result = cluster_cohort(_cohort, algorithm=algorithm, dataset=dataset, **dict(params_items))
+    for name in ("labels", "centers", "medoid_indices", "membership"):
+        _frozen(getattr(result, name))
+    return key, result
 
 
 def clustering(cohort: Cohort, algorithm: str, params: dict[str, Any]):
@@ -125,16 +145,18 @@ def clustering(cohort: Cohort, algorithm: str, params: dict[str, Any]):
     return _clustering(cohort.key, algorithm, tuple(sorted(params.items())), st.session_state["dataset"], cohort)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def cluster_table(clustering_key: str) -> pd.DataFrame:
     """The per-cluster summary stored with the clustering run."""
     return clustering_summary(clustering_key)
 
 
-@st.cache_data(show_spinner="Computing the map...", max_entries=64)
+@st.cache_resource(show_spinner="Computing the map...", max_entries=64)
 def _projection(cohort_key: str, method: str, n_components: int, dataset: str, _cohort: Cohort):
     params = map_params(method, int(_cohort.has_vector.sum()), n_components=n_components)
-    return compute_or_load(_cohort.masked(), cohort_key, method, dataset=dataset, **params)
+    result = compute_or_load(_cohort.masked(), cohort_key, method, dataset=dataset, **params)
+    _frozen(result.coords)
+    return result
 
 
 def projection(cohort: Cohort, method: str, n_components: int = 2):
@@ -161,18 +183,24 @@ def cluster_drivers(cohort: Cohort, clustering_key: str, labels: np.ndarray, *, 
 
 @st.cache_resource
 def label_store() -> LabelStore:
-    return LabelStore()
+    store = LabelStore()
+    # Open the database (and create its tables) here, once, under this cache's lock: the first
+    # sessions of a fresh server otherwise race to create the tables (tests/app/test_load.py).
+    store.patient_overrides("")
+    return store
 
 
-@st.cache_data(show_spinner=False, max_entries=2048)
+# At most 1024 x 256 KB (a 256 px float32 gallery thumbnail) held for every session together.
+@st.cache_resource(show_spinner=False, max_entries=1024)
 def thumbnail(path: str, frame: int, size: int = 256) -> np.ndarray | None:
-    """A display copy of one scan (float32 [0, 1]), or None when it cannot be read."""
+    """A display copy of one scan (float32 [0, 1], read-only, shared by every session), or None
+    when it cannot be read."""
     try:
         image = load_pixels(path, frame)
     except (PixelError, OSError, ValueError):
         return None
     step = max(1, max(image.shape[:2]) // size)
-    return np.ascontiguousarray(image[::step, ::step])
+    return _frozen(np.ascontiguousarray(image[::step, ::step]))
 
 
 def representative_images(dataset: Dataset, table: pd.DataFrame, level: str) -> pd.DataFrame:

@@ -1,0 +1,90 @@
+"""Concurrent sessions on a real server: 5 sessions open Map together on a cold server (nothing
+embedded, projected or clustered yet), then 5 open Clusters and 5 open Label. Every session
+must draw its page with no error, and the shared heavy results must be computed once for all
+of them: one embedding job, one cohort, one projection, one clustering (counted by the server's
+counters around those functions, and by the runs in the run store). No wall-clock assertions:
+the timing side is ``benchmarks/load_test.py``.
+
+The sessions are raw Streamlit websocket clients from ``benchmarks/load_test.py`` (what a
+browser tab sends and receives, without the browser), on the ``pixels`` encoder so that the
+cold start embeds in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.runs import RunStore
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[2]
+N_SESSIONS = 5
+QUERY = "encoder=pixels"  # a URL query parameter, as a shared link would carry it
+SESSION_TIMEOUT_S = 600.0  # the cold Map makes the demo cohort and embeds 640 scans
+
+
+def _load_test_module():
+    spec = importlib.util.spec_from_file_location("scanatlas_load_test", REPO / "benchmarks" / "load_test.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+load_test = _load_test_module()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("load-cache")
+    running = load_test.Server(REPO, cache, session_ttl=5, log_path=cache / "streamlit.log")
+    try:
+        running.wait_healthy()
+        yield running
+    finally:
+        running.stop()
+
+
+def _open_together(server, page: str) -> list[dict]:
+    ws_url = f"ws://127.0.0.1:{server.port}/_stcore/stream"
+    results, _ = asyncio.run(load_test.open_together(
+        ws_url, page, N_SESSIONS, query=QUERY, timeout_s=SESSION_TIMEOUT_S, poll_embedding=True))
+    return results
+
+
+def _assert_all_drawn(results: list[dict], server) -> None:
+    assert len(results) == N_SESSIONS
+    errors = [r["error"] for r in results if r["error"] is not None]
+    assert not errors, f"{errors}\n{server.log_tail()}"
+    assert all(r["seconds"] is not None for r in results)
+
+
+def test_concurrent_sessions_share_one_computation(server) -> None:
+    assert server.counts() == {f"{m}.{a}": 0 for m, a in load_test.COUNTED}  # nothing yet: a cold server
+
+    map_results = _open_together(server, "map")
+    _assert_all_drawn(map_results, server)
+
+    for page in ("clusters", "label"):
+        _assert_all_drawn(_open_together(server, page), server)
+
+    computed = server.counts()
+    assert computed == {
+        "core.embed.embed_dataset": 1,  # one background job for every session
+        "core.cohort.build_cohort": 1,
+        "core.projection.project": 1,
+        "core.clustering.runs.cluster": 1,
+    }, computed
+    store = RunStore(server.counts_path.parent / "runs")
+    assert len(store.runs(kind="projection")) == 1
+    assert len(store.runs(kind="clustering")) == 1
+
+    # A second round of sessions on the warm server computes nothing new.
+    _assert_all_drawn(_open_together(server, "map"), server)
+    assert server.counts() == computed
