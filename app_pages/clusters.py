@@ -10,7 +10,6 @@ import streamlit as st
 
 from core.clustering import ALGORITHMS, cluster_medoids, get_algorithm
 from core.clustering.runs import suggested_k
-from core.cohort import dataset_token
 from core.encoders import WeightsUnavailableError
 from ui import data, state, widgets
 
@@ -110,7 +109,7 @@ first = [c for c in ("cluster", "size", "label_top", "label_share", "label_mix")
 st.dataframe(shown, hide_index=True, width="stretch", column_order=[*first, *[c for c in shown.columns if c not in first]])
 
 if label_column:
-    figure = mix_figure(dataset_token(dataset), cluster_key, result.labels, table["label"])
+    figure = mix_figure(dataset.token, cluster_key, result.labels, table["label"])
     st.markdown("**Ground truth mix** (rows: clusters)")
     st.plotly_chart(figure, key="clusters_mix")
 
@@ -133,7 +132,7 @@ with st.expander("What drives these clusters? Metadata that predicts membership 
                                height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""}), key="clusters_drivers")
 
 st.subheader("Most central scans per cluster")
-for cluster_id, scans in central_scans(dataset_token(dataset), cluster_key, dataset, cohort, result.labels).items():
+for cluster_id, scans in central_scans(dataset.token, cluster_key, dataset, cohort, result.labels).items():
     st.markdown(f"**Cluster {cluster_id}** ({int((result.labels == cluster_id).sum())} {level}s)")
     widgets.gallery(scans, columns=5, limit=5, key=f"clusters_medoids_{cluster_id}")
 st.caption("Next: **Label** maps each cluster to a disease and an ICD-10-CM code.")

@@ -8,7 +8,6 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.cohort import dataset_token
 from core.columns import column_role, metadata_columns, tells_rows_apart
 from ui import data, state, widgets
 
@@ -66,7 +65,7 @@ cluster_key, clustering = data.current_clustering(cohort)
 
 # The dataset token is part of the keys: two ingests of the same files share embeddings (and so
 # cohort keys) but not their metadata.
-token = dataset_token(dataset)
+token = dataset.token
 table, colour_options = map_table(token, cohort.key, cluster_key, cohort, clustering)
 colour = c3.selectbox("Colour by", colour_options, key="map_colour",
                       help="cluster (current clustering), label (ground truth) or any metadata column")
