@@ -55,7 +55,7 @@ def load_run(key: str, created: str):
     return load_study(key)
 
 
-st.title("Classifiers")
+widgets.page_header("Classifiers")
 dataset = data.current_dataset()
 images = dataset.images
 candidates = target_candidates(images)

@@ -35,7 +35,7 @@ def mix_figure(token: str, cluster_key: str, _labels, _truth):
                      labels={"x": "ground truth", "y": "cluster", "color": "count"}, height=360)
 
 
-st.title("Clusters")
+widgets.page_header("Clusters")
 dataset = data.current_dataset()
 encoder, level = st.session_state["encoder"], st.session_state["level"]
 

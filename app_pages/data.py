@@ -12,12 +12,17 @@ from ui import auth, data, state, widgets
 USER = auth.current_user()
 USER_ID, IS_ADMIN = USER.id, USER.is_admin
 
-st.title("Data")
+widgets.page_header("Data")
 st.caption("Load scans and patient metadata. Several datasets can live side by side; switch in the sidebar.")
 # Only what the role may do is offered: uploads need "ingest", server folders "server_folders".
 sources = ["Built-in demo cohort", *(["Folder on the server"] if auth.can("server_folders", USER) else []),
            *(["Upload files"] if auth.can("ingest", USER) else [])]
-source_kind = st.radio("Add or open a dataset from", sources, horizontal=True, key="data_source")
+# A widget's own state is dropped when its page is left, so the last choice is kept under a
+# plain session key and handed back to the radio on every visit.
+if st.session_state.get("data_source_kept") in sources:
+    st.session_state["data_source"] = st.session_state["data_source_kept"]
+source_kind = st.radio("Add or open a dataset from", sources, horizontal=True, key="data_source",
+                       on_change=lambda: st.session_state.update(data_source_kept=st.session_state["data_source"]))
 if len(sources) == 1:
     st.caption(f"Your role ({USER.role}) browses datasets; an admin adds them.")
 
@@ -114,12 +119,19 @@ def add_dataset(source_kind: str) -> None:
         except (ValueError, OSError, PermissionError) as error:
             st.error(f"Could not ingest: {error}. Check the source, the layout and the column mapping.")
         else:
+            # Switch to the new dataset and rerun, so that the sidebar (drawn before this page)
+            # and every next page show it; the summary is shown after the rerun.
             state.remember("dataset", name)
-            level, message = datasets.ingest_summary_status(result)
-            getattr(st, level)(message)
+            st.session_state["data_ingest_summary"] = datasets.ingest_summary_status(result)
+            st.rerun()
         finally:
             bar.empty()
 
+
+summary = st.session_state.pop("data_ingest_summary", None)
+if summary is not None:
+    level, message = summary
+    getattr(st, level)(message)
 
 if source_kind == "Built-in demo cohort":
     on_demo = st.session_state["dataset"] == data.demo_ready()

@@ -16,10 +16,10 @@ from core.drift.study import (
     stored_drift_study,
 )
 from core.encoders import DEFAULT_DRIFT_ENCODERS, encoder_availability
-from ui import data
+from ui import data, widgets
 from ui.jobs import wait_for
 
-st.title("Drift")
+widgets.page_header("Drift")
 dataset = data.current_dataset()
 level = st.session_state["level"]
 cohort = data.cohort(dataset, st.session_state["encoder"], level)

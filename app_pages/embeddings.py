@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from core.encoders import encoder_availability
-from ui import data
+from ui import data, widgets
 
-st.title("Embeddings")
+widgets.page_header("Embeddings")
 st.caption("Each scan becomes a vector from a pretrained network. Vectors are cached: nothing is computed twice.")
 
 dataset = data.current_dataset()

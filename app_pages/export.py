@@ -7,12 +7,12 @@ import streamlit as st
 
 from core.export import labeled_export, to_csv_bytes, to_parquet_bytes
 from core.labels import LABEL_COLUMNS
-from ui import auth, data
+from ui import auth, data, widgets
 
 USER = auth.require("export_patients")
 USER_ID, IS_ADMIN = USER.id, USER.is_admin
 
-st.title("Export")
+widgets.page_header("Export")
 dataset = data.current_dataset()
 cohort = data.session_cohort(dataset)
 clustering_key, result = data.current_clustering(cohort)

@@ -10,7 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.classify.runs import describe_run, load_study, study_runs
-from ui import data
+from ui import data, widgets
 
 METRICS = {"auc": "AUC", "tpr": "sensitivity (TPR)", "fpr": "false-positive rate (FPR)",
            "precision": "precision (PPV)", "selection_rate": "share predicted positive"}
@@ -22,7 +22,7 @@ def load_run(key: str, created: str):
     return load_study(key)
 
 
-st.title("Fairness")
+widgets.page_header("Fairness")
 dataset = data.current_dataset()
 saved_runs = {run.key: run for run in study_runs(dataset, binary_only=True)}
 if not saved_runs:

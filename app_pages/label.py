@@ -19,9 +19,9 @@ from core.labels import (
     validate_icd10,
 )
 from core.labels.merge import merge_mappings
-from ui import auth, data
+from ui import auth, data, widgets
 
-st.title("Label")
+widgets.page_header("Label")
 user = auth.require("label")
 st.caption(f"Map each cluster to a disease and an ICD-10-CM code ({CODE_SET_VERSION}). Every save is a new version.")
 dataset = data.current_dataset()

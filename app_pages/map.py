@@ -50,7 +50,7 @@ def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: st
     return len(plot), figure
 
 
-st.title("Map")
+widgets.page_header("Map")
 dataset = data.current_dataset()
 encoder, level = st.session_state["encoder"], st.session_state["level"]
 

@@ -48,10 +48,24 @@ def sync_query_params() -> None:
 
 
 def choice(label: str, options: list, key: str, *, where=st, help: str | None = None, format_func=str) -> Any:
-    """A selectbox bound to shared state ``key``; an unknown stored value falls back to the first."""
+    """A selectbox bound to shared state ``key``; an unknown stored value falls back to the first.
+
+    The shared value drives the widget: a page that switches it (``remember`` then ``st.rerun()``,
+    as the Data page does after an ingest) moves the selectbox too, instead of the widget's old
+    value overwriting the new choice. A user's pick reaches the shared value in ``on_change``,
+    before the script runs, so it is not overwritten either.
+    """
+    widget_key = f"widget_{key}"
     current = st.session_state.get(key)
-    index = options.index(current) if current in options else 0
-    value = where.selectbox(label, options, index=index, key=f"widget_{key}", help=help, format_func=format_func)
-    if value != current:
+    if current not in options:
+        current = options[0]
+    st.session_state[widget_key] = current  # set before the widget exists: allowed, and it wins
+    value = where.selectbox(label, options, key=widget_key, help=help, format_func=format_func,
+                            on_change=_adopt_widget_value, args=(key, widget_key))
+    if value != st.session_state.get(key):
         remember(key, value)
     return value
+
+
+def _adopt_widget_value(key: str, widget_key: str) -> None:
+    remember(key, st.session_state[widget_key])

@@ -20,6 +20,13 @@ from ui import data
 REVEAL_KEY = "reveal_burned_in"
 
 
+def page_header(title: str) -> None:
+    """The page title with the dataset every result on the page comes from, in a caption under it
+    ("Dataset: `name`"), so that no page can show one cohort while the user thinks of another."""
+    st.title(title)
+    st.caption(f"Dataset: `{st.session_state['dataset']}`")
+
+
 def scan_label(row: pd.Series) -> str:
     """How a scan is named on screen: patient id and frame (never the file name)."""
     return f"{row.get('patient_id')} · frame {row.get('frame')}"
