@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.export import labeled_export, to_csv_bytes, to_parquet_bytes
-from core.labels import LABEL_COLUMNS
+from core.export import (
+    EXPORT_FIRST_COLUMNS,
+    export_file_name,
+    labeled_export,
+    mappings_elsewhere,
+    to_csv_bytes,
+    to_parquet_bytes,
+)
 from ui import auth, data, widgets
 
 USER = auth.require("export_patients")
@@ -20,7 +26,13 @@ store = data.label_store()
 mapping = store.current_mapping(dataset.name, clustering_key)
 overrides = store.patient_overrides(dataset.name)
 if mapping.empty:
-    st.warning("No saved mapping for this clustering yet: disease and code columns are empty. Save one on **Label**.")
+    elsewhere = mappings_elsewhere(store.mapping_sets(dataset.name), clustering_key, cohort_key=cohort.key)
+    if elsewhere:
+        st.warning("No saved mapping for this clustering, so disease and code columns are empty. "
+                   f"A mapping is saved for {'; '.join(elsewhere)}: switch to it on **Clusters** "
+                   "(algorithm and k; encoder and rows in the sidebar), or save one for this clustering on **Label**.")
+    else:
+        st.warning("No saved mapping for this clustering yet: disease and code columns are empty. Save one on **Label**.")
 else:
     st.success(f"Using mapping version {int(mapping['version'].max())} ({len(mapping)} clusters).")
 
@@ -44,13 +56,13 @@ st.caption(f"{len(table)} patients, {table.shape[1]} columns, "
            + (f" Left out: {', '.join(f'{c} ({why})' for c, why in export.left_out.items())}." if export.left_out else ""))
 if export.changed:
     st.caption("Changed: " + ", ".join(f"{c} ({what})" for c, what in export.changed.items()) + ".")
-first = [c for c in ("patient_id", *LABEL_COLUMNS, "label", "age", "sex") if c in table.columns]
+first = [c for c in (*EXPORT_FIRST_COLUMNS, "label_source", "label", "age", "sex") if c in table.columns]
 st.dataframe(table, hide_index=True, width="stretch", height=420,
              column_order=[*first, *[c for c in table.columns if c not in first]],
              column_config={"label": "ground truth (label)", "disease": "disease (assigned)"})
-stem = f"{dataset.name}_labeled_patients_with_icd_10" + ("_deidentified" if export.deidentified else "")
 c1, c2 = st.columns(2)
-c1.download_button("Download CSV", to_csv_bytes(table), file_name=f"{stem}.csv", mime="text/csv",
-                   type="primary", key="export_csv")
-c2.download_button("Download Parquet", to_parquet_bytes(table), file_name=f"{stem}.parquet",
+# With a byte-order mark, so that Excel reads the file as UTF-8 (a degree sign stays one).
+c1.download_button("Download CSV", to_csv_bytes(table, bom=True), file_name=export_file_name(dataset.name, "csv"),
+                   mime="text/csv", type="primary", key="export_csv")
+c2.download_button("Download Parquet", to_parquet_bytes(table), file_name=export_file_name(dataset.name, "parquet"),
                    mime="application/octet-stream", key="export_parquet")

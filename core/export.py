@@ -26,6 +26,13 @@ Choices:
 * ``labeled_export`` builds the table the Export page and the CLI offer: each patient's cluster
   (``patient_clusters``), the saved label mapping and overrides, and, by default,
   de-identification (``core.deid``); only an admin may export identifiable data or free text.
+  Its first columns are ``EXPORT_FIRST_COLUMNS`` (patient, cluster, disease, ICD-10 code and
+  description): what a reader looks for first, whatever metadata the dataset brings.
+* The Export page writes its CSV with a UTF-8 byte-order mark (``bom=True``): without it Excel
+  reads UTF-8 as the local code page and "37.5 °C" turns into "37.5 Â°C". Download files are
+  named ``export_file_name``: ``{dataset}-labels-{YYYY-MM-DD}.csv``.
+* ``mappings_elsewhere`` says which other clusterings of a dataset have a saved mapping (e.g.
+  "kmeans k=4"), so that an Export page with none for the current clustering can say where one is.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -42,11 +50,14 @@ import pandas as pd
 from core.deid import private_columns
 
 __all__ = [
+    "EXPORT_FIRST_COLUMNS",
     "FORMULA_PREFIXES",
     "MAX_CELL_CHARS",
     "ExportTable",
     "export_columns",
+    "export_file_name",
     "labeled_export",
+    "mappings_elsewhere",
     "neutralise_text",
     "patient_clusters",
     "private_columns",
@@ -58,6 +69,7 @@ MAX_CELL_CHARS = 32_000
 TRUNCATED = " [truncated]"
 _UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+EXPORT_FIRST_COLUMNS = ("patient_id", "cluster", "disease", "icd10_code", "icd10_description")
 
 
 def neutralise_text(value: object, *, max_chars: int = MAX_CELL_CHARS) -> object:
@@ -197,8 +209,72 @@ def labeled_export(
     left_out = {column: "server path" for column in private_columns(table)}
     table = export_columns(table)
     if not deidentify:
-        return ExportTable(table=table, deidentified=False, left_out=left_out)
+        return ExportTable(table=_first_columns(table), deidentified=False, left_out=left_out)
     result = deidentify_table(table, salt=salt if salt is not None else deployment_salt(),
                               keep_free_text=keep_free_text)
-    return ExportTable(table=result.table, deidentified=True, left_out={**left_out, **result.dropped},
-                       changed=result.changed)
+    return ExportTable(table=_first_columns(result.table), deidentified=True,
+                       left_out={**left_out, **result.dropped}, changed=result.changed)
+
+
+def _first_columns(table: pd.DataFrame) -> pd.DataFrame:
+    first = [c for c in EXPORT_FIRST_COLUMNS if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def export_file_name(dataset: str, extension: str, *, day: date | None = None) -> str:
+    """``f"{dataset}-labels-{YYYY-MM-DD}.{extension}"``, the day in UTC unless ``day`` is given.
+
+    Raises ``ValueError`` when ``dataset`` is not a valid dataset name or ``extension`` is not
+    one of "csv", "parquet" (a download name must never carry a path).
+    """
+    from core.datasets import validate_dataset_name
+
+    if extension not in ("csv", "parquet"):
+        raise ValueError(f"extension={extension!r} must be 'csv' or 'parquet'")
+    day = day or datetime.now(UTC).date()
+    return f"{validate_dataset_name(dataset)}-labels-{day.isoformat()}.{extension}"
+
+
+def describe_clustering(config: dict) -> str:
+    """A clustering run's config in words: "kmeans k=4" (the k when the algorithm takes one,
+    else every parameter: "hdbscan min_cluster_size=5, min_samples=3")."""
+    params = dict(config.get("params") or {})
+    shown = {"k": params["k"]} if "k" in params else params
+    return " ".join([str(config.get("algorithm", "clustering")), ", ".join(f"{k}={v}" for k, v in shown.items())]).strip()
+
+
+def mappings_elsewhere(mapping_sets: pd.DataFrame, clustering_key: str, *, cohort_key: str | None = None,
+                       runs=None) -> list[str]:
+    """What other clusterings of a dataset have a saved mapping, in words, newest first.
+
+    Parameters
+    ----------
+    mapping_sets : ``LabelStore.mapping_sets(dataset)`` (columns ``clustering_key, version,
+        updated_at``)
+    clustering_key : the current clustering, left out of the answer
+    cohort_key : the current cohort (encoder, level, metadata); a clustering of another cohort
+        says so ("on other features, image level"), since changing k alone will not reach it
+    runs : the ``core.runs.RunStore`` the clusterings were stored in (default: ``RunStore()``)
+
+    Returns e.g. ``["kmeans k=4 (mapping version 2)"]``; a clustering whose run is no longer in
+    the store is named by its key.
+    """
+    from core.runs import RunStore
+
+    runs = runs or RunStore()
+    others = mapping_sets[mapping_sets["clustering_key"] != clustering_key]
+    described = []
+    for row in others.sort_values("updated_at", ascending=False).itertuples():
+        try:
+            run = runs.find(row.clustering_key)
+        except ValueError:  # not a run key (e.g. saved by a script): name it as it is
+            run = None
+        if run is None:
+            words = f"clustering {row.clustering_key}"
+        else:
+            words = describe_clustering(run.config)
+            if cohort_key is not None and run.inputs.get("cohort") != cohort_key:
+                level = run.summary.get("level")
+                words += " on other features" + (f" ({level} level)" if level else "")
+        described.append(f"{words} (mapping version {int(row.version)})")
+    return described
