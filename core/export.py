@@ -69,6 +69,7 @@ MAX_CELL_CHARS = 32_000
 TRUNCATED = " [truncated]"
 _UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+_DOWNLOAD_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # core.datasets' rule (a task module)
 EXPORT_FIRST_COLUMNS = ("patient_id", "cluster", "disease", "icd10_code", "icd10_description")
 
 
@@ -224,15 +225,16 @@ def _first_columns(table: pd.DataFrame) -> pd.DataFrame:
 def export_file_name(dataset: str, extension: str, *, day: date | None = None) -> str:
     """``f"{dataset}-labels-{YYYY-MM-DD}.{extension}"``, the day in UTC unless ``day`` is given.
 
-    Raises ``ValueError`` when ``dataset`` is not a valid dataset name or ``extension`` is not
-    one of "csv", "parquet" (a download name must never carry a path).
+    Raises ``ValueError`` when ``dataset`` is not shaped like a dataset name (a letter or digit,
+    then letters, digits, ``-``, ``_``, ``.``; 64 at most) or ``extension`` is not "csv" or
+    "parquet": a download name must never carry a path.
     """
-    from core.datasets import validate_dataset_name
-
+    if not isinstance(dataset, str) or _DOWNLOAD_STEM.fullmatch(dataset) is None:
+        raise ValueError(f"dataset name {dataset!r} is not allowed in a file name")
     if extension not in ("csv", "parquet"):
         raise ValueError(f"extension={extension!r} must be 'csv' or 'parquet'")
     day = day or datetime.now(UTC).date()
-    return f"{validate_dataset_name(dataset)}-labels-{day.isoformat()}.{extension}"
+    return f"{dataset}-labels-{day.isoformat()}.{extension}"
 
 
 def describe_clustering(config: dict) -> str:
