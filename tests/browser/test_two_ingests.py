@@ -1,6 +1,7 @@
 """Issue 10 in a real browser: ingest two uploads in a row on the Data page, then walk every page
 and check its header names the second dataset (and the sidebar holds it), and that Embeddings
-counts the second dataset's images, not the demo's or the first upload's.
+counts the second dataset's images, not the demo's or the first upload's; the Export page's CSV
+is named for it and the day, starts with a UTF-8 BOM and has the patient and label columns first.
 
 A real ``streamlit run app.py`` on loopback, in its own cache with a small demo cohort; each
 upload is a ZIP of real DICOM files from ``core.demo.make_demo_cohort`` (64 px), sent through
@@ -23,11 +24,13 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from core.datasets import DEMO_NAME
 from core.demo import make_demo_cohort
+from core.export import EXPORT_FIRST_COLUMNS
 from core.ingest import ingest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -144,7 +147,7 @@ def test_two_ingests_in_a_row_every_page_shows_the_last(tmp_path: Path, demo_dir
             sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True).new_page()
             page.set_default_timeout(STEP_MS)
             expect.set_options(timeout=STEP_MS)
             page.goto(f"{base}/?encoder=pixels")
@@ -169,6 +172,15 @@ def test_two_ingests_in_a_row_every_page_shows_the_last(tmp_path: Path, demo_dir
                         has_text=f"{n_patients * n_slices} images").first).to_be_visible()
                 page.wait_for_selector(IDLE)
                 assert page.get_by_test_id("stException").count() == 0, (title, page.get_by_test_id("stException").all_text_contents())
+                if title == "Export":
+                    with page.expect_download() as download:
+                        page.get_by_role("button", name="Download CSV").click()
+                    name = download.value.suggested_filename
+                    assert re.fullmatch(rf"{last}-labels-\d{{4}}-\d{{2}}-\d{{2}}\.csv", name), name
+                    data = Path(download.value.path()).read_bytes()
+                    assert data.startswith(b"\xef\xbb\xbf")  # UTF-8 with BOM, for Excel
+                    exported = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig")
+                    assert list(exported.columns[:5]) == list(EXPORT_FIRST_COLUMNS) and len(exported) == n_patients
             # And back on Data, the source choice is still the upload form.
             page.get_by_test_id("stSidebarNav").get_by_role("link", name="Data", exact=True).click()
             expect(page.get_by_label("Dataset name")).to_be_visible()
