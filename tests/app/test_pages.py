@@ -29,6 +29,7 @@ APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGES_DIR = "app_pages"  # where app.py's st.Page files live, relative to app.py
 PAGES = ("data", "embeddings", "map", "clusters", "label", "export", "drift", "classifiers", "fairness")
 TIMEOUT_S = 900  # the first efficientnet-lite0 run embeds 640 scans on a 2-core CPU
+PAGE_TITLES = {"drift": "Agreement"}  # app_pages/drift.py, URL /drift, shows "Agreement"
 JOB_WAIT_S = 300  # a background job (classifier, drift study) on the pixels encoder takes seconds
 
 
@@ -119,7 +120,7 @@ def map_coords(at: AppTest) -> np.ndarray:
 def check_page(at: AppTest, page: str, dataset) -> None:
     """What each page must show for ``dataset`` beyond loading cleanly."""
     n_patients = dataset.patients["patient_id"].nunique()
-    assert at.title[0].value == page.capitalize()
+    assert at.title[0].value == PAGE_TITLES.get(page, page.capitalize())
     if page == "data":
         assert metric(at, "Images") == str(len(dataset.images))
         assert metric(at, "Patients") == str(n_patients)
@@ -131,6 +132,13 @@ def check_page(at: AppTest, page: str, dataset) -> None:
         assert any(f"{n_points} patients" in c.value for c in at.caption)
     elif page == "clusters":
         assert metric(at, "Clusters found") == "4"
+        # One plain sentence on structure, matching the silhouette shown under "Advanced".
+        from core.clustering import structure_verdict
+
+        verdict = structure_verdict(float(metric(at, "Silhouette (higher is better)")))
+        sentences = [a.value for a in [*at.warning, *at.success] if "structure" in a.value]
+        assert len(sentences) == 1 and sentences[0].lower().startswith(
+            "no real structure" if verdict == "none" else f"{verdict} structure"), sentences
     elif page == "label":
         editor = at.data_editor[0].value
         assert editor["cluster"].tolist() == [0, 1, 2, 3]
@@ -162,6 +170,11 @@ def check_page(at: AppTest, page: str, dataset) -> None:
         expected = drift_report(cohort.table["label"].to_numpy(dtype=object), result.labels)
         assert metric(at, "Labels that change") == f"{expected.label_change_pct:.1f}%"
         assert metric(at, "ARI") == f"{expected.ari:.3f}"
+        confounders = at.dataframe[0].value
+        assert {"association (Cramér's V, 0-1)", "p-value", "clusters follow it"} <= set(confounders.columns)
+        flagged = confounders[confounders["clusters follow it"]]
+        assert (flagged["p-value"] < 0.05).all() and (flagged["association (Cramér's V, 0-1)"] >= 0.3).all()
+        assert (confounders["values"] <= confounders["rows tested"] / 2).all()  # near-unique columns skipped
         if dataset.name == DEMO_NAME and at.session_state["encoder"] == "efficientnet-lite0":
             assert expected.ari > 0.3 and expected.label_change_pct < 50  # the planted groups
 
@@ -338,7 +351,20 @@ def test_binary_classifier_then_fairness_by_sex_and_age_band() -> None:
     at = open_app("classifiers", encoder="pixels")
     train_classifier(at, "Dilated cardiomyopathy")
     assert "Per class (binary, logreg)" in subheaders(at)
-    per_class = at.dataframe[0].value
+    # The answer first: found x of the 20 DCM patients, false alarms among the other 60.
+    [head] = [m.value for m in at.markdown if m.value.startswith("#### Found ")]
+    assert re.fullmatch(r"#### Found \d+ of 20 Dilated cardiomyopathy patients; \d+ false alarms? among 60 "
+                        r"without it(; wide uncertainty: only 80 patients)?\.", head), head
+    answers = at.dataframe[0].value
+    assert answers["class"].tolist() == ["Dilated cardiomyopathy"]  # the negative row would mirror it
+    assert answers["patients"].tolist() == [80] and answers["with this class"].tolist() == [20]
+    found = int(re.match(r"#### Found (\d+)", head).group(1))
+    assert interval(answers.at[0, "sensitivity"])[0] == pytest.approx(found / 20, abs=1e-3)
+    for column in ("AUC", "sensitivity", "specificity", "PPV (positive predictive value)",
+                   "NPV (negative predictive value)"):
+        for value, lo, hi in answers[column].map(interval):
+            assert 0 <= lo <= value <= hi <= 1
+    per_class = at.dataframe[2].value  # under "How the model decides", after the modality table
     assert per_class["class"].tolist() == ["not Dilated cardiomyopathy", "Dilated cardiomyopathy", "mean"]
     assert per_class["n_rows"].tolist() == [80, 80, 80]  # patients
     assert per_class["support"].tolist() == [60, 20, 80]  # 20 of the demo's 80 patients have DCM
@@ -384,8 +410,10 @@ def test_drift_study_with_one_encoder_and_two_algorithms() -> None:
     assert len(grid) == 2
     assert grid["encoder"].tolist() == ["pixels", "pixels"]
     assert sorted(grid["algorithm"]) == ["birch", "kmeans"]
-    assert grid["ari"].between(-1, 1).all() and grid["label_change_pct"].between(0, 100).all()
+    assert grid["agreement (ARI)"].between(-1, 1).all() and grid["labels that change (%)"].between(0, 100).all()
     assert (grid["error"].fillna("") == "").all()
+    for column in ("agreement (ARI)", "labels that change (%)", "seconds"):  # 3 significant digits at most
+        assert all(len(f"{v:.10g}".lstrip("-0.").replace(".", "")) <= 3 for v in grid[column].dropna()), grid[column]
     assert any(c.value.startswith("Saved study from") for c in at.caption)
     assert not any("/runs/" in c.value or "cache" in c.value for c in at.caption)  # no server paths
 
