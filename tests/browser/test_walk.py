@@ -382,7 +382,7 @@ def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
     bars = wait_drawn(page, "fairness_bars")
     assert sum(bars) == 2  # F and M
     page.get_by_role("combobox", name="Group by").click()
-    page.get_by_role("option", name="age_band", exact=True).click()
+    page.get_by_role("option", name="age band", exact=True).click()
     page.wait_for_function("() => [...document.querySelectorAll('.st-key-fairness_bars .xtick text')].some(t => /\\d+-\\d+|\\d+\\+/.test(t.textContent))")
     wait_idle(page)
     assert sum(traces_drawn(page, "fairness_bars")) >= 2
