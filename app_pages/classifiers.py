@@ -54,7 +54,7 @@ def answer_table(report, clinical: pd.DataFrame, level: str) -> pd.DataFrame:
     """Per class: how many, AUC, sensitivity, specificity, PPV, NPV, each with its interval.
     A binary target shows its positive class only (the negative row mirrors it)."""
     auc = report.per_class.set_index("class")
-    rows = clinical if report.kind != "binary" else clinical.iloc[[-1]]
+    rows = (clinical if report.kind != "binary" else clinical.iloc[[-1]]).reset_index(drop=True)
     table = pd.DataFrame({"class": rows["class"], "n_rows": auc.loc[rows["class"], "n_rows"].to_numpy(),
                           "support": auc.loc[rows["class"], "support"].to_numpy()})
     table["AUC"] = [interval(*auc.loc[c, ["auc", "auc_lo", "auc_hi"]]) for c in rows["class"]]
