@@ -434,3 +434,15 @@ def test_classifier_on_real_covid_compares_image_text_metadata_and_fused(covid_n
     assert sorted(comparison["modality"]) == ["fused", "image", "metadata", "text"]
     assert all(0 <= lo <= value <= hi <= 1 for value, lo, hi in comparison["AUC"].map(interval))
     assert sorted(comparison["rank"]) == [1, 2, 3, 4]
+
+
+def test_k_sweep_suggests_a_k_with_readable_score_names() -> None:
+    at = open_app("clusters", encoder="pixels")
+    at.button(key="clusters_sweep_run").click().run()
+    assert_clean(at)
+    [suggestion] = [m.value for m in at.markdown if m.value.startswith("Suggested number of clusters:")]
+    assert re.match(r"Suggested number of clusters: ([2-9]|10) \(best separation in the sweep\)\.", suggestion)
+    sweep = next(spec for spec in plotly_specs(at) if any(t.get("mode") == "lines+markers" for t in spec["data"]))
+    titles = {a["text"] for a in sweep["layout"]["annotations"]}
+    assert titles == {"Separation (silhouette, higher is better)", "Overlap (Davies-Bouldin, lower is better)",
+                      "Compactness (Calinski-Harabasz, higher is better)"}
