@@ -430,6 +430,9 @@ def test_classifier_on_real_covid_compares_image_text_metadata_and_fused(covid_n
     at = open_app("classifiers", dataset=covid_name, encoder="pixels")
     assert at.checkbox(key="classifiers_text").value  # the collection has clinical notes
     train_classifier(at, "COVID-19")
+    [head] = [m.value for m in at.markdown if m.value.startswith("#### Found ")]
+    assert " COVID-19 patients; " in head and " among " in head
+    print(head, *[w.value for w in at.warning], sep="\n")  # the real numbers, for the README
     comparison = at.dataframe[1].value
     assert sorted(comparison["modality"]) == ["fused", "image", "metadata", "text"]
     assert all(0 <= lo <= value <= hi <= 1 for value, lo, hi in comparison["AUC"].map(interval))
