@@ -23,7 +23,7 @@ pages = [
     (st.Page("app_pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"), "browse"),
     (st.Page("app_pages/label.py", title="Label", icon=":material/label:"), "label"),
     (st.Page("app_pages/export.py", title="Export", icon=":material/download:"), "export_patients"),
-    (st.Page("app_pages/drift.py", title="Drift", icon=":material/compare_arrows:"), "browse"),
+    (st.Page("app_pages/drift.py", title="Agreement", icon=":material/compare_arrows:", url_path="drift"), "browse"),
     (st.Page("app_pages/classifiers.py", title="Classifiers", icon=":material/model_training:"), "browse"),
     (st.Page("app_pages/fairness.py", title="Fairness", icon=":material/balance:"), "browse"),
     (st.Page("app_pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"), "manage_roles"),

@@ -11,6 +11,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.classify.clinical import CLINICAL_LABELS, clinical_metrics, headline
 from core.classify.models import MODELS
 from core.classify.runs import (
     describe_run,
@@ -22,7 +23,12 @@ from core.classify.runs import (
 from core.classify.study import study_config, train_study
 from core.columns import target_candidates
 from core.encoders import DEFAULT_TEXT_ENCODER
-from core.explain import SUPPORTED_CAM_ENCODERS, shap_beeswarm_figure, shap_waterfall_figure
+from core.explain import (
+    SUPPORTED_CAM_ENCODERS,
+    artefact_warnings,
+    shap_beeswarm_figure,
+    shap_waterfall_figure,
+)
 from ui import data, widgets
 from ui.jobs import wait_for
 
@@ -42,6 +48,25 @@ def with_intervals(table: pd.DataFrame, metrics: dict[str, tuple[str, str]]) -> 
         value, lo, hi = out.pop(column), out.pop(f"{stem}_lo"), out.pop(f"{stem}_hi")
         out.insert(where, title, [interval(*v) for v in zip(value, lo, hi, strict=True)])
     return out
+
+
+def answer_table(report, clinical: pd.DataFrame, level: str) -> pd.DataFrame:
+    """Per class: how many, AUC, sensitivity, specificity, PPV, NPV, each with its interval.
+    A binary target shows its positive class only (the negative row mirrors it)."""
+    auc = report.per_class.set_index("class")
+    rows = (clinical if report.kind != "binary" else clinical.iloc[[-1]]).reset_index(drop=True)
+    table = pd.DataFrame({"class": rows["class"], "n_rows": auc.loc[rows["class"], "n_rows"].to_numpy(),
+                          "support": auc.loc[rows["class"], "support"].to_numpy()})
+    table["AUC"] = [interval(*auc.loc[c, ["auc", "auc_lo", "auc_hi"]]) for c in rows["class"]]
+    for metric, title in CLINICAL_LABELS.items():
+        table[title] = [interval(*v) for v in rows[[metric, f"{metric}_lo", f"{metric}_hi"]].to_numpy()]
+    return table.rename(columns={"n_rows": f"{level}s", "support": "with this class"})
+
+
+@st.cache_data(show_spinner="Scoring sensitivity, specificity, PPV and NPV...", max_entries=16)
+def clinical_table(key: str, created: str, _study) -> pd.DataFrame:
+    """Sensitivity, specificity, PPV, NPV with patient-bootstrap intervals for saved run ``key``."""
+    return clinical_metrics(_study.report, _study.table["patient_id"].astype(str).to_numpy())
 
 
 def show_run(key: str) -> None:
@@ -116,16 +141,30 @@ report = study.report
 classes = list(report.target.classes)
 explained = classes[-1]
 if report.kind == "multiclass":
-    explained = st.selectbox("Explain class (SHAP, Grad-CAM)", classes, index=len(classes) - 1, key="classifiers_explain")
+    explained = st.selectbox("Class to summarise and explain", classes, index=len(classes) - 1, key="classifiers_explain")
+level = study.config["level"]
+clinical = clinical_table(shown, saved_runs[shown].created, study)
+st.markdown(f"#### {headline(clinical[clinical['class'] == explained].iloc[0], unit=level)}")
+try:
+    shap_result = data.shap_for_study(study.key, study)
+    shap_error = None
+except ValueError as error:
+    shap_result, shap_error = None, error
+if shap_result is not None:
+    positive_class = explained if explained in shap_result.classes else shap_result.classes[-1]
+    for warning in artefact_warnings(shap_result.mean_abs(positive_class).index[:5], target=explained):
+        st.warning(warning)
+if study.leakage is not None and study.leakage.flagged:
+    st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
+
 st.subheader(f"Per class ({report.kind}, {report.model})")
 same = saved is not None and saved.key == shown
 st.caption(f"Saved run: {describe_run(saved_runs[shown])}" + ("" if same else " (not the settings above)"))
-metrics = {"AUC": ("auc", "auc"), "sensitivity (recall)": ("recall", "recall"), "precision": ("precision", "precision"),
-           "F1": ("f1", "f1"), "accuracy": ("accuracy", "accuracy")}
-st.dataframe(with_intervals(report.per_class, metrics), hide_index=True, width="stretch")
-st.caption("Each metric with its 95% bootstrap interval over patients. Threshold chosen on validation folds (Youden's J).")
-if study.leakage is not None and study.leakage.flagged:
-    st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
+st.dataframe(answer_table(report, clinical, level), hide_index=True, width="stretch")
+st.caption("Each number with its 95% interval over patients (bootstrap). Sensitivity: share of those with the "
+           "condition that the model finds. Specificity: share of those without it that it clears. PPV: how often "
+           "a positive call is right. NPV: how often a negative call is right (both depend on how common the "
+           "condition is in this data). AUC: how well the scores rank cases above non-cases (0.5 = chance).")
 left, right = st.columns(2)
 roc = go.Figure()
 for name, curve in report.roc.items():
@@ -151,33 +190,36 @@ st.dataframe(comparison, hide_index=True, width="stretch")
 for note in study.notes:
     st.caption(note)
 
-st.subheader("Why: SHAP over metadata and embedding components")
-try:
-    shap_result = data.shap_for_study(study.key, study)
-except ValueError as error:
-    st.info(f"No SHAP explanation for this run: {error}")
-    st.stop()
-positive_class = explained if explained in shap_result.classes else shap_result.classes[-1]
-st.caption("A simple logistic model on the metadata and the first 10 principal components (PC1-PC10) of the image "
-           "embeddings. A PC is not a named finding: for CNN encoders, Grad-CAM below shows where in the scan the network looks.")
-st.plotly_chart(shap_beeswarm_figure(shap_result, class_label=positive_class), key="classifiers_beeswarm")
-rows = study.table.reset_index(drop=True)
-label_column = report.target.columns[0]
-row = st.selectbox("Explain one row", range(len(rows)), key="classifiers_row",
-                   format_func=lambda i: f"{rows.at[i, 'patient_id']} · {rows.at[i, label_column]}")
-try:
-    st.plotly_chart(shap_waterfall_figure(shap_result, row, class_label=positive_class), key="classifiers_waterfall")
-except ValueError as error:
-    st.info(f"No explanation for this row: {error}")
-encoder = study.config["encoder"]
-if encoder in SUPPORTED_CAM_ENCODERS:
-    scans = data.representative_images(dataset, rows.iloc[[row]], study.config["level"])
-    scan = scans.iloc[0]
-    heat = data.gradcam_for(study.key, study, str(scan["path"]), int(scan["frame"]), classes.index(explained))
-    if heat is not None:
-        image, overlay = heat
-        st.subheader("Where the network looks: Grad-CAM")
-        a, b, _ = st.columns([1, 1, 1])
-        a.image(image, caption=widgets.scan_label(scan), clamp=True, width="stretch")
-        b.image(overlay, caption=f"Grad-CAM towards '{explained}' ({encoder} + linear head)", width="stretch")
+with st.expander("How the model decides (SHAP, principal components, threshold, Grad-CAM)", expanded=False):
+    metrics = {"AUC": ("auc", "auc"), "sensitivity (recall)": ("recall", "recall"), "precision": ("precision", "precision"),
+               "F1": ("f1", "f1"), "accuracy": ("accuracy", "accuracy")}
+    st.dataframe(with_intervals(report.per_class, metrics), hide_index=True, width="stretch")
+    st.caption("All metrics per class with 95% bootstrap intervals. The yes/no threshold is chosen on validation "
+               "folds to maximise Youden's J (sensitivity + specificity - 1).")
+    if shap_result is None:
+        st.info(f"No SHAP explanation for this run: {shap_error}")
+    else:
+        st.markdown("**Why: SHAP over metadata and embedding components**")
+        st.caption("A simple logistic model on the metadata and the first 10 principal components (PC1-PC10) of the image "
+                   "embeddings. A PC is not a named finding: for CNN encoders, Grad-CAM below shows where in the scan the network looks.")
+        st.plotly_chart(shap_beeswarm_figure(shap_result, class_label=positive_class), key="classifiers_beeswarm")
+        rows = study.table.reset_index(drop=True)
+        label_column = report.target.columns[0]
+        row = st.selectbox("Explain one row", range(len(rows)), key="classifiers_row",
+                           format_func=lambda i: f"{rows.at[i, 'patient_id']} · {rows.at[i, label_column]}")
+        try:
+            st.plotly_chart(shap_waterfall_figure(shap_result, row, class_label=positive_class), key="classifiers_waterfall")
+        except ValueError as error:
+            st.info(f"No explanation for this row: {error}")
+        encoder = study.config["encoder"]
+        if encoder in SUPPORTED_CAM_ENCODERS:
+            scans = data.representative_images(dataset, rows.iloc[[row]], level)
+            scan = scans.iloc[0]
+            heat = data.gradcam_for(study.key, study, str(scan["path"]), int(scan["frame"]), classes.index(explained))
+            if heat is not None:
+                image, overlay = heat
+                st.markdown("**Where the network looks: Grad-CAM**")
+                a, b, _ = st.columns([1, 1, 1])
+                a.image(image, caption=widgets.scan_label(scan), clamp=True, width="stretch")
+                b.image(overlay, caption=f"Grad-CAM towards '{explained}' ({encoder} + linear head)", width="stretch")
 st.caption("Fairness breakdowns for this model are on the **Fairness** page.")

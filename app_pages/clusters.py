@@ -8,7 +8,15 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.clustering import ALGORITHMS, cluster_medoids, get_algorithm
+from core.clustering import (
+    ALGORITHMS,
+    SCORE_LABELS,
+    cluster_medoids,
+    get_algorithm,
+    structure_sentence,
+    structure_verdict,
+    suggestion_sentence,
+)
 from core.clustering.runs import suggested_k
 from core.encoders import WeightsUnavailableError
 from ui import data, state, widgets
@@ -72,32 +80,40 @@ except ValueError as error:
     st.stop()
 
 scores = result.scores
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Clusters found", result.n_clusters)
-c2.metric("Silhouette (higher is better)", f"{scores.get('silhouette', np.nan):.3f}")
-c3.metric("Davies-Bouldin (lower is better)", f"{scores.get('davies_bouldin', np.nan):.3f}")
-c4.metric("Calinski-Harabasz (higher is better)", f"{scores.get('calinski_harabasz', np.nan):.0f}")
-for note in result.notes:
-    st.caption(note)
+silhouette = scores.get("silhouette", np.nan)
+sentence = structure_sentence(silhouette)
+(st.success if structure_verdict(silhouette) in ("strong", "reasonable") else st.warning)(sentence)
+st.metric("Clusters found", result.n_clusters)
 if result.n_noise:
-    st.caption(f"{result.n_noise} rows were labelled noise (-1).")
+    st.caption(f"{result.n_noise} {level}s fit no group (labelled noise, -1).")
 
 if spec.takes_k:
-    with st.expander("k sweep: help choosing k", expanded=False):
-        asked = st.button("Compute the k sweep (k = 2-10)", key="clusters_sweep_run")
+    with st.expander("How many groups? (a sweep over k)", expanded=False):
+        asked = st.button("Try k = 2-10 and compare", key="clusters_sweep_run")
         sweep = data.sweep(cohort, algorithm, compute=asked)
         if sweep is None:
             st.caption("Clusters the cohort once per k and scores each; saved for next time.")
         else:
             best = suggested_k(sweep)
-            if best is not None:
-                st.caption(f"Suggested k (best silhouette): **{best}**.")
-            long = sweep.melt(id_vars="k", value_vars=["silhouette", "davies_bouldin", "calinski_harabasz"],
-                              var_name="score")
-            figure = px.line(long, x="k", y="value", facet_row="score", markers=True, height=520)
-            figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1].replace("_", " ")))
+            best_silhouette = float(sweep.loc[sweep["k"] == best, "silhouette"].iloc[0]) if best is not None else np.nan
+            st.markdown(suggestion_sentence(best, best_silhouette))
+            long = sweep.melt(id_vars="k", value_vars=list(SCORE_LABELS), var_name="score")
+            long["score"] = long["score"].map(SCORE_LABELS)
+            figure = px.line(long, x="k", y="value", facet_row="score", markers=True, height=560,
+                             labels={"k": "number of groups (k)"})
+            figure.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
             figure.update_yaxes(matches=None, title_text="")
             st.plotly_chart(figure, key="clusters_sweep")
+
+with st.expander("Advanced: algorithm scores and notes"):
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Silhouette (higher is better)", f"{silhouette:.3f}")
+    c2.metric("Davies-Bouldin (lower is better)", f"{scores.get('davies_bouldin', np.nan):.3f}")
+    c3.metric("Calinski-Harabasz (higher is better)", f"{scores.get('calinski_harabasz', np.nan):.0f}")
+    st.caption(f"Algorithm: {result.algorithm}. Silhouette bands (Kaufman & Rousseeuw): below 0.25 no "
+               "substantial structure, 0.25-0.50 weak, 0.50-0.70 reasonable, above 0.70 strong.")
+    for note in result.notes:
+        st.caption(note)
 
 table = cohort.table
 label_column = "label" if table["label"].notna().any() else None

@@ -1,5 +1,6 @@
-"""Drift: how far do unsupervised clusters fall from the real labels? One clustering in detail,
-an encoders x algorithms study (background job), and confounder checks."""
+"""Agreement (file and URL path: drift): do clusters found without labels agree with the
+diagnoses? One clustering in detail, an encoders x algorithms study (background job), and
+confounder checks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.columns import CONFOUNDER_COLUMNS
+from core.drift.readable import readable_confounders, readable_grid
 from core.drift.study import (
     STUDY_ALGORITHMS,
     clustering_drift,
@@ -19,20 +21,20 @@ from core.encoders import DEFAULT_DRIFT_ENCODERS, encoder_availability
 from ui import data, widgets
 from ui.jobs import wait_for
 
-widgets.page_header("Drift")
+widgets.page_header("Agreement")
 dataset = data.current_dataset()
 level = st.session_state["level"]
 cohort = data.cohort(dataset, st.session_state["encoder"], level)
 truth = cohort.table["label"]
 if truth.notna().sum() == 0:
-    st.info("This dataset has no ground-truth labels, so drift cannot be measured. Try the demo cohort.")
+    st.info("This dataset has no diagnoses (ground-truth labels) to compare the clusters with. Try the demo cohort.")
     st.stop()
 cluster_key, result = data.current_clustering(cohort)
 current = clustering_drift(cohort, cluster_key, result.labels, dataset=dataset.name)
 report = current.summary
 
-st.caption("How far do clusters found without labels fall from the ground-truth labels? Each cluster is "
-           "given the label it matches best; a row 'changes' when that label is not its own.")
+st.caption("Do the clusters found without labels agree with the diagnoses? Each cluster is given the "
+           "diagnosis it matches best; a row 'changes' when that diagnosis is not its own.")
 st.subheader(f"Current clustering: {result.algorithm}, {result.n_clusters} clusters of {st.session_state['encoder']} embeddings")
 scores = {
     "Labels that change": (f"{report['label_change_pct']:.1f}%", "Share of rows whose cluster's label is not their own (0% = the clusters reproduce the labels)."),
@@ -57,18 +59,20 @@ if checks.empty:
     st.caption("This dataset has none of these columns: " + ", ".join(CONFOUNDER_COLUMNS) + ".")
 else:
     skipped = checks["note"].str.startswith("skipped")
-    st.dataframe(checks.loc[~skipped, ["column", "n", "n_levels", "cramers_v", "p_value", "flagged", "note"]],
-                 hide_index=True, width="stretch")
+    st.dataframe(readable_confounders(checks), hide_index=True, width="stretch")
     not_tested = "; ".join(f"{col}: {note.removeprefix('skipped: ')}" for col, note in checks.loc[skipped, ["column", "note"]].values)
-    st.caption("Cramér's V between cluster and column: 0 = unrelated, 1 = the clusters are that column."
+    st.caption("Association: Cramér's V between cluster and column, 0 = unrelated, 1 = the clusters are that column. "
+               "A column counts only when the association is strong (V >= 0.3) and unlikely by chance (p < 0.05)."
                + (f" Not tested: {not_tested}." if not_tested else ""))
     flagged = checks.loc[checks["flagged"].astype(bool), "column"].tolist()
     if flagged:
-        st.warning(f"Clusters are strongly associated with **{', '.join(flagged)}** (Cramér's V >= 0.3): "
+        st.warning(f"Clusters are strongly associated with **{', '.join(flagged)}** (Cramér's V >= 0.3, p < 0.05): "
                    "they may group scans by that rather than by disease.")
+    else:
+        st.caption("No tested column is strongly and significantly associated with the clusters.")
 
 st.subheader("Study: encoders x algorithms")
-st.caption("Which embedding and clustering algorithm reproduce the labels best? Each pair is scored as above.")
+st.caption("Which embedding and clustering algorithm agree with the diagnoses best? Each pair is scored as above.")
 available = encoder_availability()
 usable = available.loc[available["weights_available"] & (available["kind"] == "image"), "name"].tolist()
 encoders = st.multiselect("Encoders", usable, default=[e for e in DEFAULT_DRIFT_ENCODERS if e in usable], key="drift_encoders")
@@ -92,7 +96,7 @@ if study is not None:
     grid = study.grid
     st.caption(f"Saved study from {pd.Timestamp(study.created).tz_convert(None):%Y-%m-%d %H:%M} UTC "
                f"(`scanatlas runs show {study.key}`).")
-    st.dataframe(grid, hide_index=True, width="stretch")
+    st.dataframe(readable_grid(grid), hide_index=True, width="stretch")
     if {"encoder", "algorithm", "ari"} <= set(grid.columns):
         pivot = grid.pivot_table(index="encoder", columns="algorithm", values="ari")
         st.plotly_chart(px.imshow(pivot, text_auto=".2f", aspect="auto", color_continuous_scale="Greens",

@@ -1,19 +1,21 @@
 """Fairness: per-subgroup AUC, TPR, FPR, precision and selection rate of a saved binary
 classifier (the one open on Classifiers, else the newest), next to each group's share of the
-data. Small groups are flagged. Reads the run store, so it works after a server restart."""
+data. Small groups are hatched; too few cases: 'too few to judge'. Reads the run store, so it works after a server restart."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.classify.runs import describe_run, load_study, study_runs
+from core.fairness import MIN_GROUP, MIN_POSITIVES, TOO_FEW, judgeable, readable_fairness
 from ui import data, widgets
 
-METRICS = {"auc": "AUC", "tpr": "sensitivity (TPR)", "fpr": "false-positive rate (FPR)",
-           "precision": "precision (PPV)", "selection_rate": "share predicted positive"}
+METRICS = {"auc": "AUC", "tpr": "sensitivity", "fpr": "false-positive rate",
+           "precision": "PPV (precision)", "selection_rate": "share predicted positive"}
 
 
 @st.cache_resource(show_spinner="Loading the saved run...", max_entries=8)
@@ -48,27 +50,37 @@ st.caption(f"Model: {config['model']} on {inputs}. Target: {config['target']} = 
 
 table = study.fairness
 attributes = [a for a in table["attribute"].unique() if a != "overall"]
-attribute = st.selectbox("Group by", attributes, key="fairness_attribute")
+attribute = st.selectbox("Group by", attributes, key="fairness_attribute", format_func=lambda a: a.replace("_", " "))
 rows = table[table["attribute"].isin(["overall", attribute])]
 metric = st.radio("Metric", list(METRICS), format_func=METRICS.get, horizontal=True, key="fairness_metric")
 shown = rows[rows["attribute"] == attribute].sort_values("group")
-shown = shown.assign(size=np.where(shown["small"], "fewer than 20 rows", "20 rows or more"))
-error = {}
-if f"{metric}_lo" in shown:
-    error = {"error_y": shown[f"{metric}_hi"] - shown[metric], "error_y_minus": shown[metric] - shown[f"{metric}_lo"]}
-figure = px.bar(shown, x="group", y=metric, color="size", hover_data=["count", "share"], labels={metric: METRICS[metric]},
-                category_orders={"group": shown["group"].tolist()}, height=380, **error,
-                color_discrete_map={"fewer than 20 rows": "#d62728", "20 rows or more": "#1f77b4"})
+judged = np.array([judgeable(p, n, metric) for p, n in zip(shown["n_positive"], shown["n_negative"], strict=True)])
+small = shown["small"].to_numpy(dtype=bool)
+values = shown[metric].where(judged)  # no bar for a group too small to judge: "1-1" would look certain
+figure = go.Figure(go.Bar(
+    x=shown["group"], y=values, marker={"color": "#4c78a8", "pattern": {"shape": ["/" if s else "" for s in small],
+                                                                        "fgcolor": "white"}},
+    customdata=np.c_[shown["count"], shown["n_positive"]], name=METRICS[metric],
+    hovertemplate="%{x}: %{y:.2f}<br>%{customdata[0]} rows, %{customdata[1]} with the condition<extra></extra>",
+    error_y={"type": "data", "array": (shown[f"{metric}_hi"] - shown[metric]).where(judged),
+             "arrayminus": (shown[metric] - shown[f"{metric}_lo"]).where(judged)} if f"{metric}_lo" in shown else None,
+))
+for group in shown.loc[~judged, "group"]:
+    figure.add_annotation(x=group, y=0, text=TOO_FEW, showarrow=False, yanchor="bottom", textangle=-90)
+figure.update_layout(height=380, yaxis_title=METRICS[metric], xaxis_title=attribute.replace("_", " "), showlegend=False,
+                     xaxis={"categoryorder": "array", "categoryarray": shown["group"].tolist()})
 overall = rows.loc[rows["attribute"] == "overall", metric]
 if len(overall):
     figure.add_hline(y=float(overall.iloc[0]), line_dash="dot", annotation_text="overall")
 st.plotly_chart(figure, key="fairness_bars")
-share = px.bar(shown, x="group", y="share", title="Share of the data (representation)", height=260)
+share = px.bar(shown, x="group", y="share", title="Share of the data (representation)", height=260,
+               labels={"share": "share of data", "group": attribute.replace("_", " ")})
 st.plotly_chart(share, key="fairness_share")
-st.caption("Red bars: groups with fewer than 20 rows; their numbers are unreliable (see the intervals). "
-           "Gap: how far a group is behind the best group that is not small.")
-columns = ["attribute", "group", "count", "share", "n_positive", "n_negative",
-           *[c for c in (metric, f"{metric}_lo", f"{metric}_hi", f"{metric}_gap") if c in rows], "small", "note"]
-st.dataframe(pd.concat([rows[rows["attribute"] == "overall"], shown])[columns], hide_index=True, width="stretch")
+st.caption(f"Hatched bars: small groups (fewer than {MIN_GROUP} rows); "
+           f"their numbers are uncertain (see the intervals). No bar, '{TOO_FEW}': fewer than {MIN_POSITIVES} "
+           "patients with the condition (or without it, for the false-positive rate), too few for any estimate. "
+           "'Behind the best group by': how far a group is behind the best group that is not small.")
+st.dataframe(readable_fairness(pd.concat([rows[rows["attribute"] == "overall"], shown]), [metric]),
+             hide_index=True, width="stretch")
 with st.expander("Every metric for these groups"):
-    st.dataframe(rows, hide_index=True, width="stretch")
+    st.dataframe(readable_fairness(rows), hide_index=True, width="stretch")

@@ -33,6 +33,7 @@ AGE_EDGES = (0, 18, 40, 60, 80, 200)
 UNKNOWN = "unknown"
 OUT_OF_RANGE = "out of range"
 OVERALL = "overall"
+MIN_GROUP = 20  # groups with fewer rows are "small" (hatched on the page)
 METRICS = ("auc", "tpr", "fpr", "precision", "selection_rate")
 # For FPR lower is better; gaps and ratios are oriented so that gap >= 0 and ratio <= 1 always
 # mean "this group is worse than the best group by this much".
@@ -202,7 +203,7 @@ def fairness_table(
     sensitive: pd.DataFrame | pd.Series,
     *,
     threshold: float = 0.5,
-    min_group: int = 20,
+    min_group: int = MIN_GROUP,
     n_bootstrap: int = 500,
     groups: Any = None,
     intersections: bool = True,
@@ -362,3 +363,59 @@ def _gaps(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     summary = pd.DataFrame(summary_rows, columns=["attribute", "metric", "best_group", "best", "worst_group",
                                                   "worst", "max_gap", "min_ratio", "n_groups_compared"])
     return table, summary, notes
+
+
+# --- Reading the table -------------------------------------------------------------------------
+# Under 5 people with the condition a group's sensitivity is 0/1, 1/1, 2/3 ...: an interval of
+# "1-1" looks certain but says nothing. Such a metric is reported as "too few to judge".
+MIN_POSITIVES = 5
+METRIC_NAMES = {"auc": "AUC", "tpr": "sensitivity", "fpr": "false-positive rate",
+                "precision": "PPV (precision)", "selection_rate": "share predicted positive"}
+COLUMN_NAMES = {"attribute": "grouped by", "group": "group", "count": "rows", "share": "share of data",
+                "n_positive": "with the condition", "n_negative": "without the condition",
+                "small": "small group", "note": "note"}
+TOO_FEW = "too few to judge"
+
+
+def judgeable(n_positive: int, n_negative: int, metric: str, *, minimum: int = MIN_POSITIVES) -> bool:
+    """Whether a group has enough cases to judge ``metric``: the false-positive rate needs
+    ``minimum`` rows without the condition, AUC needs ``minimum`` with and without, every other
+    metric ``minimum`` with the condition. Raises ValueError for an unknown metric."""
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric={metric!r} is not valid; use one of {list(METRIC_NAMES)}")
+    if metric == "fpr":
+        return n_negative >= minimum
+    if metric == "auc":
+        return min(n_positive, n_negative) >= minimum
+    return n_positive >= minimum
+
+
+def readable_fairness(table: pd.DataFrame, metrics: Sequence[str] = tuple(METRIC_NAMES), *,
+                      minimum: int = MIN_POSITIVES, digits: int = 2) -> pd.DataFrame:
+    """A :func:`fairness_table` table as people read it: plain column names
+    (:data:`COLUMN_NAMES`, :data:`METRIC_NAMES`), each metric one text cell "0.81 (0.62-0.95)"
+    (its interval where there is one), "too few to judge" where :func:`judgeable` says so, and
+    "behind the best group by" columns for the gaps, rounded to ``digits`` decimals."""
+    out = table[[c for c in COLUMN_NAMES if c in table]].copy()
+    if "share" in out:
+        out["share"] = out["share"].round(3)
+    records = table.to_dict("records")
+    for metric in metrics:
+        title = METRIC_NAMES[metric]
+        cells, judged = [], []
+        for row in records:
+            value = row.get(metric, np.nan)
+            judged.append(judgeable(row["n_positive"], row["n_negative"], metric, minimum=minimum))
+            if not judged[-1]:
+                cells.append(TOO_FEW)
+            elif value is None or not np.isfinite(value):
+                cells.append("-")
+            elif np.isfinite(row.get(f"{metric}_lo", np.nan)) and np.isfinite(row.get(f"{metric}_hi", np.nan)):
+                cells.append(f"{value:.{digits}f} ({row[f'{metric}_lo']:.{digits}f}-{row[f'{metric}_hi']:.{digits}f})")
+            else:
+                cells.append(f"{value:.{digits}f}")
+        out[title] = cells
+        if f"{metric}_gap" in table:
+            gaps = table[f"{metric}_gap"].to_numpy(dtype=float).round(digits)
+            out[f"{title}: behind the best group by"] = np.where(judged, gaps, np.nan)
+    return out.rename(columns=COLUMN_NAMES)

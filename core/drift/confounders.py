@@ -59,6 +59,7 @@ def confounder_checks(
     columns: Sequence[str] | None = None,
     *,
     strong: float = 0.3,
+    alpha: float = 0.05,
     bias_correction: bool = False,
     n_bins: int = 4,
     max_missing: float = 0.5,
@@ -73,9 +74,12 @@ def confounder_checks(
     out of that column's test.
 
     Returns one row per column: column, kind, n, n_levels, chi2, p_value, dof, cramers_v,
-    flagged (V >= ``strong``), note. Skipped columns (one level, more than ``max_missing``
-    missing, identifier-like (a level per row), more than ``max_levels`` levels, one cluster) have NaN
-    statistics and the reason in ``note``. Raises ValueError on mismatched lengths or an
+    flagged, note. A column is flagged only when the association is both strong (Cramér's V >=
+    ``strong``) and significant (p < ``alpha``): with few rows per level V is large by chance
+    alone (27 locations among 35 patients gave V = 0.6 at p = 0.57). Skipped columns (one level,
+    more than ``max_missing`` missing, identifier-like (a level per row), near-unique (more levels
+    than half the rows: too few rows per level for a chi-square test), more than ``max_levels``
+    levels, one cluster) have NaN statistics and the reason in ``note``. Raises ValueError on mismatched lengths or an
     unknown column.
     """
     from scipy.stats import chi2_contingency
@@ -95,6 +99,8 @@ def confounder_checks(
         )
     if not 0 < strong <= 1:
         raise ValueError(f"strong={strong} must be in (0, 1]")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha} must be in (0, 1), e.g. 0.05")
     meta = metadata_df.reset_index(drop=True)
     nan = float("nan")
     rows = []
@@ -126,6 +132,10 @@ def confounder_checks(
         if row["kind"] == "categorical" and row["n_levels"] == row["n"] and row["n"] > 2:
             row["note"] = f"skipped: identifier-like ({row['n_levels']} levels in {row['n']} rows)"
             continue
+        if row["kind"] == "categorical" and row["n_levels"] > row["n"] / 2:
+            row["note"] = (f"skipped: near-unique ({row['n_levels']} values for {row['n']} rows; "
+                           "too few rows per value to test)")
+            continue
         if row["kind"] == "categorical" and row["n_levels"] > max_levels:
             row["note"] = (
                 f"skipped: too many levels ({row['n_levels']} > max_levels={max_levels}; "
@@ -143,7 +153,7 @@ def confounder_checks(
             dof=int(dof),
             cramers_v=cramers_v(table, bias_correction=bias_correction),
         )
-        row["flagged"] = bool(row["cramers_v"] >= strong)
+        row["flagged"] = bool(row["cramers_v"] >= strong and row["p_value"] < alpha)
         if (table.to_numpy() < 5).mean() > 0.2:
             row["note"] = "over 20% of cells have count < 5; p-value is approximate"
     return pd.DataFrame(rows)

@@ -30,8 +30,8 @@ from core.ingest import Dataset
 from core.runs import Run, RunStore, run_key
 
 STUDY_ALGORITHMS = ("kmeans", "gmm", "agglomerative", "spectral", "birch", "hdbscan", "kmedoids", "fuzzy-cmeans")
-STUDY_KIND, STUDY_VERSION = "drift-study", "2"
-CLUSTERING_DRIFT_KIND, CLUSTERING_DRIFT_VERSION = "clustering-drift", "1"
+STUDY_KIND, STUDY_VERSION = "drift-study", "3"  # 3: confounders need p < 0.05, skip near-unique
+CLUSTERING_DRIFT_KIND, CLUSTERING_DRIFT_VERSION = "clustering-drift", "2"  # 2: as STUDY_VERSION 3
 
 ProgressFn = Callable[[float, str], None]
 

@@ -5,6 +5,7 @@ which cases are alike.
   metadata columns + embedding principal components).
 - :mod:`core.explain.figures`: :func:`shap_beeswarm_figure`, :func:`shap_waterfall_figure`
   (Plotly).
+- :mod:`core.explain.artefacts`: :func:`artefact_warnings` (missingness among the top drivers).
 - :mod:`core.explain.drivers`: :func:`cluster_drivers` (metadata columns that predict
   cluster membership, with cross-validated accuracy).
 - :mod:`core.explain.gradcam`: :func:`gradcam_heatmap` / :func:`gradcam_with_encoder`,
@@ -19,6 +20,7 @@ shap, torch and pytorch-grad-cam are imported only when a function needs them.
 
 from __future__ import annotations
 
+from core.explain.artefacts import artefact_warnings, missingness_column
 from core.explain.drivers import cluster_drivers
 from core.explain.figures import shap_beeswarm_figure, shap_waterfall_figure
 from core.explain.shap_values import ShapResult, shap_explanation
@@ -34,12 +36,14 @@ __all__ = [
     "GradcamHead",
     "ShapResult",
     "SimilarCases",
+    "artefact_warnings",
     "cluster_drivers",
     "build_cam_network",
     "encode_metadata",
     "gradcam_head",
     "gradcam_heatmap",
     "gradcam_with_encoder",
+    "missingness_column",
     "overlay_heatmap",
     "shap_beeswarm_figure",
     "shap_explanation",

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -29,6 +30,7 @@ APP = Path(__file__).resolve().parents[2] / "app.py"
 PAGES_DIR = "app_pages"  # where app.py's st.Page files live, relative to app.py
 PAGES = ("data", "embeddings", "map", "clusters", "label", "export", "drift", "classifiers", "fairness")
 TIMEOUT_S = 900  # the first efficientnet-lite0 run embeds 640 scans on a 2-core CPU
+PAGE_TITLES = {"drift": "Agreement"}  # app_pages/drift.py, URL /drift, shows "Agreement"
 JOB_WAIT_S = 300  # a background job (classifier, drift study) on the pixels encoder takes seconds
 
 
@@ -119,7 +121,7 @@ def map_coords(at: AppTest) -> np.ndarray:
 def check_page(at: AppTest, page: str, dataset) -> None:
     """What each page must show for ``dataset`` beyond loading cleanly."""
     n_patients = dataset.patients["patient_id"].nunique()
-    assert at.title[0].value == page.capitalize()
+    assert at.title[0].value == PAGE_TITLES.get(page, page.capitalize())
     if page == "data":
         assert metric(at, "Images") == str(len(dataset.images))
         assert metric(at, "Patients") == str(n_patients)
@@ -131,6 +133,13 @@ def check_page(at: AppTest, page: str, dataset) -> None:
         assert any(f"{n_points} patients" in c.value for c in at.caption)
     elif page == "clusters":
         assert metric(at, "Clusters found") == "4"
+        # One plain sentence on structure, matching the silhouette shown under "Advanced".
+        from core.clustering import structure_verdict
+
+        verdict = structure_verdict(float(metric(at, "Silhouette (higher is better)")))
+        sentences = [a.value for a in [*at.warning, *at.success] if "structure" in a.value]
+        assert len(sentences) == 1 and sentences[0].lower().startswith(
+            "no real structure" if verdict == "none" else f"{verdict} structure"), sentences
     elif page == "label":
         editor = at.data_editor[0].value
         assert editor["cluster"].tolist() == [0, 1, 2, 3]
@@ -162,6 +171,12 @@ def check_page(at: AppTest, page: str, dataset) -> None:
         expected = drift_report(cohort.table["label"].to_numpy(dtype=object), result.labels)
         assert metric(at, "Labels that change") == f"{expected.label_change_pct:.1f}%"
         assert metric(at, "ARI") == f"{expected.ari:.3f}"
+        confounders = at.dataframe[0].value if len(at.dataframe) else pd.DataFrame(
+            columns=["association (Cramér's V, 0-1)", "p-value", "clusters follow it", "values", "rows tested"])
+        assert {"association (Cramér's V, 0-1)", "p-value", "clusters follow it"} <= set(confounders.columns)
+        flagged = confounders[confounders["clusters follow it"]]
+        assert (flagged["p-value"] < 0.05).all() and (flagged["association (Cramér's V, 0-1)"] >= 0.3).all()
+        assert (confounders["values"] <= confounders["rows tested"] / 2).all()  # near-unique columns skipped
         if dataset.name == DEMO_NAME and at.session_state["encoder"] == "efficientnet-lite0":
             assert expected.ari > 0.3 and expected.label_change_pct < 50  # the planted groups
 
@@ -338,7 +353,20 @@ def test_binary_classifier_then_fairness_by_sex_and_age_band() -> None:
     at = open_app("classifiers", encoder="pixels")
     train_classifier(at, "Dilated cardiomyopathy")
     assert "Per class (binary, logreg)" in subheaders(at)
-    per_class = at.dataframe[0].value
+    # The answer first: found x of the 20 DCM patients, false alarms among the other 60.
+    [head] = [m.value for m in at.markdown if m.value.startswith("#### Found ")]
+    assert re.fullmatch(r"#### Found \d+ of 20 Dilated cardiomyopathy patients; \d+ false alarms? among 60 "
+                        r"without it(; wide uncertainty: only 80 patients)?\.", head), head
+    answers = at.dataframe[0].value
+    assert answers["class"].tolist() == ["Dilated cardiomyopathy"]  # the negative row would mirror it
+    assert answers["patients"].tolist() == [80] and answers["with this class"].tolist() == [20]
+    found = int(re.match(r"#### Found (\d+)", head).group(1))
+    assert interval(answers["sensitivity"].iloc[0])[0] == pytest.approx(found / 20, abs=1e-3)
+    for column in ("AUC", "sensitivity", "specificity", "PPV (positive predictive value)",
+                   "NPV (negative predictive value)"):
+        for value, lo, hi in answers[column].map(interval):
+            assert 0 <= lo <= value <= hi <= 1
+    per_class = at.dataframe[2].value  # under "How the model decides", after the modality table
     assert per_class["class"].tolist() == ["not Dilated cardiomyopathy", "Dilated cardiomyopathy", "mean"]
     assert per_class["n_rows"].tolist() == [80, 80, 80]  # patients
     assert per_class["support"].tolist() == [60, 20, 80]  # 20 of the demo's 80 patients have DCM
@@ -356,15 +384,20 @@ def test_binary_classifier_then_fairness_by_sex_and_age_band() -> None:
     at.switch_page(f"{PAGES_DIR}/fairness.py").run()
     assert_clean(at)
     attribute = at.selectbox(key="fairness_attribute")
-    assert {"sex", "age_band"} <= set(attribute.options)
+    assert {"sex", "age band"} <= set(attribute.options)  # shown without underscores
     patients = open_dataset(DEMO_NAME).patients
     for name, expected in (("sex", set(patients["sex"].astype(str))), ("age_band", None)):
         attribute.set_value(name).run()
         assert_clean(at)
         table = at.dataframe[0].value
-        assert set(table["attribute"]) == {"overall", name}
-        groups = table[table["attribute"] == name]
-        assert groups["count"].sum() == 80  # every patient in exactly one group
+        assert set(table["grouped by"]) == {"overall", name}
+        groups = table[table["grouped by"] == name]
+        assert groups["rows"].sum() == 80  # every patient in exactly one group
+        # Under 5 patients with (or without) DCM a group's AUC is not judged; else "value (lo-hi)".
+        for with_it, without, cell in zip(groups["with the condition"], groups["without the condition"],
+                                          groups["AUC"], strict=True):
+            assert (cell == "too few to judge") == (min(with_it, without) < 5), cell
+            assert cell == "too few to judge" or re.fullmatch(r"\d\.\d\d \(\d\.\d\d-\d\.\d\d\)", cell), cell
         if expected is not None:
             assert set(groups["group"]) == expected
         else:
@@ -384,8 +417,10 @@ def test_drift_study_with_one_encoder_and_two_algorithms() -> None:
     assert len(grid) == 2
     assert grid["encoder"].tolist() == ["pixels", "pixels"]
     assert sorted(grid["algorithm"]) == ["birch", "kmeans"]
-    assert grid["ari"].between(-1, 1).all() and grid["label_change_pct"].between(0, 100).all()
+    assert grid["agreement (ARI)"].between(-1, 1).all() and grid["labels that change (%)"].between(0, 100).all()
     assert (grid["error"].fillna("") == "").all()
+    for column in ("agreement (ARI)", "labels that change (%)", "seconds"):  # 3 significant digits at most
+        assert all(len(f"{v:.10g}".lstrip("-0.").replace(".", "")) <= 3 for v in grid[column].dropna()), grid[column]
     assert any(c.value.startswith("Saved study from") for c in at.caption)
     assert not any("/runs/" in c.value or "cache" in c.value for c in at.caption)  # no server paths
 
@@ -395,7 +430,22 @@ def test_classifier_on_real_covid_compares_image_text_metadata_and_fused(covid_n
     at = open_app("classifiers", dataset=covid_name, encoder="pixels")
     assert at.checkbox(key="classifiers_text").value  # the collection has clinical notes
     train_classifier(at, "COVID-19")
+    [head] = [m.value for m in at.markdown if m.value.startswith("#### Found ")]
+    assert " COVID-19 patients; " in head and " among " in head
+    print(head, *[w.value for w in at.warning], sep="\n")  # the real numbers, for the README
     comparison = at.dataframe[1].value
     assert sorted(comparison["modality"]) == ["fused", "image", "metadata", "text"]
     assert all(0 <= lo <= value <= hi <= 1 for value, lo, hi in comparison["AUC"].map(interval))
     assert sorted(comparison["rank"]) == [1, 2, 3, 4]
+
+
+def test_k_sweep_suggests_a_k_with_readable_score_names() -> None:
+    at = open_app("clusters", encoder="pixels")
+    at.button(key="clusters_sweep_run").click().run()
+    assert_clean(at)
+    [suggestion] = [m.value for m in at.markdown if m.value.startswith("Suggested number of clusters:")]
+    assert re.match(r"Suggested number of clusters: ([2-9]|10) \(best separation in the sweep\)\.", suggestion)
+    sweep = next(spec for spec in plotly_specs(at) if any(t.get("mode") == "lines+markers" for t in spec["data"]))
+    titles = {a["text"] for a in sweep["layout"]["annotations"]}
+    assert titles == {"Separation (silhouette, higher is better)", "Overlap (Davies-Bouldin, lower is better)",
+                      "Compactness (Calinski-Harabasz, higher is better)"}

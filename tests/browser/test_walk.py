@@ -1,6 +1,6 @@
 """Two walks through the real app in headless Chromium: a real Streamlit server on the demo
 cohort, Data -> Embeddings -> Map -> Clusters -> Label -> Export and Drift -> Classifiers ->
-Fairness, as a person would click them.
+Fairness, as a person would click them (the Drift page is titled Agreement; its URL stays /drift).
 
 They check what AppTest cannot: the Plotly map really draws every point, a lasso selection
 opens the scans behind it, a data-editor edit is saved, and the downloaded CSV holds it; a
@@ -333,7 +333,7 @@ def test_a_deep_link_as_the_first_request_opens_the_page(
 def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
     # Drift (deep link): the current clustering against the ground truth, in detail.
     page.goto(server + "/drift")
-    page.get_by_role("heading", name="Drift", exact=True, level=1).wait_for(timeout=FIRST_START_MS)
+    page.get_by_role("heading", name="Agreement", exact=True, level=1).wait_for(timeout=FIRST_START_MS)
     heatmap = wait_drawn(page, "drift_heatmap", timeout=FIRST_START_MS)
     assert heatmap == [4]  # clusters x the demo's 4 diagnoses
     wait_idle(page)
@@ -354,7 +354,7 @@ def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
     assert page.evaluate("() => document.querySelector('.st-key-drift_grid_heatmap .js-plotly-plot')._fullData[0].x") \
         == ["agglomerative", "kmeans"]
     wait_idle(page)
-    page.get_by_role("heading", name="Drift", exact=True, level=1).scroll_into_view_if_needed()  # for the README view
+    page.get_by_role("heading", name="Agreement", exact=True, level=1).scroll_into_view_if_needed()  # for the README view
     shoot(page, "drift", tmp_path)
 
     # Classifiers: a binary model on the default encoder, trained in the background.
@@ -367,6 +367,8 @@ def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
     page.get_by_role("heading", name="Per class (binary, logreg)").wait_for()
     roc = wait_drawn(page, "classifiers_roc")
     assert len(roc) >= 2 and all(n >= 2 for n in roc)  # at least one curve and the diagonal
+    page.get_by_text("Found ", exact=False).first.wait_for()  # the headline comes first
+    page.get_by_text("How the model decides", exact=False).click()  # SHAP and Grad-CAM are folded
     beeswarm = wait_drawn(page, "classifiers_beeswarm")
     assert len(beeswarm) >= 3 and all(n == 80 for n in beeswarm)  # a row of dots per feature, one per patient
     page.get_by_text("Grad-CAM towards 'Dilated cardiomyopathy'").wait_for()
@@ -380,7 +382,7 @@ def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
     bars = wait_drawn(page, "fairness_bars")
     assert sum(bars) == 2  # F and M
     page.get_by_role("combobox", name="Group by").click()
-    page.get_by_role("option", name="age_band", exact=True).click()
+    page.get_by_role("option", name="age band", exact=True).click()
     page.wait_for_function("() => [...document.querySelectorAll('.st-key-fairness_bars .xtick text')].some(t => /\\d+-\\d+|\\d+\\+/.test(t.textContent))")
     wait_idle(page)
     assert sum(traces_drawn(page, "fairness_bars")) >= 2
