@@ -41,7 +41,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 STEP_MS = 60_000
-PAGES = ("Data", "Embeddings", "Map", "Clusters", "Label", "Export", "Drift", "Classifiers", "Fairness")
+PAGES = ("Data", "Embeddings", "Map", "Clusters", "Label", "Export", "Agreement", "Classifiers", "Fairness")
 # (name, patients, slices): two uploads that differ from each other and from the demo
 UPLOADS = (("first-upload", 4, 2), ("second-upload", 6, 3))
 
