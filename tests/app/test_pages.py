@@ -449,3 +449,28 @@ def test_k_sweep_suggests_a_k_with_readable_score_names() -> None:
     titles = {a["text"] for a in sweep["layout"]["annotations"]}
     assert titles == {"Separation (silhouette, higher is better)", "Overlap (Davies-Bouldin, lower is better)",
                       "Compactness (Calinski-Harabasz, higher is better)"}
+
+
+def test_label_search_ranks_pneumonia_and_applies_a_picked_code_to_a_cluster() -> None:
+    at = open_app("label", encoder="pixels", k=5)  # a clustering no other test labels
+    before = at.data_editor[0].value
+    at.text_input(key="label_search").input("pneumonia").run()
+    assert_clean(at)
+    hits = next(d.value for d in at.dataframe if "description" in d.value.columns)
+    codes = hits["code"].tolist()
+    assert codes[0] == "J18.9" and codes.index("J18.9") < codes.index("A01.03")  # above typhoid pneumonia
+    assert at.selectbox(key="label_apply_code").value == "J18.9 Pneumonia, unspecified organism"
+    at.selectbox(key="label_apply_cluster").set_value(2).run()
+    at.button(key="label_apply").click().run()
+    assert_clean(at)
+    after = at.data_editor[0].value.set_index("cluster")
+    assert after.loc[2, "icd10_code"] == "J18.9"
+    assert after.loc[2, "code means"] == "Pneumonia, unspecified organism"
+    untouched = before.set_index("cluster").drop(index=2)
+    assert after.drop(index=2)[["disease", "icd10_code"]].equals(untouched[["disease", "icd10_code"]])
+    assert any("Applied J18.9" in s.value for s in at.success)
+    at.button(key="label_save").click().run()
+    assert_clean(at)
+    assert any("Saved as version" in s.value for s in at.success)
+    # The editor now shows the saved version, with the applied code in it.
+    assert at.data_editor[0].value.set_index("cluster").loc[2, "icd10_code"] == "J18.9"
