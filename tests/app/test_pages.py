@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.auth import local_user
 from core.datasets import DEMO_NAME, open_dataset
+from core.encoders import encoder_availability
 from core.ingest import ingest
 from core.labels import LabelStore
 
@@ -474,3 +475,28 @@ def test_label_search_ranks_pneumonia_and_applies_a_picked_code_to_a_cluster() -
     assert any("Saved as version" in s.value for s in at.success)
     # The editor now shows the saved version, with the applied code in it.
     assert at.data_editor[0].value.set_index("cluster").loc[2, "icd10_code"] == "J18.9"
+
+
+def test_embeddings_recommends_an_encoder_and_keeps_the_rest_under_advanced(covid_name: str) -> None:
+    here = encoder_availability()
+    available = set(here.loc[here["weights_available"], "name"])
+    at = open_app("embeddings")
+    picker = at.multiselect(key="embeddings_encoders")
+    assert picker.value == ["efficientnet-lite0"] and picker.options[0].endswith("(recommended for this dataset)")
+    assert any("Recommended for this dataset: efficientnet-lite0" in m.value for m in at.markdown)
+    # Device and batch size live inside the "Advanced" expander, not on the page itself.
+    advanced = next(e for e in at.expander if e.label.startswith("Advanced"))
+    assert advanced.selectbox(key="embeddings_device").value == "auto"
+    assert advanced.number_input(key="embeddings_batch").value == 32
+    for name in sorted(set(here["name"]) - available):
+        assert any(c.value.startswith(f"**{name}** is not available here. Administrator:") for c in at.caption), name
+
+    at.selectbox(key="widget_dataset").set_value(covid_name).run()
+    assert_clean(at)
+    expected = "densenet121-xrv" if "densenet121-xrv" in available else "efficientnet-lite0"
+    assert at.multiselect(key="embeddings_encoders").value == [expected]
+    assert any(f"Recommended for this dataset: {expected}" in m.value and "Chest X-rays" in m.value for m in at.markdown)
+    # Leaving the page and coming back still preselects it.
+    at.switch_page(f"{PAGES_DIR}/data.py").run()
+    at.switch_page(f"{PAGES_DIR}/embeddings.py").run()
+    assert at.multiselect(key="embeddings_encoders").value == [expected]
