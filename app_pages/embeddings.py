@@ -35,11 +35,13 @@ described = availability.assign(
 st.dataframe(described[["name", "kind", "dim", "description", "weights_available"]], width="stretch", hide_index=True,
              column_config={"weights_available": st.column_config.CheckboxColumn("available here")})
 for name in availability.loc[~availability["weights_available"], "name"]:
-    st.caption(f"**{name}** is not available here. {admin_action(name)}")
+    st.caption(f"**{name}** is not available here. {admin_action(name, detail=False)} (Where to get it: Advanced.)")
 
 with st.expander("Advanced: weight files, cache folder, device, batch size"):
-    st.dataframe(availability[["name", "version", "input", "message"]].rename(columns={"message": "weights"}),
-                 width="stretch", hide_index=True)
+    st.dataframe(availability[["name", "version", "input", "message"]].rename(columns={"message": "weights"}).assign(
+        **{"to make it available": [("" if ok else admin_action(n)) for n, ok in
+                                    zip(availability["name"], availability["weights_available"], strict=True)]}),
+        width="stretch", hide_index=True)
     st.caption(f"Embeddings are cached in {embeddings_root()}; a scan is never embedded twice by one encoder.")
     c1, c2 = st.columns(2)
     device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="embeddings_device",

