@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import datasets, roots, uploads
 from core.ingest import LAYOUTS, summarize
-from core.ingest.normalize import CANONICAL_FIELDS
+from core.ingest.normalize import CANONICAL_FIELDS, FIELD_NAMES
 from ui import auth, data, state, widgets
 
 USER = auth.current_user()
@@ -38,8 +38,25 @@ def staged_upload(name: str, scans: list, csv_file):
     return memo[1]
 
 
+def suggest_name_from_upload() -> str:
+    """Fill an empty name field once per uploaded ZIP with a name made from the ZIP's name (runs
+    before the field is drawn, so the user sees it and can change it); returns the suggestion."""
+    scans = st.session_state.get("data_upload") or []
+    zips = [f for f in scans if f.name.lower().endswith(".zip")]
+    if len(zips) != 1:
+        return ""
+    suggestion = datasets.suggest_dataset_name(zips[0].name)
+    if suggestion and not st.session_state.get("data_name") and st.session_state.get("data_name_from") != zips[0].file_id:
+        st.session_state["data_name"] = suggestion
+        st.session_state["data_name_from"] = zips[0].file_id
+    return suggestion
+
+
 def add_dataset(source_kind: str) -> None:
-    text = st.text_input("Dataset name", key="data_name", placeholder="e.g. covid-xray-2020")
+    suggested = suggest_name_from_upload() if source_kind == "Upload files" else ""
+    text = st.text_input("Dataset name", key="data_name", placeholder="e.g. covid-xray-2020", help=datasets.NAME_RULES)
+    st.caption(f"Name rules: {datasets.NAME_RULES}"
+               + (f" Suggested from the ZIP: **{suggested}**." if suggested else ""))
     layout = st.selectbox("Layout", ["auto", *LAYOUTS], key="data_layout", help="auto detects the layout when it is unambiguous")
     name = source = metadata = staged = None
     if text:
@@ -61,6 +78,7 @@ def add_dataset(source_kind: str) -> None:
             st.error(str(error))
             return
     else:
+        csv_file = None
         try:
             limits = uploads.upload_limits()
         except ValueError as error:
@@ -81,9 +99,12 @@ def add_dataset(source_kind: str) -> None:
                 st.warning(f"{sent}: not used ({reason}).")
 
     column_map: dict[str, str] = {}
-    if metadata is not None:
+    unstaged_csv = csv_file if source_kind == "Upload files" and metadata is None else None
+    if metadata is not None or unstaged_csv is not None:
         try:
-            preview = uploads.metadata_preview(metadata, roots.allowed_roots(USER_ID))
+            # The preview is shown as soon as a CSV is chosen, before a name or scans are given.
+            preview = (uploads.metadata_preview_bytes(unstaged_csv.name, unstaged_csv.getbuffer()) if unstaged_csv
+                       else uploads.metadata_preview(metadata, roots.allowed_roots(USER_ID)))
         except (ValueError, OSError) as error:
             st.error(f"Cannot read the metadata CSV: {error}.")
             return
@@ -93,7 +114,8 @@ def add_dataset(source_kind: str) -> None:
         for i, field in enumerate(CANONICAL_FIELDS):
             options = ["(none)", *preview.rows.columns]
             default = next((c for c, f in preview.guessed.items() if f == field), "(none)")
-            chosen = cols[i % 4].selectbox(field, options, index=options.index(default), key=f"data_map_{field}")
+            chosen = cols[i % 4].selectbox(FIELD_NAMES[field], options, index=options.index(default),
+                                           key=f"data_map_{field}", help=f"ScanAtlas field '{field}'")
             if chosen != "(none)":
                 column_map[chosen] = field
 
@@ -107,6 +129,13 @@ def add_dataset(source_kind: str) -> None:
             st.error(f"{error}.")
             return
     ready = bool(name and source is not None and confirmed)
+    if not ready:
+        missing = [what for what, ok in (
+            ("a dataset name" if not text else "a valid dataset name", name),
+            ("scans to upload" if source_kind == "Upload files" else "a folder inside the allowed roots",
+             source is not None),
+            ("the 'Replace' box ticked", confirmed)) if not ok]
+        st.caption(f"Ingest is disabled until you give {' and '.join(missing)}.")
     if st.button("Ingest", type="primary", disabled=not ready, key="data_ingest"):
         bar = st.progress(0.0, text="Reading files...")
         options = dict(user=USER, replace=replace, layout=layout, column_map=column_map,
@@ -122,7 +151,8 @@ def add_dataset(source_kind: str) -> None:
             # Switch to the new dataset and rerun, so that the sidebar (drawn before this page)
             # and every next page show it; the summary is shown after the rerun.
             state.remember("dataset", name)
-            st.session_state["data_ingest_summary"] = datasets.ingest_summary_status(result)
+            label_column = next((c for c, f in column_map.items() if f == "label"), None)
+            st.session_state["data_ingest_summary"] = datasets.ingest_summary_status(result, csv_label_column=label_column)
             st.rerun()
         finally:
             bar.empty()

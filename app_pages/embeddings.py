@@ -1,12 +1,14 @@
-"""Embeddings: choose encoders, device and batch size; compute in the background with progress;
-cache hits shown."""
+"""Embeddings: the encoder recommended for this dataset first, the others after; weight files,
+the cache folder, device and batch size under "Advanced". Computes in the background with
+progress; cache hits shown. An unavailable encoder says what an administrator must do."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from core.encoders import encoder_availability
+from core.encoders import admin_action, encoder_availability, get_spec, recommended_encoder
+from core.settings import embeddings_root
 from ui import data, widgets
 
 widgets.page_header("Embeddings")
@@ -14,18 +16,37 @@ st.caption("Each scan becomes a vector from a pretrained network. Vectors are ca
 
 dataset = data.current_dataset()
 availability = encoder_availability()
-st.dataframe(
-    availability[["name", "kind", "dim", "input", "weights_available", "message"]],
-    width="stretch", hide_index=True,
-    column_config={"weights_available": st.column_config.CheckboxColumn("available here")},
-)
 usable = availability.loc[availability["weights_available"], "name"].tolist()
-default = [st.session_state["encoder"]] if st.session_state["encoder"] in usable else usable[:1]
-chosen = st.multiselect("Encoders to run", usable, default=default, key="embeddings_encoders")
-c1, c2 = st.columns(2)
-device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="embeddings_device",
-                      help="auto picks CUDA, then Apple MPS, then the CPU")
-batch_size = int(c2.number_input("Batch size", 1, 1024, 32, key="embeddings_batch"))
+recommended = recommended_encoder(dataset, set(usable))
+# The recommendation first, then the other encoders that can run here.
+options = [recommended.encoder, *(n for n in usable if n != recommended.encoder)]
+st.markdown(f"**Recommended for this dataset: {recommended.encoder}.** {recommended.reason}")
+# Preselect the recommendation, again whenever the dataset (or what is recommended) changes
+# and on a new visit (a widget's state is dropped when its page is left).
+if (st.session_state.get("embeddings_recommended_for") != (dataset.name, recommended.encoder)
+        or "embeddings_encoders" not in st.session_state):
+    st.session_state["embeddings_recommended_for"] = (dataset.name, recommended.encoder)
+    st.session_state["embeddings_encoders"] = [recommended.encoder]
+chosen = st.multiselect(
+    "Encoders to run", options, key="embeddings_encoders",
+    format_func=lambda n: f"{n} (recommended for this dataset)" if n == recommended.encoder else n)
+described = availability.assign(
+    description=[get_spec(n).description for n in availability["name"]])
+st.dataframe(described[["name", "kind", "dim", "description", "weights_available"]], width="stretch", hide_index=True,
+             column_config={"weights_available": st.column_config.CheckboxColumn("available here")})
+for name in availability.loc[~availability["weights_available"], "name"]:
+    st.caption(f"**{name}** is not available here. {admin_action(name, detail=False)} (Where to get it: Advanced.)")
+
+with st.expander("Advanced: weight files, cache folder, device, batch size"):
+    st.dataframe(availability[["name", "version", "input", "message"]].rename(columns={"message": "weights"}).assign(
+        **{"to make it available": [("" if ok else admin_action(n)) for n, ok in
+                                    zip(availability["name"], availability["weights_available"], strict=True)]}),
+        width="stretch", hide_index=True)
+    st.caption(f"Embeddings are cached in {embeddings_root()}; a scan is never embedded twice by one encoder.")
+    c1, c2 = st.columns(2)
+    device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="embeddings_device",
+                          help="auto picks CUDA, then Apple MPS, then the CPU")
+    batch_size = int(c2.number_input("Batch size", 1, 1024, 32, key="embeddings_batch"))
 
 if st.button("Compute embeddings", type="primary", key="embeddings_run", disabled=not chosen):
     # Runs on the server: closing the tab neither stops nor repeats it.

@@ -16,6 +16,7 @@ from core.labels import (
     majority_labels,
     search_icd10,
     suggest_default_mapping,
+    suggest_icd10,
     validate_icd10,
 )
 from core.labels.merge import merge_mappings
@@ -121,17 +122,24 @@ if current_version != base_version:
     st.warning(f"Version {current_version} was saved since you opened this mapping; "
                "saving will show both to merge.")
 
+# A code applied from the search below is a draft over the saved (or suggested) mapping; the
+# editor is keyed by a generation that grows with each applied code, so it redraws with it
+# while keeping the other cells' edits (they are folded into the draft first).
+draft_key = f"label_draft::{dataset.name}::{clustering_key}::{base_version}"
+draft: dict[int, dict[str, str]] = st.session_state.setdefault(draft_key, {})
+generation = st.session_state.get(f"{draft_key}::generation", 0)
+editor_key = f"label_editor_{clustering_key}_{base_version}_{generation}"
 # The description follows the codes being edited: a keyed editor with fixed rows keeps its
 # edits while this read-only column changes.
-editor_key = f"label_editor_{clustering_key}_{base_version}"
 pending = st.session_state.get(editor_key, {}).get("edited_rows", {})
-codes = [text(start["icd10_code"].get(c)) for c in cluster_ids]
+diseases = [draft.get(c, {}).get("disease", text(start["disease"].get(c))) for c in cluster_ids]
+codes = [draft.get(c, {}).get("icd10_code", text(start["icd10_code"].get(c))) for c in cluster_ids]
 live_codes = [text((pending.get(i) or pending.get(str(i)) or {}).get("icd10_code", code)) for i, code in enumerate(codes)]
 editor_frame = pd.DataFrame({
     "cluster": cluster_ids,
     "size": [int((result.labels == c).sum()) for c in cluster_ids],
     "majority ground truth": [text(majority.get(c)) for c in cluster_ids],
-    "disease": [text(start["disease"].get(c)) for c in cluster_ids],
+    "disease": diseases,
     "icd10_code": codes,
     "code means": [meaning(code) for code in live_codes],
 })
@@ -140,9 +148,14 @@ edited = st.data_editor(
     disabled=["cluster", "size", "majority ground truth", "code means"],
     column_config={"icd10_code": st.column_config.TextColumn("ICD-10-CM code", help="e.g. I42.0; search below")},
 )
-invalid = [f"cluster {r.cluster}: {r.icd10_code}" for r in edited.itertuples() if meaning(text(r.icd10_code)).startswith("(not")]
-if invalid:
-    st.warning(f"Not ICD-10-CM codes: {'; '.join(invalid)}. Search below for the right code, or leave it empty.")
+for r in edited.itertuples():
+    if meaning(text(r.icd10_code)).startswith("(not"):
+        # Suggest by the meaning of the disease typed in the same row first, then by spelling.
+        offered = suggest_icd10(text(r.icd10_code), text(r.disease), limit=3)
+        st.warning(f"Cluster {r.cluster}: {text(r.icd10_code)!r} is not an ICD-10-CM code. "
+                   + (f"For {text(r.disease)!r} try: " if text(r.disease) else "Close codes: ")
+                   + "; ".join(f"{c.code} {c.description}" for c in offered)
+                   + ". Search below and apply a code, or leave it empty.")
 
 undo_to = store.undo_target(dataset.name, clustering_key) if base_version == current_version else None
 c1, c2 = st.columns(2)
@@ -165,8 +178,36 @@ with st.expander("Search ICD-10-CM codes", expanded=True):
     query = st.text_input("Code or words", key="label_search", placeholder="e.g. cardiomyopathy, I42, pneumonia")
     if query.strip():
         hits = search_icd10(query, limit=25)
-        st.dataframe(pd.DataFrame([{"code": h.code, "description": h.description, "billable": h.billable} for h in hits]),
-                     hide_index=True, width="stretch")
+        if not hits:
+            st.caption("No ICD-10-CM code matches; try fewer or other words.")
+        else:
+            st.caption("Click a row to pick its code, choose the cluster, then apply.")
+            event = st.dataframe(
+                pd.DataFrame([{"code": h.code, "description": h.description, "billable": h.billable} for h in hits]),
+                hide_index=True, width="stretch", key="label_search_hits", on_select="rerun", selection_mode="single-row")
+            choices = [f"{h.code} {h.description}" for h in hits]
+            rows = list(event.selection.rows) if event is not None else []
+            # A clicked row picks the code below (once per click, so the box can still be changed).
+            if rows and rows[0] < len(choices) and st.session_state.get("label_picked_row") != (query, rows[0]):
+                st.session_state["label_picked_row"] = (query, rows[0])
+                st.session_state["label_apply_code"] = choices[rows[0]]
+            if st.session_state.get("label_apply_code") not in choices:
+                st.session_state["label_apply_code"] = choices[0]
+            a1, a2, a3 = st.columns([3, 1, 1])
+            chosen = a1.selectbox("Code", choices, key="label_apply_code")
+            target = a2.selectbox("Apply to cluster", cluster_ids, key="label_apply_cluster")
+            if a3.button("Apply", key="label_apply", help="Puts the code into that cluster's row above; save to keep it"):
+                hit = hits[choices.index(chosen)]
+                # Keep every other edit made in the editor so far, then set this row's code.
+                for r in edited.itertuples():
+                    draft[int(r.cluster)] = {"disease": text(r.disease), "icd10_code": text(r.icd10_code)}
+                row = draft[int(target)]
+                row["icd10_code"] = hit.code
+                if not row["disease"]:
+                    row["disease"] = hit.description
+                st.session_state[f"{draft_key}::generation"] = generation + 1
+                st.session_state["label_flash"] = f"Applied {hit.code} ({hit.description}) to cluster {target}; save to keep it."
+                st.rerun()
 
 with st.expander("Override single patients"):
     ids = table["patient_id"].astype(str).tolist()

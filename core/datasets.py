@@ -23,6 +23,9 @@ DEMO_NAME = "demo-cardiac-mri"
 OWNER_FILE = "owner.json"
 # A letter or digit first (so never "." or ".."), then up to 63 letters, digits, "-", "_", ".".
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# The rule above in plain words, shown next to the name field before anything is refused.
+NAME_RULES = ("Start with a letter or digit, then use only letters, digits, '-', '_' and '.' "
+              "(no spaces, brackets or slashes); 64 characters at most.")
 
 
 class DatasetExistsError(ValueError):
@@ -42,6 +45,38 @@ def validate_dataset_name(name: str) -> str:
             "letters, digits, '-', '_' and '.' (64 characters at most)"
         )
     return cleaned
+
+
+def suggest_dataset_name(file_name: str) -> str:
+    """A dataset name that passes ``validate_dataset_name``, made from an uploaded file name:
+    the extension is dropped, letters are lower-cased and every run of other characters becomes
+    one "-" ("Covid chest xrays (40).zip" -> "covid-chest-xrays-40"). Only the last path part
+    is used. Gives "" when nothing usable is left (e.g. "().zip").
+    """
+    base = re.split(r"[\\/]", str(file_name))[-1]
+    stem = re.sub(r"\.(zip|tar\.gz|tgz|tar|csv)$", "", base, flags=re.IGNORECASE)
+    slug = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:64].strip("-")
+    return slug if slug and DATASET_NAME.fullmatch(slug) else ""
+
+
+def label_source(layout: str, csv_label_column: str | None = None) -> str:
+    """Where an ingest takes ground-truth labels from, in words, for ``layout`` and the CSV
+    column mapped to ``label`` (``None`` when no metadata CSV gives labels).
+
+    A CSV label column wins: the ingest joins it over what the layout gives, so for a
+    class-folders upload with a CSV the labels come from the CSV (folder names only fill rows
+    the CSV has no label for).
+    """
+    if csv_label_column:
+        fallback = " (folder names where the CSV has none)" if layout == "class-folders" else ""
+        return f"the CSV column '{csv_label_column}'{fallback}"
+    return {
+        "class-folders": "the folder names (one folder per label)",
+        "covid-chestxray": "the 'finding' column of the dataset's metadata.csv",
+        "patient-csv": "the CSV's label column, if it has one",
+        "image-csv": "the CSV's label column, if it has one",
+        "dicom": "nowhere: DICOM headers carry no diagnosis (add a metadata CSV with a label column)",
+    }.get(layout, f"the {layout} layout")
 
 
 def list_datasets(root: Path | None = None) -> list[str]:
@@ -175,13 +210,18 @@ def dataset_counts(dataset: Dataset) -> DatasetCounts:
     )
 
 
-def ingest_summary_status(result: IngestResult) -> tuple[str, str]:
+def ingest_summary_status(result: IngestResult, *, csv_label_column: str | None = None) -> tuple[str, str]:
     """``(level, message)`` after an ingest: level is "success", "warning" (some files or rows
-    not ingested, or warnings) or "error" (nothing ingested); the message says how many."""
+    not ingested, or warnings) or "error" (nothing ingested); the message says how many, and
+    where the ground-truth labels came from (``label_source``; ``csv_label_column`` is the
+    metadata CSV column mapped to ``label``, if any)."""
     counts = dataset_counts(result.dataset)
     name = result.dataset.name
+    labels = (f"Ground-truth labels for {counts.n_with_label} images, from "
+              f"{label_source(result.layout, csv_label_column)}." if counts.n_with_label
+              else "No ground-truth labels.")
     head = (f"Ingested {counts.n_images} images from {counts.n_patients} patients as **{name}** "
-            f"({result.layout} layout).")
+            f"({result.layout} layout). {labels}")
     if counts.n_images == 0:
         return "error", (f"Nothing was ingested into **{name}**: {counts.n_not_ingested} files or rows refused. "
                          "The ingest report below says why for each.")

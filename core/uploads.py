@@ -65,6 +65,7 @@ __all__ = [
     "ingest_server_source",
     "ingest_staged",
     "metadata_preview",
+    "metadata_preview_bytes",
     "safe_file_name",
     "stage_uploads",
     "upload_limits",
@@ -364,8 +365,15 @@ def metadata_preview(path: str | os.PathLike[str], roots: list[Path], *, n_rows:
         raise FileNotFoundError(f"{path}: no such file")
     with open(resolved, "rb") as handle:
         head = handle.read(PREVIEW_BYTES)
+    return metadata_preview_bytes(resolved.name, head, n_rows=n_rows)
+
+
+def metadata_preview_bytes(file_name: str, data: bytes | memoryview, *, n_rows: int = 8) -> MetadataPreview:
+    """As ``metadata_preview`` for a CSV still in memory (an upload before it is staged): reads
+    at most the first 1 MiB of ``data``; ``file_name`` only names it in errors."""
+    head = bytes(data[:PREVIEW_BYTES])
     if b"\x00" in head:
-        raise ValueError(f"{resolved.name}: not a text CSV (binary content)")
+        raise ValueError(f"{file_name}: not a text CSV (binary content)")
     try:
         text = head.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -375,6 +383,6 @@ def metadata_preview(path: str | os.PathLike[str], roots: list[Path], *, n_rows:
     try:
         rows = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""], nrows=n_rows)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as error:
-        raise ValueError(f"{resolved.name}: not a readable CSV ({error})") from None
+        raise ValueError(f"{file_name}: not a readable CSV ({error})") from None
     rows.columns = [str(c).strip() for c in rows.columns]
     return MetadataPreview(rows=rows, guessed=canonical_column_map(list(rows.columns)))

@@ -16,6 +16,12 @@ import numpy as np
 import pandas as pd
 
 CANONICAL_FIELDS = ("patient_id", "path", "modality", "view", "age", "sex", "label", "text")
+# Each field in plain words, for forms.
+FIELD_NAMES = {
+    "patient_id": "Patient ID", "path": "Image file name", "modality": "Modality (CT, MR, X-ray...)",
+    "view": "View (e.g. PA, AP)", "age": "Age (years)", "sex": "Sex", "label": "Ground-truth label (diagnosis)",
+    "text": "Report / clinical notes",
+}
 
 # Column names that mean a canonical field, compared after lower-casing and dropping
 # everything but letters and digits ("Patient ID" == "patient_id" == "patientid").

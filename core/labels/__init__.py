@@ -15,7 +15,14 @@ from core.labels.defaults import (
     majority_labels,
     suggest_default_mapping,
 )
-from core.labels.icd import CODE_SET_VERSION, IcdCode, normalize_icd10, search_icd10, validate_icd10
+from core.labels.icd import (
+    CODE_SET_VERSION,
+    IcdCode,
+    normalize_icd10,
+    search_icd10,
+    suggest_icd10,
+    validate_icd10,
+)
 from core.labels.store import (
     MAPPING_COLUMNS,
     OVERRIDE_COLUMNS,
@@ -41,6 +48,7 @@ __all__ = [
     "majority_labels",
     "normalize_icd10",
     "search_icd10",
+    "suggest_icd10",
     "suggest_default_mapping",
     "validate_icd10",
 ]

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-__all__ = ["CODE_SET_VERSION", "IcdCode", "normalize_icd10", "search_icd10", "validate_icd10"]
+__all__ = [
+    "CODE_SET_VERSION", "IcdCode", "normalize_icd10", "search_icd10", "suggest_icd10", "validate_icd10",
+]
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,16 @@ def _get_index() -> _Index:
     return _index
 
 
+def _main_unspecified(described: list[str], words: list[str]) -> bool:
+    """Whether a description reads as the "unspecified" code of the typed disease itself: it
+    starts with the typed words and says "unspecified" at most one word later ("Pneumonia,
+    unspecified organism", "Typhoid fever, unspecified"; not "Pneumonia due to staphylococcus,
+    unspecified" nor "Tuberculosis of eye, unspecified")."""
+    if described[:len(words)] != words or "unspecified" not in described:
+        return False
+    return described.index("unspecified") - len(words) <= 1
+
+
 def search_icd10(query: str, *, limit: int = 20) -> list[IcdCode]:
     """Codes matching ``query``, best first, at most ``limit``.
 
@@ -152,8 +164,11 @@ def search_icd10(query: str, *, limit: int = 20) -> list[IcdCode]:
     ("hypertrophic cardiomyopathy"; every word must occur, in any order; plurals match). Ranking:
     exact code, then codes under that prefix (in code order), then codes whose description
     holds every word whole, then those where a word is only part of a longer word. Within the
-    word ranks billable codes come first, then descriptions with fewer other words, then code
-    order. An empty query gives ``[]``.
+    word ranks: a description that is exactly the typed words ("typhoid fever" -> A01.0), then
+    the billable "unspecified" code of the main category for the words, i.e. a description that
+    starts with them and says "unspecified" at most one word later ("pneumonia" -> J18.9 "Pneumonia, unspecified
+    organism", ahead of A01.03 "Typhoid pneumonia"), then billable codes, then descriptions with
+    fewer other words, then code order. An empty query gives ``[]``.
 
     Raises ``ValueError`` if ``limit < 1``.
     """
@@ -188,13 +203,16 @@ def search_icd10(query: str, *, limit: int = 20) -> list[IcdCode]:
             code = index.codes[position]
             rank = 3 if position in partial_any else 2
             extra_words = index.word_counts[position] - len(words)
-            ranks[position] = (rank, not code.billable, extra_words, position)
+            described = _words(code.description)
+            exact = described == words
+            main_unspecified = code.billable and _main_unspecified(described, words)
+            ranks[position] = (rank, not exact, not main_unspecified, not code.billable, extra_words, position)
 
     best = sorted(ranks, key=ranks.__getitem__)[:limit]
     return [index.codes[p] for p in best]
 
 
-def _suggestions(key: str, raw: str) -> list[str]:
+def _structural_suggestions(key: str, raw: str) -> list[str]:
     index = _get_index()
     # The longest prefix that still names real codes says where the typo is ("I4299X" -> I42.9).
     for length in range(len(key) - 1, 2, -1):
@@ -210,13 +228,34 @@ def _suggestions(key: str, raw: str) -> list[str]:
     return [index.codes[index.by_key[k]].code for k in close]
 
 
-def validate_icd10(code: str) -> IcdCode:
+def suggest_icd10(code: str, disease: str | None = None, *, limit: int = 5) -> list[IcdCode]:
+    """Codes to offer instead of ``code`` (an invalid or doubtful code), best first.
+
+    By meaning first: when ``disease`` (the disease name typed next to the code) is given, the
+    best ``search_icd10`` matches for it come first ("X99.999" next to "pneumonia" offers
+    J18.9 Pneumonia, unspecified organism), at most ``limit - 2`` of them. Then by spelling: codes under the longest prefix of
+    ``code`` that names real codes, or close codes by edit distance. No duplicates; at most
+    ``limit``.
+    """
+    index = _get_index()
+    ordered: list[str] = []
+    if disease is not None and str(disease).strip():
+        # Leave room for a spelling neighbour or two: the typed code may be a near miss.
+        ordered += [c.code for c in search_icd10(str(disease), limit=max(1, limit - 2))]
+    if code is not None and str(code).strip():
+        ordered += _structural_suggestions(normalize_icd10(code), str(code))
+    unique = list(dict.fromkeys(ordered))[:limit]
+    return [index.codes[index.by_key[normalize_icd10(c)]] for c in unique]
+
+
+def validate_icd10(code: str, *, disease: str | None = None) -> IcdCode:
     """The ``IcdCode`` for ``code``, normalised: ``"i420"`` and ``"I42.0"`` both give
     ``IcdCode("I42.0", "Dilated cardiomyopathy", True)``.
 
     Raises ``ValueError`` when ``code`` is empty or not an ICD-10-CM code in this code set
     (chapters and blocks are not codes); the message names the bad value, the expected shape,
-    and close existing codes when there are any.
+    and close existing codes with what they mean (``suggest_icd10``: codes for ``disease``,
+    the disease name typed with the code, first; then codes spelled like ``code``).
     """
     if code is None or not str(code).strip():
         raise ValueError(f"ICD-10-CM code {code!r} is empty; give a code such as 'I42.0'")
@@ -229,6 +268,6 @@ def validate_icd10(code: str) -> IcdCode:
         "" if _CODE_SHAPE.match(key)
         else " (codes are a letter, a digit, a digit or letter, then up to 4 more, e.g. 'I42.0')"
     )
-    suggestions = _suggestions(key, str(code))
-    hint = f"; close codes: {', '.join(suggestions)}" if suggestions else ""
+    suggestions = suggest_icd10(str(code), disease)
+    hint = f"; close codes: {', '.join(f'{c.code} ({c.description})' for c in suggestions)}" if suggestions else ""
     raise ValueError(f"{code!r} is not an ICD-10-CM code in {CODE_SET_VERSION}{shape}{hint}")

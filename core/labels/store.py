@@ -166,7 +166,8 @@ def _check_name(what: str, value: Any) -> str:
 
 def _resolve(disease: Any, code: Any) -> tuple[str, str | None, str | None]:
     """(disease, normalised code or None, code description or None); ValueError if invalid."""
-    icd = None if _is_blank(code) else validate_icd10(str(code))
+    icd = None if _is_blank(code) else validate_icd10(
+        str(code), disease=disease if isinstance(disease, str) else None)
     if _is_blank(disease):
         if icd is None:
             raise ValueError("needs a disease name or an ICD-10-CM code; both are empty")

@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.auth import local_user
 from core.datasets import DEMO_NAME, open_dataset
+from core.encoders import encoder_availability
 from core.ingest import ingest
 from core.labels import LabelStore
 
@@ -449,3 +450,53 @@ def test_k_sweep_suggests_a_k_with_readable_score_names() -> None:
     titles = {a["text"] for a in sweep["layout"]["annotations"]}
     assert titles == {"Separation (silhouette, higher is better)", "Overlap (Davies-Bouldin, lower is better)",
                       "Compactness (Calinski-Harabasz, higher is better)"}
+
+
+def test_label_search_ranks_pneumonia_and_applies_a_picked_code_to_a_cluster() -> None:
+    at = open_app("label", encoder="pixels", k=5)  # a clustering no other test labels
+    before = at.data_editor[0].value
+    at.text_input(key="label_search").input("pneumonia").run()
+    assert_clean(at)
+    hits = next(d.value for d in at.dataframe if "description" in d.value.columns)
+    codes = hits["code"].tolist()
+    assert codes[0] == "J18.9" and codes.index("J18.9") < codes.index("A01.03")  # above typhoid pneumonia
+    assert at.selectbox(key="label_apply_code").value == "J18.9 Pneumonia, unspecified organism"
+    at.selectbox(key="label_apply_cluster").set_value(2).run()
+    at.button(key="label_apply").click().run()
+    assert_clean(at)
+    after = at.data_editor[0].value.set_index("cluster")
+    assert after.loc[2, "icd10_code"] == "J18.9"
+    assert after.loc[2, "code means"] == "Pneumonia, unspecified organism"
+    untouched = before.set_index("cluster").drop(index=2)
+    assert after.drop(index=2)[["disease", "icd10_code"]].equals(untouched[["disease", "icd10_code"]])
+    assert any("Applied J18.9" in s.value for s in at.success)
+    at.button(key="label_save").click().run()
+    assert_clean(at)
+    assert any("Saved as version" in s.value for s in at.success)
+    # The editor now shows the saved version, with the applied code in it.
+    assert at.data_editor[0].value.set_index("cluster").loc[2, "icd10_code"] == "J18.9"
+
+
+def test_embeddings_recommends_an_encoder_and_keeps_the_rest_under_advanced(covid_name: str) -> None:
+    here = encoder_availability()
+    available = set(here.loc[here["weights_available"], "name"])
+    at = open_app("embeddings")
+    picker = at.multiselect(key="embeddings_encoders")
+    assert picker.value == ["efficientnet-lite0"] and picker.options[0].endswith("(recommended for this dataset)")
+    assert any("Recommended for this dataset: efficientnet-lite0" in m.value for m in at.markdown)
+    # Device and batch size live inside the "Advanced" expander, not on the page itself.
+    advanced = next(e for e in at.expander if e.label.startswith("Advanced"))
+    assert advanced.selectbox(key="embeddings_device").value == "auto"
+    assert advanced.number_input(key="embeddings_batch").value == 32
+    for name in sorted(set(here["name"]) - available):
+        assert any(c.value.startswith(f"**{name}** is not available here. Administrator:") for c in at.caption), name
+
+    at.selectbox(key="widget_dataset").set_value(covid_name).run()
+    assert_clean(at)
+    expected = "densenet121-xrv" if "densenet121-xrv" in available else "efficientnet-lite0"
+    assert at.multiselect(key="embeddings_encoders").value == [expected]
+    assert any(f"Recommended for this dataset: {expected}" in m.value and "Chest X-rays" in m.value for m in at.markdown)
+    # Leaving the page and coming back still preselects it.
+    at.switch_page(f"{PAGES_DIR}/data.py").run()
+    at.switch_page(f"{PAGES_DIR}/embeddings.py").run()
+    assert at.multiselect(key="embeddings_encoders").value == [expected]
