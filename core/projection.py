@@ -356,9 +356,9 @@ def stored_projection(
     return cached
 
 
-# Rough seconds for a projection nothing has been measured for yet (2 CPU cores): UMAP's first
-# run in a fresh cache compiles its numba functions (most of a minute; kept on disk after).
-_FIRST_UMAP_S = 60.0
+# Rough seconds for a projection nothing has been measured for yet (2 busy CPU cores): UMAP's
+# first run in a fresh cache compiles its numba functions (10-35 s measured; kept on disk after).
+_FIRST_UMAP_S = 30.0
 _WARM_UMAP_S = 8.0
 
 

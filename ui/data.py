@@ -207,18 +207,26 @@ def projection_job_key(cohort: Cohort, method: str, n_components: int = 2) -> st
     return f"projection:{cohort.key}:{method}:{n_components}"
 
 
+# Seconds each projection job was expected to take when it started (for the pending note).
+_projection_estimates: dict[str, float] = {}
+
+
 def start_projection(cohort: Cohort, method: str, n_components: int = 2):
     """Compute (and store) the ``method`` map of ``cohort`` in the background runner; asking
     again returns the same job."""
     dataset = st.session_state["dataset"]
-    params = map_params(method, int(cohort.has_vector.sum()), n_components=n_components)
+    n_valid = int(cohort.has_vector.sum())
+    params = map_params(method, n_valid, n_components=n_components)
+    key = projection_job_key(cohort, method, n_components)
+    if job_runner().get(key) is None:  # estimated before the job starts writing numba's cache
+        _projection_estimates[key] = estimate_seconds(method, n_valid)
     label = f"Computing the {METHOD_NAMES.get(method, method)} map"
 
     def work(*, progress):
         progress(0.0, label)
         return compute_or_load(cohort.masked(), cohort.key, method, dataset=dataset, **params)
 
-    return job_runner().submit(projection_job_key(cohort, method, n_components), work)
+    return job_runner().submit(key, work)
 
 
 def map_projection(cohort: Cohort, method: str, n_components: int = 2):
@@ -242,7 +250,8 @@ def map_projection(cohort: Cohort, method: str, n_components: int = 2):
             raise job.error
         return projection(cohort, method, n_components), None  # now stored: loaded
     name = METHOD_NAMES.get(method, method)
-    eta = estimate_seconds(method, n_valid)
+    key = projection_job_key(cohort, method, n_components)
+    eta = _projection_estimates.get(key) or estimate_seconds(method, n_valid)
     if job.started_at is not None:
         eta = max(1.0, eta - (time.monotonic() - job.started_at))
     note = (f"{name} is being computed (about {eta:.0f} s); the map will switch when it is ready. "

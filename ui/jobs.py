@@ -22,11 +22,16 @@ def wait_for(key: str | None, *, intro: str | None = None):
     job = data.job_runner().get(key) if key else None
     if job is None:
         return None
+    # The intro is drawn before the short wait, so that a first start never shows an empty page.
+    shown = st.empty() if intro and not job.done else None
+    if shown is not None:
+        shown.markdown(intro)
     if not job.done and job.future is not None:
         wait([job.future], timeout=QUICK_S)
-    if not job.done:
-        if intro:
-            st.markdown(intro)
+    if job.done:
+        if shown is not None:
+            shown.empty()
+    else:
 
         @st.fragment(run_every=2)
         def progress() -> None:
