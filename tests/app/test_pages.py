@@ -73,8 +73,10 @@ def assert_clean(at: AppTest) -> None:
 
 
 def embedding_in_progress(at: AppTest) -> bool:
-    """An embedding job runs, or a map waits for its UMAP / t-SNE job (PCA drawn meanwhile)."""
+    """The demo cohort is being made (first start), an embedding job runs, or a map waits for its
+    UMAP / t-SNE job (PCA drawn meanwhile)."""
     return (any(str(bar.text).startswith("Embedding ") for bar in at.get("progress"))
+            or any("First start: preparing the demo cohort" in str(m.value) for m in at.markdown)
             or any("is being computed" in str(note.value) for note in at.info))
 
 
