@@ -18,12 +18,10 @@ and get NaN coordinates, so ``coords[i]`` always belongs to ``X[i]``.
 from __future__ import annotations
 
 import inspect
-import os
 import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -356,10 +354,9 @@ def stored_projection(
     return cached
 
 
-# Rough seconds for a projection nothing has been measured for yet (2 busy CPU cores): UMAP's
-# first run in a fresh cache compiles its numba functions (10-35 s measured; kept on disk after).
-_FIRST_UMAP_S = 30.0
-_WARM_UMAP_S = 8.0
+# Rough seconds for a UMAP nothing has been measured for yet (2 busy CPU cores): the first run in
+# a server process compiles umap's numba functions (10-35 s measured, benchmarks/first_map.py).
+_FIRST_UMAP_S = 20.0
 
 
 def estimate_seconds(method: str, n_rows: int, *, store: RunStore | None = None) -> float:
@@ -374,8 +371,4 @@ def estimate_seconds(method: str, n_rows: int, *, store: RunStore | None = None)
             return max(1.0, float(seconds) * max(1.0, n_rows / float(n)))
     if method == "tsne":
         return 5.0 + n_rows / 50.0
-    from core.settings import numba_cache_dir
-
-    folder = Path(os.environ.get("NUMBA_CACHE_DIR") or numba_cache_dir())
-    warm = folder.is_dir() and any(folder.rglob("*.nbi"))
-    return (_WARM_UMAP_S if warm else _FIRST_UMAP_S) + n_rows / 500.0
+    return _FIRST_UMAP_S + n_rows / 500.0
