@@ -48,12 +48,13 @@ TEXT_ENCODER = DEFAULT_TEXT_ENCODER
 FIRST_START = """**First start: preparing the demo cohort.** This happens once; later starts skip it.
 
 1. **Generating the synthetic demo cohort** ({images} cardiac-MRI slices) and reading it in: about {generate_s} s (now)
-2. **Embedding the {images} slices** with efficientnet-lite0, on the Data or Map page with a progress bar: about {embed_s} s on 2 cores
-3. **Computing the map**: PCA at once, UMAP in the background (about a minute the first time)
+2. **Embedding the {images} slices** with efficientnet-lite0, with a progress bar and the time left: about {embed_s} s on 2 shared cores
+3. **Computing the map**: PCA at once, then UMAP in the background replaces it (about 10-20 s the first time)
 """
-# Measured on 2 busy cores (benchmarks/results/first_map.json); for the first-start message only.
+# Measured on 2 cores shared with other work, load 4-7 (benchmarks/results/first_map.json); for
+# the first-start message only.
 DEMO_GENERATE_S = 10
-DEMO_IMAGES_PER_S = 10
+DEMO_IMAGES_PER_S = (10, 4)  # quieter, busier
 
 
 def demo_job_key() -> str:
@@ -69,8 +70,8 @@ def demo_ready() -> str:
 
         job_runner().submit(demo_job_key(), lambda *, progress: ensure_demo_dataset(progress=progress).name)
         images = DEMO_PATIENTS * DEMO_SLICES
-        intro = FIRST_START.format(images=images, generate_s=DEMO_GENERATE_S,
-                                   embed_s=round(images / DEMO_IMAGES_PER_S, -1))
+        fast, slow = (round(images / rate, -1) for rate in DEMO_IMAGES_PER_S)
+        intro = FIRST_START.format(images=images, generate_s=DEMO_GENERATE_S, embed_s=f"{fast:.0f}-{slow:.0f}")
         job = wait_for(demo_job_key(), intro=intro)
         if job.error is not None:
             raise job.error
@@ -145,7 +146,7 @@ def embeddings(dataset: Dataset, encoder: str) -> EmbeddingSet:
 
     start_embedding(dataset, encoder)  # the running or finished job when there is one
     intro = (f"**Embedding {len(dataset.images)} images with {encoder}**: once per dataset and encoder "
-             "(kept in the cache). Next the map: PCA at once, UMAP in the background.")
+             "(kept in the cache). The Map page then draws PCA at once and UMAP in the background.")
     job = wait_for(embedding_job_key(dataset, encoder), intro=intro)
     if job.error is not None:
         raise job.error
@@ -218,7 +219,7 @@ def start_projection(cohort: Cohort, method: str, n_components: int = 2):
     n_valid = int(cohort.has_vector.sum())
     params = map_params(method, n_valid, n_components=n_components)
     key = projection_job_key(cohort, method, n_components)
-    if job_runner().get(key) is None:  # estimated before the job starts writing numba's cache
+    if job_runner().get(key) is None:  # the note counts down from the estimate at the start
         _projection_estimates[key] = estimate_seconds(method, n_valid)
     label = f"Computing the {METHOD_NAMES.get(method, method)} map"
 
