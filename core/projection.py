@@ -18,10 +18,12 @@ and get NaN coordinates, so ``coords[i]`` always belongs to ``X[i]``.
 from __future__ import annotations
 
 import inspect
+import os
 import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,9 +114,14 @@ def resolve_params(
         raise ValueError(f"unknown projection method {method!r}; valid: {', '.join(METHODS)}")
     if n_components not in (2, 3):
         raise ValueError(f"n_components={n_components!r} must be 2 or 3")
-    allowed = _allowed_params(method)
-    unknown = sorted(set(params) - allowed)
+    # Names among the defaults are valid without importing the estimator (umap's import compiles
+    # numba code: most of a minute on a fresh cache), so that finding a stored map stays instant.
+    known = set(METHOD_DEFAULTS[method]) | ({"pre_pca_dims"} if method != "pca" else set())
+    unknown = sorted(set(params) - known)
     if unknown:
+        unknown = sorted(set(params) - _allowed_params(method))
+    if unknown:
+        allowed = _allowed_params(method)
         raise ValueError(
             f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; "
             f"valid: {', '.join(sorted(allowed))}"
@@ -354,9 +361,11 @@ def stored_projection(
     return cached
 
 
-# Rough seconds for a UMAP nothing has been measured for yet (2 busy CPU cores): the first run in
-# a server process compiles umap's numba functions (10-35 s measured, benchmarks/first_map.py).
-_FIRST_UMAP_S = 20.0
+# Rough seconds for a UMAP nothing has been measured for yet (2 CPU cores, load ~7): a fresh
+# numba cache compiles for ~50 s at ``import umap`` and ~30 s in the first fit; with the cache on
+# disk a new process needs ~5 s + ~20 s (measured for issue 10).
+_FIRST_UMAP_S = 80.0
+_WARM_UMAP_S = 25.0
 
 
 def estimate_seconds(method: str, n_rows: int, *, store: RunStore | None = None) -> float:
@@ -371,4 +380,8 @@ def estimate_seconds(method: str, n_rows: int, *, store: RunStore | None = None)
             return max(1.0, float(seconds) * max(1.0, n_rows / float(n)))
     if method == "tsne":
         return 5.0 + n_rows / 50.0
-    return _FIRST_UMAP_S + n_rows / 500.0
+    from core.settings import numba_cache_dir
+
+    folder = Path(os.environ.get("NUMBA_CACHE_DIR") or numba_cache_dir())
+    warm = folder.is_dir() and any(folder.rglob("*.nbi"))
+    return (_WARM_UMAP_S if warm else _FIRST_UMAP_S) + n_rows / 500.0

@@ -202,14 +202,34 @@ def test_stored_projection_finds_what_compute_or_load_would_load(tmp_path, featu
         stored_projection(40, "matrix-a", "umap", store=store, perplexity=5)
 
 
-def test_estimate_seconds_scales_the_newest_stored_run_of_the_method(tmp_path, features):
+def test_estimate_seconds_scales_the_newest_stored_run_of_the_method(tmp_path, features, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
     store = RunStore(tmp_path / "runs")
     assert estimate_seconds("pca", 10_000, store=store) == 1.0
-    # Nothing measured yet: a default that grows with the rows.
-    assert estimate_seconds("umap", 5000, store=store) > estimate_seconds("umap", 50, store=store) >= 1
+    # Nothing measured yet: a default that grows with the rows, longer while numba's cache is empty.
+    cold = estimate_seconds("umap", 500, store=store)
+    (tmp_path / "numba" / "pkg").mkdir(parents=True)
+    (tmp_path / "numba" / "pkg" / "f.nbi").write_bytes(b"")
+    assert 1 <= estimate_seconds("umap", 500, store=store) < cold
+    assert estimate_seconds("umap", 5000, store=store) > estimate_seconds("umap", 50, store=store)
     assert estimate_seconds("tsne", 1000, store=store) > estimate_seconds("tsne", 100, store=store)
 
     run = compute_or_load(features, "matrix-a", "tsne", perplexity=5, max_iter=250, store=store)
     measured = store.load("projection", run.key).summary["seconds"]
     assert estimate_seconds("tsne", 40, store=store) == pytest.approx(max(1.0, measured))
     assert estimate_seconds("tsne", 400, store=store) == pytest.approx(max(1.0, measured * 10))
+
+
+def test_finding_a_stored_umap_does_not_import_umap(tmp_path):
+    """Looking a map up must stay instant: ``import umap`` compiles numba code for most of a
+    minute on a fresh cache. A fresh process proves it."""
+    code = (
+        "import sys; from core.projection import stored_projection, map_params\n"
+        f"from core.runs import RunStore; store = RunStore({str(tmp_path)!r})\n"
+        "assert stored_projection(80, 'm', 'umap', store=store, **map_params('umap', 80)) is None\n"
+        "assert stored_projection(80, 'm', 'tsne', store=store, **map_params('tsne', 80)) is None\n"
+        "print('umap' in sys.modules, 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
