@@ -73,9 +73,12 @@ colour = c3.selectbox("Colour by", colour_options, key="map_colour",
 # PCA first: a UMAP / t-SNE map not stored yet is computed in the background while the PCA map
 # (a second) is drawn with a note; the page reruns when the job ends and the map switches.
 projection, pending = data.map_projection(cohort, method, dims)
-if pending:
-    st.info(pending, icon=":material/hourglass_top:")
-    jobs.rerun_when_done(data.projection_job_key(cohort, method, dims))
+# One slot, there in every run: the chart keeps its place in the page when the note goes (a chart
+# that moved up after the switch stopped answering lasso selections in the browser).
+with st.container(key="map_pending"):
+    if pending:
+        st.info(pending, icon=":material/hourglass_top:")
+        jobs.rerun_when_done(data.projection_job_key(cohort, method, dims))
 n_plotted, figure = map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
     f"{n_plotted} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -266,14 +267,20 @@ def test_walk_from_data_to_export(page, server: str, label_db: str, tmp_path: Pa
     box = area.bounding_box()
     x0, y0 = box["x"] + 2, box["y"] + 2
     x1, y1 = box["x"] + box["width"] * 0.45, box["y"] + box["height"] - 2
-    expected = points_inside(page, x0, y0, x1, y1)
-    assert 0 < expected < 80
+    # A point within a few pixels of the lasso's edge may fall either way (seen with the 4-slice
+    # demo's UMAP): the count must lie between the rectangle shrunk and grown by 3 px.
+    fewest = points_inside(page, x0 + 3, y0 + 3, x1 - 3, y1 - 3)
+    most = points_inside(page, x0 - 3, y0 - 3, x1 + 3, y1 + 3)
+    assert 0 < fewest <= most < 80
     page.mouse.move(x0, y0)
     page.mouse.down()
     for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)]:
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
-    page.get_by_role("heading", name=f"{expected} patients selected").wait_for()
+    heading = page.get_by_role("heading", name=re.compile(r"^\d+ patients selected$"))
+    heading.wait_for()
+    expected = int(heading.inner_text().split()[0])
+    assert fewest <= expected <= most
     wait_idle(page)
     assert page.get_by_test_id("stImage").count() >= min(expected, 24)  # the gallery of their scans
     shoot(page, "map", tmp_path)
