@@ -34,6 +34,9 @@ pages = [
 navigation = st.navigation([page for page, permission in pages if auth.can(permission, user)])
 # --- end of sign-in and roles ---
 
+# A fresh cache: the first-start steps and progress in the main area until the demo cohort is made.
+data.demo_ready()
+
 with st.sidebar:
     st.markdown("### ScanAtlas")
     names = data.dataset_names()

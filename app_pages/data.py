@@ -166,7 +166,7 @@ if summary is not None:
 if source_kind == "Built-in demo cohort":
     on_demo = st.session_state["dataset"] == data.demo_ready()
     st.info(("You are looking at the demo cohort. It is " if on_demo else "The demo cohort is ")
-            + "**synthetic**: generated cardiac-MRI short-axis slices (80 patients x 8 slices) "
+            + "**synthetic**: generated cardiac-MRI short-axis slices (80 patients x 4 slices) "
             "with four planted groups (normal, dilated / hypertrophic cardiomyopathy, myocardial infarction).")
     if not on_demo and st.button("Use the demo cohort", key="data_use_demo", type="primary"):
         state.remember("dataset", data.demo_ready())

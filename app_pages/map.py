@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.columns import column_role, metadata_columns, tells_rows_apart
-from ui import data, state, widgets
+from ui import data, jobs, state, widgets
 
 
 # The table and the figure are built once per view for the whole server and shared read-only by
@@ -70,10 +70,18 @@ table, colour_options = map_table(token, cohort.key, cluster_key, cohort, cluste
 colour = c3.selectbox("Colour by", colour_options, key="map_colour",
                       help="cluster (current clustering), label (ground truth) or any metadata column")
 
-projection = data.projection(cohort, method, dims)
+# PCA first: a UMAP / t-SNE map not stored yet is computed in the background while the PCA map
+# (a second) is drawn with a note; the page reruns when the job ends and the map switches.
+projection, pending = data.map_projection(cohort, method, dims)
+# One slot, there in every run: the chart keeps its place in the page when the note goes (a chart
+# that moved up after the switch stopped answering lasso selections in the browser).
+with st.container(key="map_pending"):
+    if pending:
+        st.info(pending, icon=":material/hourglass_top:")
+        jobs.rerun_when_done(data.projection_job_key(cohort, method, dims))
 n_plotted, figure = map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
-    f"{n_plotted} {level}s · {encoder} · {method.upper()} · clusters: {algorithm} "
+    f"{n_plotted} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "
     f"({clustering.n_clusters}). Drag a lasso or box around points to see their scans."
 )
 event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")

@@ -101,15 +101,30 @@ def open_dataset(name: str, root: Path | None = None) -> Dataset:
     return load_dataset(dataset_path(name, root))
 
 
-def ensure_demo_dataset(root: Path | None = None) -> Dataset:
-    """Generate (once) the synthetic demo cohort and ingest it (once); return it."""
+def demo_dataset_ready(root: Path | None = None) -> bool:
+    """Whether the demo cohort has been generated and ingested (a file check, nothing more)."""
+    return (dataset_path(DEMO_NAME, root) / "images.parquet").is_file()
+
+
+def ensure_demo_dataset(root: Path | None = None, *, progress=None) -> Dataset:
+    """Generate (once) the synthetic demo cohort and ingest it (once); return it.
+
+    ``progress(fraction, message)``, when given, hears about both steps (generating is the
+    first half, reading it in the second)."""
     from core.demo import ensure_demo_cohort
 
     target = dataset_path(DEMO_NAME, root)
     if (target / "images.parquet").is_file():
         return load_dataset(target)
-    cohort = ensure_demo_cohort(cache_root() / "demo-cohort")
-    return ingest(cohort, target, name=DEMO_NAME).dataset
+
+    def generated(done: int, total: int) -> None:
+        progress(0.5 * done / total, f"Generating the demo cohort: {done}/{total} patients")
+
+    def read(done: int, total: int, _name: str) -> None:
+        progress(0.5 + 0.5 * done / max(total, 1), f"Reading the demo cohort in: {done}/{total} files")
+
+    cohort = ensure_demo_cohort(cache_root() / "demo-cohort", progress=generated if progress else None)
+    return ingest(cohort, target, name=DEMO_NAME, progress=read if progress else None).dataset
 
 
 def dataset_manifest(name: str, root: Path | None = None) -> dict:

@@ -18,9 +18,12 @@ and get NaN coordinates, so ``coords[i]`` always belongs to ``X[i]``.
 from __future__ import annotations
 
 import inspect
+import os
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +76,9 @@ def _estimator_class(method: str) -> type:
         from sklearn.manifold import TSNE
 
         return TSNE
+    from core.settings import configure_numba_cache
+
+    configure_numba_cache()  # before umap (and numba) are imported: compiled code kept on disk
     import umap  # imported lazily: numba start-up costs ~2 s
 
     return umap.UMAP
@@ -108,9 +114,14 @@ def resolve_params(
         raise ValueError(f"unknown projection method {method!r}; valid: {', '.join(METHODS)}")
     if n_components not in (2, 3):
         raise ValueError(f"n_components={n_components!r} must be 2 or 3")
-    allowed = _allowed_params(method)
-    unknown = sorted(set(params) - allowed)
+    # Names among the defaults are valid without importing the estimator (umap's import compiles
+    # numba code: most of a minute on a fresh cache), so that finding a stored map stays instant.
+    known = set(METHOD_DEFAULTS[method]) | ({"pre_pca_dims"} if method != "pca" else set())
+    unknown = sorted(set(params) - known)
     if unknown:
+        unknown = sorted(set(params) - _allowed_params(method))
+    if unknown:
+        allowed = _allowed_params(method)
         raise ValueError(
             f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; "
             f"valid: {', '.join(sorted(allowed))}"
@@ -313,15 +324,64 @@ def compute_or_load(
     cached = load_projection(key, store=store)
     if cached is not None and cached.coords.shape[0] == np.shape(X)[0]:
         return cached
+    started = time.monotonic()
     fresh = project(
         X, method=method, n_components=n_components, random_state=random_state, **params
     )
+    seconds = round(time.monotonic() - started, 2)
     run = store.save(
         RUN_KIND, key, version=PROJECTION_VERSION,
         config={"method": method, "params": resolved}, inputs={"matrix": matrix_key},
         dataset=dataset,
         payload={"coords": np.ascontiguousarray(fresh.coords, dtype=np.float32), "notes": fresh.notes},
-        summary={"method": method, "n_samples": int(fresh.coords.shape[0]), "n_failed": fresh.n_failed},
+        summary={"method": method, "n_samples": int(fresh.coords.shape[0]), "n_failed": fresh.n_failed,
+                 "seconds": seconds},
     )
     fresh.key, fresh.created = key, run.created
     return fresh
+
+
+def stored_projection(
+    n_rows: int,
+    matrix_key: str,
+    method: str = "umap",
+    *,
+    store: RunStore | None = None,
+    **params: Any,
+) -> Projection | None:
+    """The projection :func:`compute_or_load` would load for these arguments (``n_rows``: the
+    row count of the matrix ``matrix_key`` names), or None when it would have to compute it.
+    Computes nothing. Raises ValueError for bad parameters, as :func:`resolve_params`."""
+    n_components = params.pop("n_components", 2)
+    random_state = params.pop("random_state", 0)
+    resolved = resolve_params(method, n_components=n_components, random_state=random_state, **params)
+    cached = load_projection(projection_key(matrix_key, method, resolved), store=store)
+    if cached is None or cached.coords.shape[0] != n_rows:
+        return None
+    return cached
+
+
+# Rough seconds for a UMAP nothing has been measured for yet (2 CPU cores, load ~7): a fresh
+# numba cache compiles for ~50 s at ``import umap`` and ~30 s in the first fit; with the cache on
+# disk a new process needs ~5 s + ~20 s (measured for issue 10).
+_FIRST_UMAP_S = 80.0
+_WARM_UMAP_S = 25.0
+
+
+def estimate_seconds(method: str, n_rows: int, *, store: RunStore | None = None) -> float:
+    """About how long a ``method`` projection of ``n_rows`` rows takes here: the newest stored
+    run of that method scaled by rows (runs record their ``seconds``), else a rough default.
+    For a progress message only; never a promise."""
+    if method == "pca":
+        return 1.0
+    for run in (store or RunStore()).runs(kind=RUN_KIND):
+        seconds, n = run.summary.get("seconds"), run.summary.get("n_samples")
+        if run.summary.get("method") == method and isinstance(seconds, int | float) and n:
+            return max(1.0, float(seconds) * max(1.0, n_rows / float(n)))
+    if method == "tsne":
+        return 5.0 + n_rows / 50.0
+    from core.settings import numba_cache_dir
+
+    folder = Path(os.environ.get("NUMBA_CACHE_DIR") or numba_cache_dir())
+    warm = folder.is_dir() and any(folder.rglob("*.nbi"))
+    return (_WARM_UMAP_S if warm else _FIRST_UMAP_S) + n_rows / 500.0

@@ -12,18 +12,26 @@ from ui import data
 QUICK_S = 3.0
 
 
-def wait_for(key: str | None):
+def wait_for(key: str | None, *, intro: str | None = None):
     """The finished job for ``key``, or None (nothing started: caller shows its hint).
 
-    While the job runs, a progress bar refreshes every 2 s and the rest of the page stops;
-    when it finishes the whole page reruns once to show the results.
+    While the job runs, ``intro`` (markdown: what is happening, the steps and how long they
+    take) and a progress bar that refreshes every 2 s are shown in the main area and the rest
+    of the page stops; when it finishes the whole page reruns once to show the results.
     """
     job = data.job_runner().get(key) if key else None
     if job is None:
         return None
+    # The intro is drawn before the short wait, so that a first start never shows an empty page.
+    shown = st.empty() if intro and not job.done else None
+    if shown is not None:
+        shown.markdown(intro)
     if not job.done and job.future is not None:
         wait([job.future], timeout=QUICK_S)
-    if not job.done:
+    if job.done:
+        if shown is not None:
+            shown.empty()
+    else:
 
         @st.fragment(run_every=2)
         def progress() -> None:
@@ -34,3 +42,18 @@ def wait_for(key: str | None):
         progress()
         st.stop()
     return job
+
+
+def rerun_when_done(key: str | None) -> None:
+    """Rerun the whole page once job ``key`` ends; draws nothing and never stops the page (the
+    caller shows what it has meanwhile). No-op when there is no such job or it has ended."""
+    job = data.job_runner().get(key) if key else None
+    if job is None or job.done:
+        return
+
+    @st.fragment(run_every=2)
+    def watch() -> None:
+        if job.done:
+            st.rerun()
+
+    watch()

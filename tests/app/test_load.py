@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
 N_SESSIONS = 5
 QUERY = "encoder=pixels"  # a URL query parameter, as a shared link would carry it
-SESSION_TIMEOUT_S = 600.0  # the cold Map makes the demo cohort and embeds 640 scans
+SESSION_TIMEOUT_S = 600.0  # the cold Map makes the demo cohort and embeds 320 scans
 
 
 def _load_test_module():

@@ -16,7 +16,7 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from core.auth import AccessStore, User, local_user
-from core.datasets import DEMO_NAME
+from core.datasets import DEMO_NAME, ensure_demo_dataset
 from core.labels import LabelStore
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -53,6 +53,7 @@ def label_db(tmp_path: Path, app_cache: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("SCANATLAS_CACHE", str(app_cache))
     monkeypatch.setenv("SCANATLAS_DB_URL", url)
     monkeypatch.delenv("SCANATLAS_ALLOW_ANONYMOUS", raising=False)
+    ensure_demo_dataset()  # made here, or a fresh cache's first run shows the first-start steps
     st.cache_data.clear()
     st.cache_resource.clear()
     yield url

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,7 +43,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 VIEWPORT = {"width": 1400, "height": 900}
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 CHART = '[data-testid="stPlotlyChart"] .js-plotly-plot'
-FIRST_START_MS = 600_000  # a fresh cache makes the demo cohort and embeds 640 scans on 2 cores
+FIRST_START_MS = 600_000  # a fresh cache makes the demo cohort and embeds 320 scans on 2 cores
 STEP_MS = 120_000
 HARMLESS_CONSOLE = ("/_stcore/health", "/_stcore/host-config", "GPU stall due to ReadPixels")
 EDITED_DISEASE, EDITED_CODE = "Cardiomyopathy, unspecified", "I42.9"
@@ -243,19 +244,21 @@ def test_walk_from_data_to_export(page, server: str, label_db: str, tmp_path: Pa
     # Data: the first start makes and ingests the synthetic demo cohort.
     page.goto(server + "/")
     page.get_by_role("heading", name="Data", exact=True, level=1).wait_for(timeout=FIRST_START_MS)
-    metric(page, "Images", "640").wait_for(timeout=FIRST_START_MS)
+    metric(page, "Images", "320").wait_for(timeout=FIRST_START_MS)
     metric(page, "Patients", "80").wait_for()
     wait_idle(page)
     shoot(page, "data", tmp_path)
 
     open_page(page, "Embeddings")
-    page.get_by_text("640 images").wait_for()
+    page.get_by_text("320 images").wait_for()
     wait_idle(page)
     shoot(page, "embeddings", tmp_path)
 
     # Map: every patient drawn (WebGL), then a lasso around the left part opens those scans.
     open_page(page, "Map")
     page.wait_for_function(f"() => document.querySelector('{CHART}')?._fullData?.length > 0", timeout=FIRST_START_MS)
+    # PCA first: the UMAP map replaces it when its background job ends (issue 10).
+    page.get_by_text("UMAP is being computed").wait_for(state="hidden", timeout=FIRST_START_MS)
     wait_idle(page)
     assert points_drawn(page) == 80
     assert page.locator(f"{CHART} canvas.gl-canvas-context").count() > 0
@@ -264,14 +267,20 @@ def test_walk_from_data_to_export(page, server: str, label_db: str, tmp_path: Pa
     box = area.bounding_box()
     x0, y0 = box["x"] + 2, box["y"] + 2
     x1, y1 = box["x"] + box["width"] * 0.45, box["y"] + box["height"] - 2
-    expected = points_inside(page, x0, y0, x1, y1)
-    assert 0 < expected < 80
+    # A point within a few pixels of the lasso's edge may fall either way (seen with the 4-slice
+    # demo's UMAP): the count must lie between the rectangle shrunk and grown by 3 px.
+    fewest = points_inside(page, x0 + 3, y0 + 3, x1 - 3, y1 - 3)
+    most = points_inside(page, x0 - 3, y0 - 3, x1 + 3, y1 + 3)
+    assert 0 < fewest <= most < 80
     page.mouse.move(x0, y0)
     page.mouse.down()
     for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)]:
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
-    page.get_by_role("heading", name=f"{expected} patients selected").wait_for()
+    heading = page.get_by_role("heading", name=re.compile(r"^\d+ patients selected$"))
+    heading.wait_for()
+    expected = int(heading.inner_text().split()[0])
+    assert fewest <= expected <= most
     wait_idle(page)
     assert page.get_by_test_id("stImage").count() >= min(expected, 24)  # the gallery of their scans
     shoot(page, "map", tmp_path)

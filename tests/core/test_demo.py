@@ -180,8 +180,8 @@ def test_default_cohort_shape(tmp_path: Path) -> None:
     csv_path = ensure_demo_cohort(tmp_path)
     table = pd.read_csv(csv_path)
     assert table["diagnosis"].value_counts().to_dict() == dict.fromkeys(DEMO_GROUPS, 20)
-    assert len(list(tmp_path.glob("DEMO-*/slice_*.dcm"))) == 80 * 8
-    ds = pydicom.dcmread(tmp_path / "DEMO-080" / "slice_07.dcm")
+    assert len(list(tmp_path.glob("DEMO-*/slice_*.dcm"))) == 80 * 4
+    ds = pydicom.dcmread(tmp_path / "DEMO-080" / "slice_03.dcm")
     assert ds.pixel_array.shape == (128, 128)
 
 

@@ -14,10 +14,12 @@ import core.projection as projection_module
 from core.projection import (
     PROJECTION_VERSION,
     compute_or_load,
+    estimate_seconds,
     load_projection,
     project,
     projection_key,
     resolve_params,
+    stored_projection,
 )
 from core.runs import RunStore
 
@@ -130,6 +132,8 @@ def test_store_round_trip_in_a_new_process(tmp_path, features):
     run = store.load("projection", result.key, version=PROJECTION_VERSION)
     assert run.config == {"method": "pca", "params": result.params}
     assert run.inputs == {"matrix": "matrix-a"} and run.dataset == "ds"
+    seconds = run.summary.pop("seconds")
+    assert isinstance(seconds, int | float) and seconds >= 0
     assert run.summary == {"method": "pca", "n_samples": 40, "n_failed": 1}
     code = (
         "import json; from core.projection import load_projection; from core.runs import RunStore\n"
@@ -180,3 +184,52 @@ def test_compute_or_load_hits_the_cache(tmp_path, features, monkeypatch):
     compute_or_load(features[:30], "matrix-a", "tsne", perplexity=5, max_iter=250, store=store)
     assert len(calls) == 3
     assert len(store.list(kind="projection")) == 2
+
+
+def test_stored_projection_finds_what_compute_or_load_would_load(tmp_path, features):
+    store = RunStore(tmp_path)
+    params = {"n_neighbors": 5, "min_dist": 0.2}
+    assert stored_projection(40, "matrix-a", "umap", store=store, **params) is None
+    computed = compute_or_load(features, "matrix-a", "umap", store=store, **params)
+    found = stored_projection(40, "matrix-a", "umap", store=store, **params)
+    assert found is not None and found.from_cache and found.key == computed.key
+    np.testing.assert_array_equal(found.coords, computed.coords)
+    # Another row count (stale), other parameters or another matrix: not stored.
+    assert stored_projection(39, "matrix-a", "umap", store=store, **params) is None
+    assert stored_projection(40, "matrix-a", "umap", store=store, n_neighbors=6, min_dist=0.2) is None
+    assert stored_projection(40, "matrix-b", "umap", store=store, **params) is None
+    with pytest.raises(ValueError, match="unknown parameter"):
+        stored_projection(40, "matrix-a", "umap", store=store, perplexity=5)
+
+
+def test_estimate_seconds_scales_the_newest_stored_run_of_the_method(tmp_path, features, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    store = RunStore(tmp_path / "runs")
+    assert estimate_seconds("pca", 10_000, store=store) == 1.0
+    # Nothing measured yet: a default that grows with the rows, longer while numba's cache is empty.
+    cold = estimate_seconds("umap", 500, store=store)
+    (tmp_path / "numba" / "pkg").mkdir(parents=True)
+    (tmp_path / "numba" / "pkg" / "f.nbi").write_bytes(b"")
+    assert 1 <= estimate_seconds("umap", 500, store=store) < cold
+    assert estimate_seconds("umap", 5000, store=store) > estimate_seconds("umap", 50, store=store)
+    assert estimate_seconds("tsne", 1000, store=store) > estimate_seconds("tsne", 100, store=store)
+
+    run = compute_or_load(features, "matrix-a", "tsne", perplexity=5, max_iter=250, store=store)
+    measured = store.load("projection", run.key).summary["seconds"]
+    assert estimate_seconds("tsne", 40, store=store) == pytest.approx(max(1.0, measured))
+    assert estimate_seconds("tsne", 400, store=store) == pytest.approx(max(1.0, measured * 10))
+
+
+def test_finding_a_stored_umap_does_not_import_umap(tmp_path):
+    """Looking a map up must stay instant: ``import umap`` compiles numba code for most of a
+    minute on a fresh cache. A fresh process proves it."""
+    code = (
+        "import sys; from core.projection import stored_projection, map_params\n"
+        f"from core.runs import RunStore; store = RunStore({str(tmp_path)!r})\n"
+        "assert stored_projection(80, 'm', 'umap', store=store, **map_params('umap', 80)) is None\n"
+        "assert stored_projection(80, 'm', 'tsne', store=store, **map_params('tsne', 80)) is None\n"
+        "print('umap' in sys.modules, 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
