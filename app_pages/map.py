@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.columns import DESCRIBING_COLUMNS, column_role, metadata_columns, tells_rows_apart
 from core.palette import category_styles, group_rare, hover_text
-from ui import data, state, widgets
+from ui import charts, data, state, widgets
 
 
 # The table and the figure are built once per view for the whole server and shared read-only by
@@ -64,7 +64,7 @@ def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: st
     figure = go.Figure(traces)
     figure.update_layout(legend_title_text=colour, height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                          **({"dragmode": "lasso", "xaxis_title": "dim1", "yaxis_title": "dim2"} if dims == 2 else {}))
-    return len(plot), figure
+    return len(plot), charts.readable(figure)
 
 
 widgets.page_header("Map")

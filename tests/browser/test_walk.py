@@ -46,6 +46,26 @@ FIRST_START_MS = 600_000  # a fresh cache makes the demo cohort and embeds 640 s
 STEP_MS = 120_000
 HARMLESS_CONSOLE = ("/_stcore/health", "/_stcore/host-config", "GPU stall due to ReadPixels")
 EDITED_DISEASE, EDITED_CODE = "Cardiomyopathy, unspecified", "I42.9"
+# axe-core 4.14.1 (MPL-2.0), vendored from the npm tarball (`npm pack axe-core`): no network here.
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
+# axe checks HTML text; Plotly draws its axis, legend and colour-bar text as SVG, which axe skips,
+# so those are measured here with WCAG 2's formula against the chart's (white) background.
+CHART_TEXT_CONTRAST = """() => {
+  const luminance = rgb => {
+    const [r, g, b] = rgb.match(/[\\d.]+/g).slice(0, 3).map(Number).map(c => c / 255)
+      .map(c => c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const selector = ['.xtick text', '.ytick text', '.g-xtitle text', '.g-ytitle text', '.legendtext',
+                    '.legendtitletext', '.gtitle', '.cbaxis text', '.cbtitle text']
+    .map(s => `.js-plotly-plot ${s}`).join(', ');
+  return [...document.querySelectorAll(selector)]
+    .filter(t => t.textContent.trim() && t.getBoundingClientRect().width > 0)
+    .map(t => [t.textContent.trim(), getComputedStyle(t).fill,
+               1.05 / (luminance(getComputedStyle(t).fill) + 0.05)])
+    .filter(([, , ratio]) => ratio < 4.5)
+    .map(([text, fill, ratio]) => `${text}: ${fill} is ${ratio.toFixed(2)}:1`);
+}"""
 
 
 def _free_port() -> int:
@@ -169,10 +189,22 @@ def assert_no_error_shown(page) -> None:
     assert errors.count() == 0, errors.all_text_contents()
 
 
+def assert_readable(page) -> None:
+    """WCAG AA contrast (4.5:1) for all text on the page: axe-core's color-contrast rule for
+    HTML, and the same ratio for Plotly's SVG chart text."""
+    if not page.evaluate("() => typeof axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    failures = page.evaluate("""async () => (await axe.run(document, {runOnly: ['color-contrast']}))
+        .violations.flatMap(v => v.nodes.map(n => n.any.map(a => a.message).join('; ')))""")
+    assert not failures, failures
+    charts = page.evaluate(CHART_TEXT_CONTRAST)
+    assert not charts, charts
+
+
 def shoot(page, name: str, folder: Path) -> None:
     """A screenshot of the whole page (Streamlit scrolls inside its main pane, so the viewport is
     stretched to the content first), copied for the notes and, on request, a 1400x900 view for
-    the README."""
+    the README; every page's text is checked for contrast at the same time."""
     assert_no_error_shown(page)
     docs = os.environ.get("SCANATLAS_DOCS_SCREENS")
     if docs:
@@ -182,6 +214,7 @@ def shoot(page, name: str, folder: Path) -> None:
         id => document.querySelector(`[data-testid="${id}"]`)?.scrollHeight ?? 0))""")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, VIEWPORT["height"]), 8000)})
     wait_idle(page)
+    assert_readable(page)  # with the viewport stretched, so nothing is scrolled out of view
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(VIEWPORT)
