@@ -32,6 +32,7 @@ from playwright.sync_api import expect, sync_playwright
 from core.auth import local_user
 from core.datasets import DEMO_NAME
 from core.labels import LabelStore
+from core.palette import contrast_ratio
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -422,3 +423,20 @@ def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
     page.mouse.move(0, 0)  # no hover highlight in the screenshot
     shoot(page, "fairness", tmp_path)
     assert not page.problems, page.problems
+
+
+@pytest.mark.parametrize("grey, passes", [("#808495", False), ("#595959", True)])
+def test_contrast_check_catches_grey_text(chromium_path: Path, grey: str, passes: bool) -> None:
+    """The walk's contrast check fails on Streamlit's 3.7:1 axis grey, in HTML and in a
+    Plotly-style SVG tick label, and passes the 7:1 grey the app now uses."""
+    with browser_tab(chromium_path) as tab:
+        tab.set_content(f"""<html lang="en"><body style="background:#fff"><p style="color:{grey}">caption</p>
+            <div class="js-plotly-plot"><svg width="200" height="50"><g class="xtick">
+            <text x="10" y="20" style="fill:{grey}">0.5</text></g></svg></div></body></html>""")
+        if passes:
+            assert_readable(tab)
+        else:
+            with pytest.raises(AssertionError, match="contrast"):
+                assert_readable(tab)
+            ratio = contrast_ratio(grey, "#FFFFFF")  # core's WCAG formula: 3.72
+            assert tab.evaluate(CHART_TEXT_CONTRAST) == [f"0.5: rgb(128, 132, 149) is {ratio:.2f}:1"]
