@@ -38,6 +38,9 @@ def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: st
     coords = _coords[keep]
     shown = [*DESCRIBING_COLUMNS, "cluster", colour]
     hover = hover_text(plot, shown).to_numpy()
+    # Lists, not a numpy array: Plotly ships arrays base64-packed, and a selected point's
+    # customdata then does not come back as [row].
+    rows = [[int(r)] for r in plot["row"]]
     axes = {"x": coords[:, 0], "y": coords[:, 1], **({"z": coords[:, 2]} if dims == 3 else {})}
     scatter = go.Scattergl if dims == 2 else go.Scatter3d
     size = 7 if dims == 2 else 4
@@ -45,9 +48,9 @@ def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: st
     numeric = pd.api.types.is_numeric_dtype(plot[colour]) and plot[colour].nunique() > 8
     if numeric:
         traces = [scatter(
-            **axes, mode="markers", text=hover, hovertemplate=template, customdata=plot[["row"]].to_numpy(),
+            **axes, mode="markers", text=hover, hovertemplate=template, customdata=rows,
             name=colour, showlegend=False,
-            marker={"size": size, "opacity": 0.85, "color": plot[colour].to_numpy(dtype=float),
+            marker={"size": size, "opacity": 0.85, "color": plot[colour].astype("Float64").to_numpy(dtype=float, na_value=np.nan),
                     "colorscale": "Viridis", "colorbar": {"title": {"text": colour}}},
         )]
     else:
@@ -58,7 +61,7 @@ def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: st
             traces.append(scatter(
                 x=axes["x"][inside], y=axes["y"][inside], **({"z": axes["z"][inside]} if dims == 3 else {}),
                 mode="markers", name=style.name, text=hover[inside], hovertemplate=template,
-                customdata=plot[["row"]].to_numpy()[inside],
+                customdata=[rows[i] for i in np.flatnonzero(inside)],
                 marker={"size": size, "opacity": 0.85, "color": style.colour, "symbol": style.symbol},
             ))
     figure = go.Figure(traces)
