@@ -237,6 +237,9 @@ def test_colour_by_changes_the_legend() -> None:
     hover = traces[0]["text"][0]
     assert hover.startswith("patient_id: ") and "label: " in hover and "dim1" not in hover
     assert all(t["hovertemplate"] == "%{text}<extra></extra>" for t in traces)
+    # A selected point hands back its row as customdata [row]: plain lists, not packed arrays.
+    rows = sorted(r for t in traces for (r,) in t["customdata"])
+    assert rows == list(range(len(rows)))
     at.selectbox(key="map_colour").set_value("age").run()
     assert_clean(at)
     (trace,) = map_traces(at)
