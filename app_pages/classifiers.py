@@ -29,7 +29,7 @@ from core.explain import (
     shap_beeswarm_figure,
     shap_waterfall_figure,
 )
-from ui import data, widgets
+from ui import charts, data, widgets
 from ui.jobs import wait_for
 
 
@@ -178,10 +178,10 @@ for name, curve in report.pr.items():
         pr.add_scatter(x=curve["recall"], y=curve["precision"], mode="lines", name=str(name))
 pr.update_layout(title="Precision-recall curves", xaxis_title="recall (sensitivity)", yaxis_title="precision", height=380)
 roc_tab, pr_tab = left.tabs(["ROC", "Precision-recall"])
-roc_tab.plotly_chart(roc, key="classifiers_roc")
-pr_tab.plotly_chart(pr, key="classifiers_pr")
-right.plotly_chart(px.imshow(report.confusion, text_auto=True, color_continuous_scale="Blues", title="Confusion matrix",
-                             labels={"x": "predicted", "y": "true"}, height=380), key="classifiers_confusion")
+roc_tab.plotly_chart(charts.readable(roc), key="classifiers_roc")
+pr_tab.plotly_chart(charts.readable(pr), key="classifiers_pr")
+right.plotly_chart(charts.readable(px.imshow(report.confusion, text_auto=True, color_continuous_scale="Blues", title="Confusion matrix",
+                             labels={"x": "predicted", "y": "true"}, height=380)), key="classifiers_confusion")
 st.subheader("What each modality adds")
 comparison = with_intervals(study.comparison, {"AUC": ("mean_auc", "auc"), "F1": ("mean_f1", "f1")})
 if report.kind == "binary":  # its per-class AUCs repeat the AUC column
@@ -202,13 +202,13 @@ with st.expander("How the model decides (SHAP, principal components, threshold, 
         st.markdown("**Why: SHAP over metadata and embedding components**")
         st.caption("A simple logistic model on the metadata and the first 10 principal components (PC1-PC10) of the image "
                    "embeddings. A PC is not a named finding: for CNN encoders, Grad-CAM below shows where in the scan the network looks.")
-        st.plotly_chart(shap_beeswarm_figure(shap_result, class_label=positive_class), key="classifiers_beeswarm")
+        st.plotly_chart(charts.readable(shap_beeswarm_figure(shap_result, class_label=positive_class)), key="classifiers_beeswarm")
         rows = study.table.reset_index(drop=True)
         label_column = report.target.columns[0]
         row = st.selectbox("Explain one row", range(len(rows)), key="classifiers_row",
                            format_func=lambda i: f"{rows.at[i, 'patient_id']} · {rows.at[i, label_column]}")
         try:
-            st.plotly_chart(shap_waterfall_figure(shap_result, row, class_label=positive_class), key="classifiers_waterfall")
+            st.plotly_chart(charts.readable(shap_waterfall_figure(shap_result, row, class_label=positive_class)), key="classifiers_waterfall")
         except ValueError as error:
             st.info(f"No explanation for this row: {error}")
         encoder = study.config["encoder"]

@@ -19,7 +19,7 @@ from core.clustering import (
 )
 from core.clustering.runs import suggested_k
 from core.encoders import WeightsUnavailableError
-from ui import data, state, widgets
+from ui import charts, data, state, widgets
 
 
 # Built once per clustering for the whole server (shared, read-only), not on every rerun.
@@ -103,7 +103,7 @@ if spec.takes_k:
                              labels={"k": "number of groups (k)"})
             figure.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
             figure.update_yaxes(matches=None, title_text="")
-            st.plotly_chart(figure, key="clusters_sweep")
+            st.plotly_chart(charts.readable(figure), key="clusters_sweep")
 
 with st.expander("Advanced: algorithm scores and notes"):
     c1, c2, c3 = st.columns(3)
@@ -127,7 +127,7 @@ st.dataframe(shown, hide_index=True, width="stretch", column_order=[*first, *[c 
 if label_column:
     figure = mix_figure(dataset.token, cluster_key, result.labels, table["label"])
     st.markdown("**Ground truth mix** (rows: clusters)")
-    st.plotly_chart(figure, key="clusters_mix")
+    st.plotly_chart(charts.readable(figure), key="clusters_mix")
 
 with st.expander("What drives these clusters? Metadata that predicts membership (SHAP)"):
     asked = st.button("Find what drives the clusters", key="clusters_drivers_run")
@@ -144,8 +144,8 @@ with st.expander("What drives these clusters? Metadata that predicts membership 
                    f"(largest cluster alone: {baseline:.2f}). High accuracy means clusters track metadata such as "
                    "view, scanner or sex rather than disease.")
         top = drivers.sort_values("mean_abs_shap", ascending=False).groupby("cluster").head(5)
-        st.plotly_chart(px.bar(top, x="mean_abs_shap", y="column", color="cluster", orientation="h", barmode="group",
-                               height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""}), key="clusters_drivers")
+        st.plotly_chart(charts.readable(px.bar(top, x="mean_abs_shap", y="column", color="cluster", orientation="h", barmode="group",
+                               height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""})), key="clusters_drivers")
 
 st.subheader("Most central scans per cluster")
 for cluster_id, scans in central_scans(dataset.token, cluster_key, dataset, cohort, result.labels).items():

@@ -18,7 +18,7 @@ from core.drift.study import (
     stored_drift_study,
 )
 from core.encoders import DEFAULT_DRIFT_ENCODERS, encoder_availability
-from ui import data, widgets
+from ui import charts, data, widgets
 from ui.jobs import wait_for
 
 widgets.page_header("Agreement")
@@ -51,7 +51,7 @@ st.caption(f"Clusters mapped to labels by the {report['method']} method: "
 contingency = current.contingency.rename(index=lambda k: "noise" if k == -1 else f"C{k}")
 figure = px.imshow(contingency, text_auto=True, aspect="auto", color_continuous_scale="Blues",
                    labels={"x": "ground truth", "y": "cluster", "color": "rows"}, height=380)
-st.plotly_chart(figure, key="drift_heatmap")
+st.plotly_chart(charts.readable(figure), key="drift_heatmap")
 
 st.subheader("Confounders: do the clusters just track acquisition or demographics?")
 checks = current.confounders
@@ -99,5 +99,5 @@ if study is not None:
     st.dataframe(readable_grid(grid), hide_index=True, width="stretch")
     if {"encoder", "algorithm", "ari"} <= set(grid.columns):
         pivot = grid.pivot_table(index="encoder", columns="algorithm", values="ari")
-        st.plotly_chart(px.imshow(pivot, text_auto=".2f", aspect="auto", color_continuous_scale="Greens",
-                                  labels={"color": "ARI"}, title="ARI per encoder and algorithm", height=300), key="drift_grid_heatmap")
+        st.plotly_chart(charts.readable(px.imshow(pivot, text_auto=".2f", aspect="auto", color_continuous_scale="Greens",
+                                  labels={"color": "ARI"}, title="ARI per encoder and algorithm", height=300)), key="drift_grid_heatmap")

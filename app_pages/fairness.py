@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.classify.runs import describe_run, load_study, study_runs
 from core.fairness import MIN_GROUP, MIN_POSITIVES, TOO_FEW, judgeable, readable_fairness
-from ui import data, widgets
+from ui import charts, data, widgets
 
 METRICS = {"auc": "AUC", "tpr": "sensitivity", "fpr": "false-positive rate",
            "precision": "PPV (precision)", "selection_rate": "share predicted positive"}
@@ -72,10 +72,10 @@ figure.update_layout(height=380, yaxis_title=METRICS[metric], xaxis_title=attrib
 overall = rows.loc[rows["attribute"] == "overall", metric]
 if len(overall):
     figure.add_hline(y=float(overall.iloc[0]), line_dash="dot", annotation_text="overall")
-st.plotly_chart(figure, key="fairness_bars")
+st.plotly_chart(charts.readable(figure), key="fairness_bars")
 share = px.bar(shown, x="group", y="share", title="Share of the data (representation)", height=260,
                labels={"share": "share of data", "group": attribute.replace("_", " ")})
-st.plotly_chart(share, key="fairness_share")
+st.plotly_chart(charts.readable(share), key="fairness_share")
 st.caption(f"Hatched bars: small groups (fewer than {MIN_GROUP} rows); "
            f"their numbers are uncertain (see the intervals). No bar, '{TOO_FEW}': fewer than {MIN_POSITIVES} "
            "patients with the condition (or without it, for the false-positive rate), too few for any estimate. "

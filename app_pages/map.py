@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
-from core.columns import column_role, metadata_columns, tells_rows_apart
-from ui import data, jobs, state, widgets
+from core.columns import DESCRIBING_COLUMNS, column_role, metadata_columns, tells_rows_apart
+from core.palette import category_styles, group_rare, hover_text
+from ui import charts, data, jobs, state, widgets
 
 
 # The table and the figure are built once per view for the whole server and shared read-only by
@@ -27,27 +28,46 @@ def map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clusterin
 @st.cache_resource(show_spinner=False, max_entries=64)
 def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
                dims: int, _table: pd.DataFrame, _coords: np.ndarray):
-    """``(plotted rows, figure)`` of one view; the figure is shared, so it is never changed."""
-    plot = _table.assign(**{f"dim{i + 1}": _coords[:, i] for i in range(dims)}, row=np.arange(len(_table)))
-    plot = plot[np.isfinite(_coords).all(axis=1)]
-    hover = [c for c in ("patient_id", "label", "age", "sex", "modality", "view", "cluster") if c in plot.columns]
+    """``(plotted rows, figure)`` of one view; the figure is shared, so it is never changed.
+
+    A category column colours its 10 commonest values (each with its own marker shape too) and
+    draws the rest grey as "other"; a numeric column gets a colour bar titled with its name.
+    Hover shows who the point is (``DESCRIBING_COLUMNS``), never its coordinates."""
+    keep = np.isfinite(_coords[:, :dims]).all(axis=1)
+    plot = _table.assign(row=np.arange(len(_table)))[keep]
+    coords = _coords[keep]
+    shown = [*DESCRIBING_COLUMNS, "cluster", colour]
+    hover = hover_text(plot, shown).to_numpy()
+    # Lists, not a numpy array: Plotly ships arrays base64-packed, and a selected point's
+    # customdata then does not come back as [row].
+    rows = [[int(r)] for r in plot["row"]]
+    axes = {"x": coords[:, 0], "y": coords[:, 1], **({"z": coords[:, 2]} if dims == 3 else {})}
+    scatter = go.Scattergl if dims == 2 else go.Scatter3d
+    size = 7 if dims == 2 else 4
+    template = "%{text}<extra></extra>"
     numeric = pd.api.types.is_numeric_dtype(plot[colour]) and plot[colour].nunique() > 8
-    colour_values = plot[colour] if numeric else plot[colour].astype(str).fillna("(none)")
-    common = {"color": colour_values, "hover_data": hover, "custom_data": ["row"], "height": 620}
     if numeric:
-        common["color_continuous_scale"] = "Viridis"
+        traces = [scatter(
+            **axes, mode="markers", text=hover, hovertemplate=template, customdata=rows,
+            name=colour, showlegend=False,
+            marker={"size": size, "opacity": 0.85, "color": plot[colour].astype("Float64").to_numpy(dtype=float, na_value=np.nan),
+                    "colorscale": "Viridis", "colorbar": {"title": {"text": colour}}},
+        )]
     else:
-        # C2 before C10; a palette whose neighbours are easy to tell apart.
-        order = sorted(colour_values.dropna().unique(), key=lambda v: (len(v), v) if colour == "cluster" else (0, v))
-        common.update(category_orders={colour: order}, color_discrete_sequence=px.colors.qualitative.Bold)
-    if dims == 2:
-        figure = px.scatter(plot, x="dim1", y="dim2", render_mode="webgl", **common)
-        figure.update_layout(dragmode="lasso")
-    else:
-        figure = px.scatter_3d(plot, x="dim1", y="dim2", z="dim3", **common)
-    figure.update_traces(marker={"size": 7 if dims == 2 else 4, "opacity": 0.85})
-    figure.update_layout(legend_title_text=colour, margin={"l": 10, "r": 10, "t": 30, "b": 10})
-    return len(plot), figure
+        grouped = group_rare(plot[colour])
+        traces = []
+        for style in category_styles(grouped, three_d=dims == 3):
+            inside = (grouped == style.name).to_numpy()
+            traces.append(scatter(
+                x=axes["x"][inside], y=axes["y"][inside], **({"z": axes["z"][inside]} if dims == 3 else {}),
+                mode="markers", name=style.name, text=hover[inside], hovertemplate=template,
+                customdata=[rows[i] for i in np.flatnonzero(inside)],
+                marker={"size": size, "opacity": 0.85, "color": style.colour, "symbol": style.symbol},
+            ))
+    figure = go.Figure(traces)
+    figure.update_layout(legend_title_text=colour, height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         **({"dragmode": "lasso", "xaxis_title": "dim1", "yaxis_title": "dim2"} if dims == 2 else {}))
+    return len(plot), charts.readable(figure)
 
 
 widgets.page_header("Map")

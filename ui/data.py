@@ -10,6 +10,7 @@ before changing it."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from core.labels import LabelStore
 from core.pixels import PixelError, load_pixels
 from core.projection import compute_or_load, estimate_seconds, map_params, stored_projection
 from core.settings import cache_root
+from core.windowing import ScanValues, load_scan_values
 
 TEXT_ENCODER = DEFAULT_TEXT_ENCODER
 
@@ -285,6 +287,20 @@ def label_store() -> LabelStore:
     # sessions of a fresh server otherwise race to create the tables (tests/app/test_load.py).
     store.patient_overrides("")
     return store
+
+
+# At most 16 x 4 MB (a 1024 px float32 frame) for every session together: the scan viewer's
+# values in their own units (HU for CT), windowed per rerun.
+@st.cache_resource(show_spinner=False, max_entries=16)
+def scan_values(path: str, frame: int, size: int = 1024) -> ScanValues | None:
+    """One scan in its own units for the window/level viewer (read-only, shared), or None when
+    it cannot be read."""
+    try:
+        scan = load_scan_values(path, frame)
+    except (PixelError, OSError, ValueError):
+        return None
+    step = max(1, max(scan.values.shape[:2]) // size)
+    return replace(scan, values=_frozen(np.ascontiguousarray(scan.values[::step, ::step])))
 
 
 # At most 1024 x 256 KB (a 256 px float32 gallery thumbnail) held for every session together.

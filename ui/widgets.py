@@ -15,6 +15,7 @@ import streamlit as st
 from core.columns import DESCRIBING_COLUMNS
 from core.deid import obscure_image
 from core.ingest import Dataset
+from core.windowing import CT_WINDOW_PRESETS, ScanValues, apply_window
 from ui import data
 
 REVEAL_KEY = "reveal_burned_in"
@@ -82,18 +83,16 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str, reveal_
     options = list(range(len(image_rows)))
     index = st.selectbox("Scan", options, key=f"{key}_scan", format_func=lambda i: scan_label(image_rows.iloc[i]))
     row = image_rows.iloc[index]
-    picture = data.thumbnail(str(row["path"]), int(row["frame"]), size=1024)
-    if picture is None:
+    scan = data.scan_values(str(row["path"]), int(row["frame"]))
+    if scan is None:
         st.warning("This scan cannot be displayed.")
         return
     hidden = has_burned_in_text(row) and not _revealed(reveal_burned_in)
     if hidden:
-        picture = obscure_image(picture)
         st.caption("This scan has text burned into its pixels; it is pixelated. An admin can show it on the Data page.")
     left, right = st.columns([3, 2])
     with right:
-        level = st.slider("Level (centre)", 0.0, 1.0, 0.5, 0.01, key=f"{key}_level")
-        width = st.slider("Window (width)", 0.02, 1.0, 1.0, 0.01, key=f"{key}_width")
+        center, width = _window_controls(scan, key=f"{key}_{index}")
         shown = {k: row.get(k) for k in ("patient_id", "label", "age", "sex", "modality", "view", "frame", "rows", "columns")}
         st.dataframe(pd.DataFrame({"field": list(shown), "value": [str(v) for v in shown.values()]}),
                      hide_index=True, width="stretch")
@@ -101,9 +100,9 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str, reveal_
             st.markdown("**Notes**")
             st.write(row["text"][:1500])
     with left:
-        low = level - width / 2
-        windowed = np.clip((picture - low) / width, 0.0, 1.0)
-        st.image(windowed, clamp=True, width="stretch")
+        windowed = apply_window(scan.values, center, width, inverted=scan.inverted)
+        st.image(obscure_image(windowed) if hidden else windowed, clamp=True, width="stretch",
+                 caption=f"window {center:g} / {width:g} {scan.units}")
         study = _finished_classifier_study()
         if study is not None and not hidden and st.checkbox("Grad-CAM of the last classifier", key=f"{key}_gradcam"):
             result = data.gradcam_for(study.key, study, str(row["path"]), int(row["frame"]))
@@ -112,6 +111,30 @@ def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str, reveal_
             else:
                 st.image(result[1], caption=f"where {study.config['encoder']} + a linear head look for "
                          f"'{study.report.target.classes[-1]}'", width="stretch")
+
+
+def _window_controls(scan: ScanValues, *, key: str) -> tuple[float, float]:
+    """A preset (the file's own windows, CT presets in HU, full range) and centre/width sliders
+    in the scan's units; choosing a preset moves the sliders to it. Returns (centre, width)."""
+    presets: dict[str, tuple[float, float]] = {}
+    for i, window in enumerate(scan.own_windows):
+        presets[f"the file's window{f' {i + 1}' if len(scan.own_windows) > 1 else ''} "
+                f"({window[0]:g} / {window[1]:g})"] = window
+    if scan.is_ct:
+        presets.update({f"{name} ({c:g} / {w:g})": (c, w) for name, (c, w) in CT_WINDOW_PRESETS.items()})
+    presets["full range"] = scan.full_range()
+    preset = st.selectbox("Window preset", list(presets), key=f"{key}_preset")
+    preset_center, preset_width = presets[preset]
+    low, high = float(scan.values.min()), float(scan.values.max())
+    # The sliders span the image's values and every preset; keyed by preset, so picking one resets them.
+    c_low, c_high = min(low, *(c for c, _ in presets.values())), max(high, *(c for c, _ in presets.values()))
+    w_high = max(high - low, *(w for _, w in presets.values()), 2.0)
+    step = 1.0 if w_high > 20 else 0.01
+    center = st.slider(f"Level (centre, {scan.units})", float(np.floor(c_low)), float(np.ceil(c_high)),
+                       float(preset_center), step, key=f"{key}_level_{preset}")
+    width = st.slider(f"Window (width, {scan.units})", 1.0, float(np.ceil(w_high)),
+                      float(max(1.0, preset_width)), step, key=f"{key}_width_{preset}")
+    return center, width
 
 
 def _finished_classifier_study():

@@ -235,7 +235,20 @@ def test_colour_by_changes_the_legend() -> None:
     at.selectbox(key="map_colour").set_value("label").run()
     assert_clean(at)
     truth = set(open_dataset(DEMO_NAME).patients["label"])
-    assert {trace["name"] for trace in map_traces(at)} == truth
+    traces = map_traces(at)
+    assert {trace["name"] for trace in traces} == truth
+    # Every label its own colour and marker shape; hover says who the point is, not where.
+    assert len({t["marker"]["color"] for t in traces}) == len({t["marker"]["symbol"] for t in traces}) == len(traces)
+    hover = traces[0]["text"][0]
+    assert hover.startswith("patient_id: ") and "label: " in hover and "dim1" not in hover
+    assert all(t["hovertemplate"] == "%{text}<extra></extra>" for t in traces)
+    # A selected point hands back its row as customdata [row]: plain lists, not packed arrays.
+    rows = sorted(r for t in traces for (r,) in t["customdata"])
+    assert rows == list(range(len(rows)))
+    at.selectbox(key="map_colour").set_value("age").run()
+    assert_clean(at)
+    (trace,) = map_traces(at)
+    assert trace["marker"]["colorbar"]["title"]["text"] == "age"
 
 
 def test_embeddings_button_reports_cache_hits() -> None:

@@ -33,6 +33,7 @@ from playwright.sync_api import expect, sync_playwright
 from core.auth import local_user
 from core.datasets import DEMO_NAME
 from core.labels import LabelStore
+from core.palette import contrast_ratio
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,6 +48,26 @@ FIRST_START_MS = 600_000  # a fresh cache makes the demo cohort and embeds 320 s
 STEP_MS = 120_000
 HARMLESS_CONSOLE = ("/_stcore/health", "/_stcore/host-config", "GPU stall due to ReadPixels")
 EDITED_DISEASE, EDITED_CODE = "Cardiomyopathy, unspecified", "I42.9"
+# axe-core 4.14.1 (MPL-2.0), vendored from the npm tarball (`npm pack axe-core`): no network here.
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
+# axe checks HTML text; Plotly draws its axis, legend and colour-bar text as SVG, which axe skips,
+# so those are measured here with WCAG 2's formula against the chart's (white) background.
+CHART_TEXT_CONTRAST = """() => {
+  const luminance = rgb => {
+    const [r, g, b] = rgb.match(/[\\d.]+/g).slice(0, 3).map(Number).map(c => c / 255)
+      .map(c => c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const selector = ['.xtick text', '.ytick text', '.g-xtitle text', '.g-ytitle text', '.legendtext',
+                    '.legendtitletext', '.gtitle', '.cbaxis text', '.cbtitle text']
+    .map(s => `.js-plotly-plot ${s}`).join(', ');
+  return [...document.querySelectorAll(selector)]
+    .filter(t => t.textContent.trim() && t.getBoundingClientRect().width > 0)
+    .map(t => [t.textContent.trim(), getComputedStyle(t).fill,
+               1.05 / (luminance(getComputedStyle(t).fill) + 0.05)])
+    .filter(([, , ratio]) => ratio < 4.5)
+    .map(([text, fill, ratio]) => `${text}: ${fill} is ${ratio.toFixed(2)}:1`);
+}"""
 
 
 def _free_port() -> int:
@@ -170,10 +191,22 @@ def assert_no_error_shown(page) -> None:
     assert errors.count() == 0, errors.all_text_contents()
 
 
+def assert_readable(page) -> None:
+    """WCAG AA contrast (4.5:1) for all text on the page: axe-core's color-contrast rule for
+    HTML, and the same ratio for Plotly's SVG chart text."""
+    if not page.evaluate("() => typeof axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    failures = page.evaluate("""async () => (await axe.run(document, {runOnly: ['color-contrast']}))
+        .violations.flatMap(v => v.nodes.map(n => n.any.map(a => a.message).join('; ')))""")
+    assert not failures, failures
+    charts = page.evaluate(CHART_TEXT_CONTRAST)
+    assert not charts, charts
+
+
 def shoot(page, name: str, folder: Path) -> None:
     """A screenshot of the whole page (Streamlit scrolls inside its main pane, so the viewport is
     stretched to the content first), copied for the notes and, on request, a 1400x900 view for
-    the README."""
+    the README; every page's text is checked for contrast at the same time."""
     assert_no_error_shown(page)
     docs = os.environ.get("SCANATLAS_DOCS_SCREENS")
     if docs:
@@ -183,6 +216,7 @@ def shoot(page, name: str, folder: Path) -> None:
         id => document.querySelector(`[data-testid="${id}"]`)?.scrollHeight ?? 0))""")
     page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, VIEWPORT["height"]), 8000)})
     wait_idle(page)
+    assert_readable(page)  # with the viewport stretched, so nothing is scrolled out of view
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(VIEWPORT)
@@ -398,3 +432,20 @@ def test_walk_from_drift_to_fairness(page, server: str, tmp_path: Path) -> None:
     page.mouse.move(0, 0)  # no hover highlight in the screenshot
     shoot(page, "fairness", tmp_path)
     assert not page.problems, page.problems
+
+
+@pytest.mark.parametrize("grey, passes", [("#808495", False), ("#595959", True)])
+def test_contrast_check_catches_grey_text(chromium_path: Path, grey: str, passes: bool) -> None:
+    """The walk's contrast check fails on Streamlit's 3.7:1 axis grey, in HTML and in a
+    Plotly-style SVG tick label, and passes the 7:1 grey the app now uses."""
+    with browser_tab(chromium_path) as tab:
+        tab.set_content(f"""<html lang="en"><body style="background:#fff"><p style="color:{grey}">caption</p>
+            <div class="js-plotly-plot"><svg width="200" height="50"><g class="xtick">
+            <text x="10" y="20" style="fill:{grey}">0.5</text></g></svg></div></body></html>""")
+        if passes:
+            assert_readable(tab)
+        else:
+            with pytest.raises(AssertionError, match="contrast"):
+                assert_readable(tab)
+            ratio = contrast_ratio(grey, "#FFFFFF")  # core's WCAG formula: 3.72
+            assert tab.evaluate(CHART_TEXT_CONTRAST) == [f"0.5: rgb(128, 132, 149) is {ratio:.2f}:1"]
