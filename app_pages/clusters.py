@@ -39,8 +39,9 @@ def central_scans(token: str, cluster_key: str, _dataset, _cohort, _labels) -> d
 @st.cache_resource(show_spinner=False, max_entries=32)
 def mix_figure(token: str, cluster_key: str, _labels, _truth):
     mix = pd.crosstab(pd.Series(_labels, name="cluster"), _truth.fillna("(none)").values)
-    return px.imshow(mix, text_auto=True, aspect="auto", color_continuous_scale="Blues",
-                     labels={"x": "ground truth", "y": "cluster", "color": "count"}, height=360)
+    # Styled here, once: a figure shared by every session must never be changed after caching.
+    return charts.readable(px.imshow(mix, text_auto=True, aspect="auto", color_continuous_scale="Blues",
+                                     labels={"x": "ground truth", "y": "cluster", "color": "count"}, height=360))
 
 
 widgets.page_header("Clusters")
@@ -127,7 +128,7 @@ st.dataframe(shown, hide_index=True, width="stretch", column_order=[*first, *[c 
 if label_column:
     figure = mix_figure(dataset.token, cluster_key, result.labels, table["label"])
     st.markdown("**Ground truth mix** (rows: clusters)")
-    st.plotly_chart(charts.readable(figure), key="clusters_mix")
+    st.plotly_chart(figure, key="clusters_mix")
 
 with st.expander("What drives these clusters? Metadata that predicts membership (SHAP)"):
     asked = st.button("Find what drives the clusters", key="clusters_drivers_run")

@@ -15,7 +15,8 @@ from core.palette import CHART_TEXT_COLOUR
 def readable(figure: go.Figure) -> go.Figure:
     """``figure`` with its axis, legend, title and colour-bar text in ``CHART_TEXT_COLOUR``
     (7:1 on white); changed in place and returned, so a call can wrap the figure argument.
-    Setting the same values again is harmless, so a figure shared by sessions may pass twice."""
+    A figure cached for every session (``st.cache_resource``) must be styled inside the cached
+    builder, never at the call site: concurrent sessions would mutate the shared object."""
     text = {"color": CHART_TEXT_COLOUR}
     axis = {"tickfont": text, "title_font": text}
     figure.update_layout(font=text, legend_font=text, legend_title_font=text, title_font=text,

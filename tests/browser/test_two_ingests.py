@@ -120,7 +120,7 @@ def ingest_upload(page, name: str, archive: bytes, n_images: int, n_patients: in
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(
         files=[{"name": f"{name}.zip", "mimeType": "application/zip", "buffer": archive}])
     expect(page.get_by_role("button", name=f"Remove {name}.zip", exact=True)).to_be_visible()
-    field = page.get_by_label("Dataset name")
+    field = page.get_by_role("textbox", name="Dataset name")
     field.fill(name)
     field.press("Enter")
     button = page.get_by_role("button", name="Ingest", exact=True)
@@ -183,6 +183,6 @@ def test_two_ingests_in_a_row_every_page_shows_the_last(tmp_path: Path, demo_dir
                     assert list(exported.columns[:5]) == list(EXPORT_FIRST_COLUMNS) and len(exported) == n_patients
             # And back on Data, the source choice is still the upload form.
             page.get_by_test_id("stSidebarNav").get_by_role("link", name="Data", exact=True).click()
-            expect(page.get_by_label("Dataset name")).to_be_visible()
+            expect(page.get_by_role("textbox", name="Dataset name")).to_be_visible()
         finally:
             browser.close()
