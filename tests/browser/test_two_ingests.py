@@ -120,9 +120,17 @@ def ingest_upload(page, name: str, archive: bytes, n_images: int, n_patients: in
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(
         files=[{"name": f"{name}.zip", "mimeType": "application/zip", "buffer": archive}])
     expect(page.get_by_role("button", name=f"Remove {name}.zip", exact=True)).to_be_visible()
+    # The upload's rerun may fill the name from the ZIP ("first-upload.zip" -> "first-upload"):
+    # let it finish before typing, or the two edits race in the text field.
+    page.wait_for_selector(IDLE)
     field = page.get_by_role("textbox", name="Dataset name")
-    field.fill(name)
-    field.press("Enter")
+    try:
+        expect(field).to_have_value(name, timeout=10_000)
+    except AssertionError:
+        field.fill(name)
+        field.press("Enter")
+        page.wait_for_selector(IDLE)
+    expect(field).to_have_value(name)
     button = page.get_by_role("button", name="Ingest", exact=True)
     expect(button).to_be_enabled()
     button.click()
