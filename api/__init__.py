@@ -1,0 +1,1 @@
+"""The prediction API: a FastAPI front end over :mod:`core.serving` (``scanatlas serve``)."""
