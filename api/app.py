@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -155,10 +155,10 @@ def _problem(status: int, error: str, message: str, files: list[dict] | None = N
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "no file, or too many files"},
+    400: {"model": Problem, "description": "a malformed multipart body"},
     413: {"model": Problem, "description": "request body over the limit, or an image over the pixel budget"},
     415: {"model": Problem, "description": "a file that is not a DICOM, PNG or JPEG image"},
-    422: {"model": Problem, "description": "a file that cannot be decoded, or a malformed request"},
+    422: {"model": Problem, "description": "a file that cannot be decoded, no file, or too many files"},
 }
 
 
@@ -274,13 +274,7 @@ def create_app(model: ServedModel, *, max_request_bytes: int = DEFAULT_MAX_REQUE
         info["cross_validation"] = cv
         return [info]
 
-    @app.post("/predict", response_model=PredictResponse, responses=ERRORS,
-              summary="Class probabilities, decision and similar training cases per file")
-    def predict(files: list[UploadFile] = File(..., description="one or more DICOM, PNG or JPEG files")) -> Any:
-        if not files:
-            return _problem(400, "no_file", "send one or more files in the multipart field 'files'")
-        if len(files) > max_files:
-            return _problem(400, "too_many_files", f"{len(files)} files sent; at most {max_files} per request")
+    def predict(files: list[UploadFile]) -> Any:
         folder = Path(tempfile.mkdtemp(prefix="scanatlas-predict-"))
         try:
             staged = []
@@ -298,6 +292,13 @@ def create_app(model: ServedModel, *, max_request_bytes: int = DEFAULT_MAX_REQUE
             return {"model": model.key, "predictions": [p.as_dict() for p in predictions]}
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    # The annotation is set here, not written in the signature, because it holds max_files (a
+    # local), which string annotations could not resolve.
+    predict.__annotations__["files"] = Annotated[
+        list[UploadFile], File(description="one or more DICOM, PNG or JPEG files", min_length=1, max_length=max_files)]
+    app.post("/predict", response_model=PredictResponse, responses=ERRORS,
+             summary="Class probabilities, decision and similar training cases per file")(predict)
 
     return app
 
