@@ -28,7 +28,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.serving import DEFAULT_MAX_FILES, DEFAULT_MAX_REQUEST_BYTES, ServedModel, UnusableFileError
+from core.serving import (
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_REQUEST_BYTES,
+    ServedModel,
+    UnusableFileError,
+)
 
 log = logging.getLogger("scanatlas.api")
 COPY_CHUNK = 1024**2

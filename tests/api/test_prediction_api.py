@@ -90,7 +90,7 @@ def test_predictions_equal_the_studys_own_model(api_server, served_study):
         assert similar[0]["distance"] < 1e-4
         assert similar[0]["case"] == pseudonym(str(table.loc[row, "image_id"]), salt, "image_id")
         assert similar[0]["label"] == ("COVID-19" if table.loc[row, "label"] == "COVID-19" else "not COVID-19")
-        assert all(s["distance"] <= t["distance"] for s, t in zip(similar, similar[1:]))
+        assert all(s["distance"] <= t["distance"] for s, t in zip(similar, similar[1:], strict=False))
         assert prediction["image"]["rows"] == int(table.loc[row, "rows"])
     _no_leaks(response.text, str(dataset.root), *(f'"{v}"' for v in table["patient_id"].astype(str)),
               *table["image_id"].astype(str))
