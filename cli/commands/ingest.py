@@ -47,6 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="a ZIP SOURCE whose uncompressed/compressed ratio (whole archive or "
                         "any member over 64 KiB) passes this is refused as a zip bomb "
                         "(default %(default)s)")
+    parser.add_argument("--images-dir", help="image-csv / covid-chestxray: folder where bare file names are "
+                        "looked up after the CSV's folder (default: images/ next to the CSV when present)")
     parser.add_argument("--name", help="dataset name shown in the app (default: the folder name)")
     parser.set_defaults(func=run)
 
@@ -70,10 +72,15 @@ def run(args: argparse.Namespace) -> int:
             name=args.name,
             progress=progress,
             zip_limits=ZipLimits(max_total_bytes=args.zip_max_bytes, max_ratio=args.zip_max_ratio),
+            images_dir=args.images_dir,
         )
     finally:
         bar.close()
     print(f"Layout: {result.layout}")
     print(summarize(result.dataset))
+    if result.notes:
+        print("\nNotes:")
+        for note in result.notes:
+            print(f"  {note}")
     print(f"\nWrote {args.out}/images.parquet, patients.parquet, ingest_report.csv")
     return 0

@@ -67,8 +67,12 @@ class Dataset:
 
 @dataclass
 class IngestResult:
+    """dataset : what was written; layout : the layout used; notes : what the layout reader
+    decided (image column, where it looked) and warnings (e.g. a single class folder)."""
+
     dataset: Dataset
     layout: str
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_images(self) -> int:

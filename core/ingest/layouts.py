@@ -28,7 +28,10 @@ from core.ingest.safety import UnsafePathError, resolve_inside
 
 LAYOUTS = ("patient-csv", "class-folders", "covid-chestxray", "dicom", "image-csv")
 PATIENT_CSV_COLUMNS = ("patient_id", "age", "gender", "modality", "num_slices", "folder_path")
-COVID_COLUMNS = ("patientid", "finding", "folder", "filename")
+COVID_COLUMNS = ("patientid", "finding")  # plus an image column (IMAGE_COLUMN_VARIANTS)
+# Names an image column goes by in collections found in the wild, compared after lower-casing and
+# dropping everything but letters and digits ("ImageName" == "image_name" == "imagename").
+IMAGE_COLUMN_VARIANTS = ("filename", "imagename", "image", "file", "path", "imagefile", "imagepath", "filepath")
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 IMAGE_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
@@ -45,8 +48,37 @@ class Candidate:
 
 @dataclass
 class LayoutResult:
+    """candidates : files to ingest; report : rows/files not used, with reasons; notes : what
+    the reader decided that the user should know (which column, where it looked, warnings)."""
+
     candidates: list[Candidate] = field(default_factory=list)
     report: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _squash(name: object) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def image_column(columns: list[str]) -> str | None:
+    """The column naming image files: the first of :data:`IMAGE_COLUMN_VARIANTS` present."""
+    squashed = {_squash(c): c for c in reversed(list(columns))}
+    return next((squashed[v] for v in IMAGE_COLUMN_VARIANTS if v in squashed), None)
+
+
+def search_dirs(csv_path: Path, root: Path, images_dir: Path | None = None) -> list[tuple[Path, str]]:
+    """Where the names in a CSV are looked up, in order, with words for the report: the CSV's
+    folder, the source folder (when another), then ``images_dir`` or else an ``images/`` folder
+    next to the CSV when there is one."""
+    csv_dir = Path(csv_path).parent
+    found = [(csv_dir, "the CSV's folder")]
+    if Path(root).resolve() != csv_dir.resolve():
+        found.append((Path(root), "the source folder"))
+    if images_dir is not None:
+        found.append((Path(images_dir), "--images-dir"))
+    elif (csv_dir / "images").is_dir():
+        found.append((csv_dir / "images", "the images/ folder next to the CSV"))
+    return found
 
 
 def report_row(source: str, path: object, status: str, reason: str) -> dict:
@@ -209,7 +241,8 @@ def _canonical_meta(row: Mapping, mapping: Mapping[str, str], skip: tuple[str, .
 # ----------------------------------------------------------------------------- patient-csv
 
 
-def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] | None = None) -> LayoutResult:
+def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] | None = None, *,
+                     link_roots: tuple[Path, ...] | list[Path] = ()) -> LayoutResult:
     """One CSV row per patient, ``folder_path`` naming a folder of that patient's slices.
 
     Every image file in the folder becomes a slice, in natural file-name order. When the number
@@ -231,7 +264,7 @@ def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] |
             result.report.append(report_row(source, None, "missing_patient_id", "row has no patient_id"))
             continue
         try:
-            folder = resolve_inside(root, row.get("folder_path") or "")
+            folder = resolve_inside(root, row.get("folder_path") or "", link_roots=link_roots)
             exists = folder.is_dir()
         except UnsafePathError as error:
             result.report.append(report_row(source, row.get("folder_path"), "outside_source", str(error)))
@@ -266,13 +299,17 @@ def read_patient_csv(csv_path: Path, root: Path, column_map: Mapping[str, str] |
 # --------------------------------------------------------------------------- class-folders
 
 
-def read_class_folders(root: Path) -> LayoutResult:
+def read_class_folders(root: Path, *, link_roots: tuple[Path, ...] | list[Path] = ()) -> LayoutResult:
     """``ROOT/<label>/*.png|jpg|dcm``: the folder name is the ground-truth label.
 
     Each image is its own patient (``patient_id`` = ``<label>/<file stem>``) unless a metadata
-    CSV joined later says otherwise. Files directly under ROOT are reported, not guessed at.
+    CSV joined later says otherwise. Files directly under ROOT are reported, not guessed at; a
+    file reached through a link outside ``root`` and ``link_roots`` is refused
+    (``outside_source``). Only one label folder is a warning (in ``notes``, which ingest keeps
+    in the manifest and the CLI prints) naming the layout that was probably meant.
     """
     result = LayoutResult()
+    labels: dict[str, int] = {}
     for entry in sorted(root.iterdir(), key=natural_key):
         if is_hidden(entry):
             continue
@@ -284,6 +321,12 @@ def read_class_folders(root: Path) -> LayoutResult:
             continue
         for path in sorted((p for p in entry.rglob("*") if p.is_file() and not is_hidden(p)), key=natural_key):
             rel = path.relative_to(root).as_posix()
+            try:
+                resolve_inside(root, path.relative_to(root), link_roots=link_roots)
+            except UnsafePathError as error:
+                result.report.append(report_row(rel, path, "outside_source", str(error)))
+                continue
+            labels[entry.name] = labels.get(entry.name, 0) + 1
             result.candidates.append(
                 Candidate(
                     path=path,
@@ -291,7 +334,28 @@ def read_class_folders(root: Path) -> LayoutResult:
                     meta={"label": entry.name, "patient_id": f"{entry.name}/{path.stem}", "filename": path.name},
                 )
             )
+    if len(labels) == 1:
+        [(label, count)] = labels.items()
+        warning = (f"class-folders found a single class: all {count} images are labelled {label!r}, each its "
+                   f"own patient. {_probable_layout(root, label)}")
+        result.notes.append(f"Warning: {warning}")
     return result
+
+
+def _probable_layout(root: Path, folder: str) -> str:
+    """A sentence naming the layout a single-folder dataset probably is."""
+    for csv_path in sorted(p for p in root.glob("*.csv") if not is_hidden(p)):
+        columns = _csv_columns(csv_path)
+        if image_column(columns) is not None:
+            if set(COVID_COLUMNS) <= set(columns):
+                return (f"{csv_path.name} looks like a covid-chestxray metadata file: pass --layout "
+                        "covid-chestxray.")
+            return (f"{csv_path.name} names image files: pass --layout image-csv --metadata {csv_path.name} "
+                    "(with --map COLUMN=label for the labels).")
+    if any(is_dicom(p) for p in list((root / folder).rglob("*"))[:50] if p.is_file()):
+        return "For DICOM files whose headers say who the patient is, pass --layout dicom."
+    return (f"If {folder!r} is not a diagnosis, pass --layout image-csv with a CSV that names each file and "
+            "its label.")
 
 
 # ------------------------------------------------------------------- image-csv and covid
@@ -304,11 +368,21 @@ def read_image_csv(
     *,
     path_column: str | None = None,
     folder_column: str | None = None,
+    images_dir: Path | None = None,
+    link_roots: tuple[Path, ...] | list[Path] = (),
 ) -> LayoutResult:
     """Any CSV with an image-path column; columns mapped to canonical fields.
 
+    The image column is the one mapped to ``path`` (``--map``, or a name such as ``path`` or
+    ``filename``), else the first of :data:`IMAGE_COLUMN_VARIANTS`. Each name (joined to
+    ``folder_column`` when given) is looked up in :func:`search_dirs` order: the CSV's folder,
+    the source folder, then ``images_dir`` (default: ``images/`` next to the CSV); ``notes``
+    say which column was used and where it looked. Links are followed when they stay inside
+    ``root`` or ``link_roots`` (the allowed data roots).
+
     Rules, in order, each reported with its reason:
-    - a path that resolves outside ``root`` is refused (``outside_source``);
+    - a path that leaves the folder it is looked up in, or leads through a link outside the
+      allowed roots, is refused (``outside_source``);
     - a row naming a file that is absent is reported (``missing_file``);
     - a row naming a file an earlier row already named is a ``duplicate_row``: the first row is
       kept, and where the repeat carries the same text with fewer undecodable characters its
@@ -318,14 +392,21 @@ def read_image_csv(
     """
     frame = read_csv(csv_path, clean=False)
     mapping = canonical_column_map(list(frame.columns), column_map)
-    path_column = path_column or next((c for c, f in mapping.items() if f == "path"), None)
+    path_column = path_column or next((c for c, f in mapping.items() if f == "path"), None) \
+        or image_column(list(frame.columns))
     if path_column is None:
         raise ValueError(
             f"{csv_path}: no image-path column; map one with --map COLUMN=path "
             f"(columns found: {list(frame.columns)})"
         )
     require_columns(frame, (path_column,) + ((folder_column,) if folder_column else ()), csv_path)
+    mapping.pop(path_column, None)
     result = LayoutResult()
+    dirs = search_dirs(csv_path, root, images_dir)
+    where = ", then ".join(f"{label} ({folder})" for folder, label in dirs)
+    result.notes.append(f"{csv_path.name}: image column {path_column!r}"
+                        + (f" inside folder column {folder_column!r}" if folder_column else "")
+                        + f"; file names looked up in {where}")
     if frame.empty:
         result.report.append(report_row(csv_path.name, csv_path, "empty_csv",
                                         "the CSV has a header but no rows"))
@@ -339,8 +420,7 @@ def read_image_csv(
             continue
         relative = os.path.join(row.get(folder_column) or "", named) if folder_column else named
         try:
-            path = resolve_inside(root, relative)
-            exists = path.is_file()
+            path, exists = _look_up(relative, dirs, link_roots)
         except UnsafePathError as error:
             result.report.append(report_row(source, relative, "outside_source", str(error)))
             continue
@@ -363,7 +443,9 @@ def read_image_csv(
             )
             continue
         if not exists:
-            result.report.append(report_row(source, path, "missing_file", f"file {relative!r} not found"))
+            looked = ", ".join(label for _folder, label in dirs)
+            result.report.append(report_row(source, path, "missing_file",
+                                            f"file {relative!r} not found (looked in {looked})"))
             continue
         meta = _canonical_meta(row, mapping, skip=(path_column,) + ((folder_column,) if folder_column else ()))
         meta["filename"] = Path(named).name
@@ -384,6 +466,23 @@ def read_image_csv(
                     report_row(rel, path, "unreferenced_file", f"no row of {csv_path.name} names this file")
                 )
     return result
+
+
+def _look_up(relative: str, dirs: list[tuple[Path, str]], link_roots) -> tuple[Path, bool]:
+    """(path, exists) of ``relative`` in the first of ``dirs`` that has it (else the first's
+    path). Raises UnsafePathError when it leaves a folder or leads through a link outside the
+    allowed roots: a name that escapes one folder is not tried in the next."""
+    first = None
+    for folder, _label in dirs:
+        if not folder.is_dir():
+            continue
+        path = resolve_inside(folder, relative, link_roots=link_roots)
+        if path.is_file():
+            return path, True
+        first = first or path
+    if first is None:
+        raise ValueError(f"none of the folders to look in exists ({', '.join(str(f) for f, _ in dirs)})")
+    return first, False
 
 
 def _repair_text_from_duplicate(kept_meta: dict, duplicate_meta: dict, repairs: dict[str, str]) -> list[str]:
@@ -410,15 +509,27 @@ def _apply_text_repairs(candidates: list[Candidate], repairs: dict[str, str]) ->
                 candidate.meta[key] = repairs[value]
 
 
-def read_covid_chestxray(root: Path) -> LayoutResult:
-    """The COVID-19 image data collection: ``metadata.csv`` + ``images/``.
+def read_covid_chestxray(root: Path, *, csv_path: Path | None = None, images_dir: Path | None = None,
+                         link_roots: tuple[Path, ...] | list[Path] = ()) -> LayoutResult:
+    """The COVID-19 image data collection: ``metadata.csv`` (or ``csv_path``) + ``images/``.
 
-    ``patientid`` -> patient_id, ``finding`` -> label, ``clinical_notes`` -> text; the file is
-    ``<folder>/<filename>``.
+    ``patientid`` -> patient_id, ``finding`` -> label, ``clinical_notes`` -> text; the image
+    column may be any of :data:`IMAGE_COLUMN_VARIANTS` (``filename``, ``imagename``, ...; the
+    notes say which was used), joined to ``folder`` when that column exists, and looked up as
+    :func:`read_image_csv` does.
     """
-    csv_path = root / "metadata.csv"
+    csv_path = csv_path or root / "metadata.csv"
+    columns = list(read_csv(csv_path).columns)
+    require_columns(pd.DataFrame(columns=columns), COVID_COLUMNS, csv_path)
+    path_column = image_column(columns)
+    if path_column is None:
+        raise ValueError(f"{csv_path}: no image column; expected one of {list(IMAGE_COLUMN_VARIANTS)} "
+                         f"(columns found: {columns})")
     column_map = {"patientid": "patient_id", "finding": "label", "clinical_notes": "text"}
-    return read_image_csv(csv_path, root, column_map, path_column="filename", folder_column="folder")
+    column_map = {k: v for k, v in column_map.items() if k in columns}
+    folder_column = "folder" if "folder" in columns and path_column != "folder" else None
+    return read_image_csv(csv_path, root, column_map, path_column=path_column, folder_column=folder_column,
+                          images_dir=images_dir, link_roots=link_roots)
 
 
 # ---------------------------------------------------------------------------------- dicom
@@ -448,8 +559,43 @@ def _csv_columns(path: Path) -> list[str]:
         return []
 
 
+def _image_names(source: Path, limit: int = 200_000) -> set[str]:
+    """File names of the image files below ``source`` (at most ``limit`` looked at)."""
+    names: set[str] = set()
+    for count, path in enumerate(source.rglob("*")):
+        if count >= limit:
+            break
+        if path.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(path):
+            names.add(path.name)
+    return names
+
+
+def csv_naming_images(source: Path, names: set[str] | None = None) -> tuple[Path, str, int] | None:
+    """The CSV directly in ``source`` whose image column names the most image files found
+    below ``source``: ``(csv_path, column, n_named)``, or None when no CSV names any."""
+    best = None
+    for csv_path in sorted(p for p in source.glob("*.csv") if not is_hidden(p) and p.is_file()):
+        try:
+            frame = read_csv(csv_path, clean=False)
+        except (ValueError, OSError):
+            continue
+        column = image_column(list(frame.columns))
+        if column is None:
+            continue
+        names = _image_names(source) if names is None else names
+        values = {os.path.basename(str(v).replace("\\", "/")) for v in frame[column].dropna()}
+        named = len(values & names)
+        if named and (best is None or named > best[2]):
+            best = (csv_path, column, named)
+    return best
+
+
 def detect_layout(source: Path) -> tuple[str, Path | None]:
     """Guess the layout of ``source``; returns ``(layout, csv_path_or_None)``.
+
+    A CSV at the top of ``source`` that names the image files wins over folder names: it is a
+    covid-chestxray metadata file (``patientid``, ``finding`` and an image column such as
+    ``filename`` or ``imagename``) or an image-csv, never class-folders.
 
     Raises ``ValueError`` naming the candidates when the layout is ambiguous or unknown, so the
     user can pass ``--layout``.
@@ -464,13 +610,24 @@ def detect_layout(source: Path) -> tuple[str, Path | None]:
         return "image-csv", source
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such file or folder")
-    metadata = source / "metadata.csv"
-    if metadata.is_file() and set(COVID_COLUMNS) <= set(_csv_columns(metadata)) and (source / "images").is_dir():
-        return "covid-chestxray", metadata
     csvs = sorted(p for p in source.glob("*.csv") if not is_hidden(p))
     for csv_path in csvs:
         if set(PATIENT_CSV_COLUMNS) <= set(_csv_columns(csv_path)):
             return "patient-csv", csv_path
+    naming = csv_naming_images(source) if csvs else None
+    if naming is not None:
+        csv_path, _column, _named = naming
+        columns = _csv_columns(csv_path)
+        if set(COVID_COLUMNS) <= set(columns):
+            return "covid-chestxray", csv_path
+        folders = [p.name for p in source.iterdir() if p.is_dir() and not is_hidden(p)]
+        if len(folders) > 1 and "label" not in canonical_column_map(columns).values():
+            raise ValueError(
+                f"{source}: ambiguous layout: {csv_path.name} names the image files but has no label "
+                f"column, and the folders ({', '.join(sorted(folders)[:5])}) could be labels; pass "
+                f"--layout class-folders --metadata {csv_path.name} (folder = label, CSV columns joined "
+                f"by file name) or --layout image-csv --metadata {csv_path.name}")
+        return "image-csv", csv_path
     subdirs = [p for p in source.iterdir() if p.is_dir() and not is_hidden(p)]
     top_images = [p for p in source.iterdir() if p.is_file() and looks_like_image(p)]
     files = [p for d in subdirs for p in d.rglob("*") if p.is_file() and not is_hidden(p)]

@@ -219,20 +219,21 @@ def _patients_table(images: pd.DataFrame) -> pd.DataFrame:
     return patients
 
 
-def _read_layout(layout: str, source: Path, csv_path: Path | None, column_map) -> LayoutResult:
+def _read_layout(layout: str, source: Path, csv_path: Path | None, column_map, *,
+                 images_dir: Path | None = None, link_roots: list[Path] | tuple[Path, ...] = ()) -> LayoutResult:
     root = source if source.is_dir() else source.parent
     if layout == "patient-csv":
-        return read_patient_csv(csv_path or source, root, column_map)
+        return read_patient_csv(csv_path or source, root, column_map, link_roots=link_roots)
     if layout == "class-folders":
-        return read_class_folders(root)
+        return read_class_folders(root, link_roots=link_roots)
     if layout == "covid-chestxray":
-        return read_covid_chestxray(root)
+        return read_covid_chestxray(root, csv_path=csv_path, images_dir=images_dir, link_roots=link_roots)
     if layout == "dicom":
         return read_dicom_tree(root)
     if layout == "image-csv":
         if csv_path is None:
             raise ValueError("--layout image-csv needs the CSV: give it as SOURCE or with --metadata")
-        return read_image_csv(csv_path, root, column_map)
+        return read_image_csv(csv_path, root, column_map, images_dir=images_dir, link_roots=link_roots)
     raise ValueError(f"layout={layout!r} is not one of {['auto', *LAYOUTS]}")
 
 
@@ -273,6 +274,8 @@ def ingest(
     workers: int | None = None,
     zip_limits: ZipLimits | None = None,
     decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_BYTES,
+    images_dir: str | os.PathLike[str] | None = None,
+    data_roots: list[Path] | None = None,
 ) -> IngestResult:
     """Ingest ``source`` (a folder, a metadata CSV or a ZIP archive) into ``out_dir``.
 
@@ -291,6 +294,11 @@ def ingest(
     zip_limits : what a ZIP source may expand to (``ZipLimits()`` by default)
     decode_budget_bytes : most bytes the verification decodes may hold at once, all workers
         together (a file larger than this is decoded alone)
+    images_dir : image-csv / covid-chestxray: where bare file names are looked up after the
+        CSV's folder (default: an ``images/`` folder next to the CSV when there is one)
+    data_roots : folders that links inside the source may lead into (default
+        ``core.roots.allowed_roots()``: ``SCANATLAS_DATA_ROOTS`` and the demo cohort); a link
+        leading anywhere else is refused file by file (``outside_source``)
 
     Raises
     ------
@@ -331,7 +339,12 @@ def ingest(
         csv_path = csv_path or detected_csv
     elif source.is_file() and source.suffix.lower() == ".csv":
         csv_path = csv_path or source
-    layout_result = _read_layout(layout, source, csv_path, column_map)
+    if data_roots is None:
+        from core.roots import allowed_roots
+
+        data_roots = allowed_roots()
+    layout_result = _read_layout(layout, source, csv_path, column_map,
+                                 images_dir=Path(images_dir) if images_dir else None, link_roots=data_roots)
     join: MetadataJoin | None = None
     if metadata and layout not in ("image-csv", "patient-csv"):
         join = read_metadata_join(metadata, column_map)
@@ -370,6 +383,7 @@ def ingest(
         "n_images": len(images),
         "n_patients": len(patients),
         "n_reported": len(report),
+        "notes": list(layout_result.notes),
     }
     dataset = write_dataset(out_dir, images, patients, report, manifest)
-    return IngestResult(dataset=dataset, layout=layout)
+    return IngestResult(dataset=dataset, layout=layout, notes=list(layout_result.notes))

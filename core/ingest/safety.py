@@ -6,6 +6,7 @@ import contextlib
 import os
 import stat
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -67,22 +68,51 @@ class UnsafePathError(ValueError):
     """A path that points outside the folder it must stay in."""
 
 
-def resolve_inside(root: Path, candidate: str | os.PathLike[str]) -> Path:
+def _first_link(root: Path, lexical: Path) -> Path | None:
+    """The first component of ``lexical`` (below ``root``) that is a symbolic link, or None."""
+    current = root
+    for part in lexical.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
+
+
+def resolve_inside(root: Path, candidate: str | os.PathLike[str], *,
+                   link_roots: Sequence[str | os.PathLike[str]] = ()) -> Path:
     """Resolve ``candidate`` (relative to ``root`` unless absolute) and insist it stays inside.
 
-    Symlinks are followed before the check, so a link pointing out of ``root`` is refused too.
+    The path must stay inside ``root`` as written (``..`` and absolute paths may not leave it).
+    Symlinks are then followed: where they lead must be inside ``root`` too, or inside one of
+    ``link_roots`` (the allowed data roots, ``core.roots.allowed_roots()``), so an ``images``
+    folder that links to another allowed folder is followed while a link to anywhere else on
+    the server is refused.
 
     Raises
     ------
     UnsafePathError
-        When the resolved path is not inside ``root``.
+        When the path leaves ``root`` as written, or resolves outside ``root`` and every link
+        root; for a link, the message names the link, its target and the data root that would
+        allow it.
     """
     root = Path(root).resolve()
     path = Path(candidate)
-    resolved = (path if path.is_absolute() else root / path).resolve()
-    if resolved != root and root not in resolved.parents:
+    lexical = Path(os.path.normpath(path if path.is_absolute() else root / path))
+    if lexical != root and root not in lexical.parents:
         raise UnsafePathError(f"path {str(candidate)!r} points outside the source folder {root}")
-    return resolved
+    resolved = lexical.resolve()
+    allowed = [root, *(Path(r).resolve() for r in link_roots)]
+    if any(resolved == r or r in resolved.parents for r in allowed):
+        return resolved
+    from core.roots import DATA_ROOTS_ENV, describe_roots
+
+    link = _first_link(root, lexical)
+    target = link.resolve() if link is not None else resolved
+    through = f" through the link {link.relative_to(root).as_posix()} -> {target}" if link is not None else ""
+    raise UnsafePathError(
+        f"path {str(candidate)!r} leads{through} outside the source folder {root} and the allowed data "
+        f"roots ({describe_roots(list(allowed[1:]))}); adding {target if target.is_dir() else target.parent} "
+        f"to {DATA_ROOTS_ENV} would allow it")
 
 
 @dataclass
