@@ -66,18 +66,21 @@ def image_column(columns: list[str]) -> str | None:
     return next((squashed[v] for v in IMAGE_COLUMN_VARIANTS if v in squashed), None)
 
 
-def search_dirs(csv_path: Path, root: Path, images_dir: Path | None = None) -> list[tuple[Path, str]]:
-    """Where the names in a CSV are looked up, in order, with words for the report: the CSV's
-    folder, the source folder (when another), then ``images_dir`` or else an ``images/`` folder
-    next to the CSV when there is one."""
+def search_dirs(csv_path: Path, root: Path, images_dir: Path | None = None) -> list[tuple[Path, str, str]]:
+    """Where the names in a CSV are looked up, in order, as ``(base, prefix, words)``: a name
+    is resolved as ``base/prefix/name`` and must stay inside ``base`` (links followed only into
+    the allowed roots). The CSV's folder, the source folder (when another), then ``images_dir``
+    or else an ``images/`` folder next to the CSV when there is one. An ``images`` folder is
+    taken as a prefix under the CSV's folder, not as a base, so that a link named ``images``
+    is judged like any other link."""
     csv_dir = Path(csv_path).parent
-    found = [(csv_dir, "the CSV's folder")]
+    found = [(csv_dir, "", "the CSV's folder")]
     if Path(root).resolve() != csv_dir.resolve():
-        found.append((Path(root), "the source folder"))
+        found.append((Path(root), "", "the source folder"))
     if images_dir is not None:
-        found.append((Path(images_dir), "--images-dir"))
+        found.append((Path(images_dir), "", "--images-dir"))
     elif (csv_dir / "images").is_dir():
-        found.append((csv_dir / "images", "the images/ folder next to the CSV"))
+        found.append((csv_dir, "images", "the images/ folder next to the CSV"))
     return found
 
 
@@ -403,7 +406,7 @@ def read_image_csv(
     mapping.pop(path_column, None)
     result = LayoutResult()
     dirs = search_dirs(csv_path, root, images_dir)
-    where = ", then ".join(f"{label} ({folder})" for folder, label in dirs)
+    where = ", then ".join(f"{label} ({base / prefix if prefix else base})" for base, prefix, label in dirs)
     result.notes.append(f"{csv_path.name}: image column {path_column!r}"
                         + (f" inside folder column {folder_column!r}" if folder_column else "")
                         + f"; file names looked up in {where}")
@@ -443,7 +446,7 @@ def read_image_csv(
             )
             continue
         if not exists:
-            looked = ", ".join(label for _folder, label in dirs)
+            looked = ", ".join(label for _base, _prefix, label in dirs)
             result.report.append(report_row(source, path, "missing_file",
                                             f"file {relative!r} not found (looked in {looked})"))
             continue
@@ -468,20 +471,22 @@ def read_image_csv(
     return result
 
 
-def _look_up(relative: str, dirs: list[tuple[Path, str]], link_roots) -> tuple[Path, bool]:
+def _look_up(relative: str, dirs: list[tuple[Path, str, str]], link_roots) -> tuple[Path, bool]:
     """(path, exists) of ``relative`` in the first of ``dirs`` that has it (else the first's
     path). Raises UnsafePathError when it leaves a folder or leads through a link outside the
-    allowed roots: a name that escapes one folder is not tried in the next."""
+    allowed roots: a name refused in one folder is not tried in the next."""
     first = None
-    for folder, _label in dirs:
-        if not folder.is_dir():
+    for base, prefix, _label in dirs:
+        if not base.is_dir():
             continue
-        path = resolve_inside(folder, relative, link_roots=link_roots)
+        if prefix and os.path.isabs(relative):
+            continue  # an absolute name was already judged against the base itself
+        path = resolve_inside(base, os.path.join(prefix, relative) if prefix else relative, link_roots=link_roots)
         if path.is_file():
             return path, True
         first = first or path
     if first is None:
-        raise ValueError(f"none of the folders to look in exists ({', '.join(str(f) for f, _ in dirs)})")
+        raise ValueError(f"none of the folders to look in exists ({', '.join(str(b) for b, _, _ in dirs)})")
     return first, False
 
 
@@ -560,13 +565,19 @@ def _csv_columns(path: Path) -> list[str]:
 
 
 def _image_names(source: Path, limit: int = 200_000) -> set[str]:
-    """File names of the image files below ``source`` (at most ``limit`` looked at)."""
+    """File names of the image files below ``source`` (at most ``limit`` entries looked at).
+    Links to folders are followed (an ``images`` link is the collection's own folder); only
+    names are read, and the limit ends a loop of links."""
     names: set[str] = set()
-    for count, path in enumerate(source.rglob("*")):
-        if count >= limit:
+    seen = 0
+    for _directory, subdirs, files in os.walk(source, followlinks=True):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        for name in files:
+            seen += 1
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                names.add(name)
+        if seen >= limit:
             break
-        if path.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(path):
-            names.add(path.name)
     return names
 
 
