@@ -39,6 +39,7 @@ import pandas as pd
 from core.cache import namespace_key
 from core.classify.runs import KIND, STUDY_VERSION, study_from_run
 from core.dicom import FrameRangeError, PixelError
+from core.ingest.budget import DEFAULT_DECODE_BUDGET_BYTES, DecodeGate
 from core.pixels import DEFAULT_MAX_PIXELS, load_pixels, probe_image
 from core.runs import RunStore, check_key
 
@@ -139,11 +140,13 @@ class Prediction:
 
 class ServedModel:
     """A saved classifier study, loaded for prediction. Thread-safe: the forward pass is
-    serialised (one model, one device), decoding is not."""
+    serialised (one model, one device); decoding runs in parallel within a shared byte budget
+    (``decode_budget_bytes``, as ingest's), so many large images at once cannot exhaust memory."""
 
     def __init__(self, *, run: Any, study: Any, encoder: Any, image_block: ImageBlock, n_image: int,
                  filled_blocks: list[str], similar: Any, neighbour_table: pd.DataFrame,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_BYTES) -> None:
         self.run = run
         self.study = study
         self.encoder = encoder
@@ -153,6 +156,7 @@ class ServedModel:
         self.similar = similar
         self.neighbour_table = neighbour_table
         self.max_pixels = max_pixels
+        self._gate = DecodeGate(decode_budget_bytes)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ describing
@@ -212,28 +216,35 @@ class ServedModel:
         }
 
     # ------------------------------------------------------------------ predicting
-    def decode(self, path: str | os.PathLike[str], file: str) -> tuple[np.ndarray, Any]:
-        """Decode frame 0 of ``path`` as training did. Returns (pixels, ImageInfo). Raises
-        :class:`UnusableFileError` naming ``file`` (never ``path``)."""
+    def prepare(self, path: str | os.PathLike[str], file: str) -> tuple[Any, Any]:
+        """Decode frame 0 of ``path`` as training did and preprocess it for the encoder.
+
+        Returns (tensor (C, S, S), ImageInfo). The size is checked against the pixel budget
+        from the header before any decode, and decodes of all requests together hold at most
+        ``decode_budget_bytes`` at once; only the small model input is kept. Raises
+        :class:`UnusableFileError` naming ``file`` (never ``path``).
+        """
         try:
             info = probe_image(path, max_pixels=self.max_pixels)
-            pixels = load_pixels(path, 0, max_pixels=self.max_pixels,
-                                 min_size=self.encoder.spec.preprocessing.input_size)
+            # float32 output plus the decoder's and the scaler's working copies
+            need = int(info.rows) * int(info.columns) * max(int(info.channels), 1) * 4 * 3
+            with self._gate.hold(need):
+                pixels = load_pixels(path, 0, max_pixels=self.max_pixels,
+                                     min_size=self.encoder.spec.preprocessing.input_size)
+                return self.encoder.preprocess(pixels), info
         except PixelError as error:
             raise UnusableFileError(file, error.status, _without_path(error.reason, path)) from None
         except FrameRangeError as error:
             raise UnusableFileError(file, "unreadable", _without_path(str(error), path)) from None
         except (OSError, RecursionError) as error:
             raise UnusableFileError(file, "unreadable", f"cannot read the file ({type(error).__name__})") from None
-        return pixels, info
 
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """images : float32 arrays in [0, 1] (H, W) or (H, W, 3) -> (n, dim) raw vectors."""
+    def embed(self, tensors: Sequence[Any]) -> np.ndarray:
+        """tensors : preprocessed model inputs from :meth:`prepare` -> (n, dim) raw vectors."""
         import torch
 
-        batch = torch.stack([self.encoder.preprocess(image) for image in images])
         with self._lock:
-            return self.encoder.embed_batch(batch)
+            return self.encoder.embed_batch(torch.stack(list(tensors)))
 
     def features(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) raw vectors -> (n, n_features) as the final model saw its training rows."""
@@ -266,17 +277,17 @@ class ServedModel:
         decoded, problems = [], []
         for name, path in files:
             try:
-                decoded.append((name, *self.decode(path, name)))
+                decoded.append((name, *self.prepare(path, name)))
             except UnusableFileError as error:
                 problems.append(error)
         if problems:
             first = problems[0]
             first.others = problems[1:]
             raise first
-        vectors = self.embed([pixels for _, pixels, _ in decoded])
+        vectors = self.embed([tensor for _, tensor, _ in decoded])
         probabilities, decisions = self.predict_vectors(vectors)
         out = []
-        for (name, _pixels, info), vector, proba, decision in zip(decoded, vectors, probabilities, decisions, strict=True):
+        for (name, _tensor, info), vector, proba, decision in zip(decoded, vectors, probabilities, decisions, strict=True):
             notes = []
             if info.n_frames > 1:
                 notes.append(f"the file has {info.n_frames} frames; the first was used")
