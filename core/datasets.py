@@ -229,7 +229,8 @@ def ingest_summary_status(result: IngestResult, *, csv_label_column: str | None 
     """``(level, message)`` after an ingest: level is "success", "warning" (some files or rows
     not ingested, or warnings) or "error" (nothing ingested); the message says how many, and
     where the ground-truth labels came from (``label_source``; ``csv_label_column`` is the
-    metadata CSV column mapped to ``label``, if any)."""
+    metadata CSV column mapped to ``label``, if any), followed by the layout reader's notes
+    (which image column, where names were looked up, a single-class warning)."""
     counts = dataset_counts(result.dataset)
     name = result.dataset.name
     labels = (f"Ground-truth labels for {counts.n_with_label} images, from "
@@ -240,7 +241,9 @@ def ingest_summary_status(result: IngestResult, *, csv_label_column: str | None 
     if counts.n_images == 0:
         return "error", (f"Nothing was ingested into **{name}**: {counts.n_not_ingested} files or rows refused. "
                          "The ingest report below says why for each.")
+    notes = "".join(f"\n\n{note}" for note in result.notes)
     if counts.n_not_ingested or counts.n_warnings:
         return "warning", (f"{head} {counts.n_not_ingested} files or rows not ingested and "
-                           f"{counts.n_warnings} warnings: see the ingest report below.")
-    return "success", head
+                           f"{counts.n_warnings} warnings: see the ingest report below.{notes}")
+    warned = any(note.lower().startswith("warning") for note in result.notes)
+    return ("warning" if warned else "success"), head + notes

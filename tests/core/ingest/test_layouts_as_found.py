@@ -100,6 +100,10 @@ def test_a_single_class_folder_is_a_warning_naming_the_probable_layout(covid_dir
     assert set(result.dataset.images["label"]) == {"images"}
     [warning] = [n for n in result.notes if n.startswith("Warning:")]
     assert "single class" in warning and "--layout covid-chestxray" in warning
+    from core.datasets import ingest_summary_status
+
+    level, message = ingest_summary_status(result)  # what the Data page shows after Ingest
+    assert level == "warning" and warning in message
     (tmp_path / "src" / "metadata.csv").unlink()
     result = ingest(tmp_path / "src", tmp_path / "out2")
     assert result.layout == "class-folders"
