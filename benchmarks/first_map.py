@@ -27,66 +27,25 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import CHROMIUM, IDLE, ServerError, StreamlitServer, chromium  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CHART = '[data-testid="stPlotlyChart"] .js-plotly-plot'
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 PENDING_NOTE = "UMAP is being computed"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
-
-
-def wait_healthy(base: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"streamlit not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-
-
 def measure(base: str, started: float, timeout_s: float) -> dict:
-    from playwright.sync_api import sync_playwright
-
     times: dict[str, float | None] = dict.fromkeys(
         ("first_start_status", "embedding_progress", "first_map", "umap_map"))
     facts: dict[str, object] = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
         page.set_default_timeout(timeout_s * 1000)
         errors: list[str] = []
@@ -128,7 +87,6 @@ def measure(base: str, started: float, timeout_s: float) -> dict:
                 break
             time.sleep(0.25)
         facts["page_errors"] = errors
-        browser.close()
     facts["from_server_launch_s"] = times
     facts["from_page_open_s"] = {k: (None if v is None else round(v - facts["page_opened_s"], 2))
                                  for k, v in times.items()}
@@ -152,27 +110,20 @@ def main() -> None:
         raise SystemExit(f"{cache} is not empty: the benchmark needs a fresh cache")
     numba_dir = cache / "numba"
     numba_dir.mkdir()
-    env = {**os.environ, "SCANATLAS_CACHE": str(cache), "NUMBA_CACHE_DIR": str(numba_dir),
-           "SCANATLAS_DB_URL": f"sqlite:///{cache / 'labels.db'}"}
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = cache / "streamlit.log"
+    server = StreamlitServer(cache=cache, env={"NUMBA_CACHE_DIR": str(numba_dir)},
+                             db_url=f"sqlite:///{cache / 'labels.db'}")
     load_before = os.getloadavg()
-    started = time.monotonic()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
     try:
-        wait_healthy(base, process, log_path, 120)
+        server.start()
+        started = server.started_at
         healthy = round(time.monotonic() - started, 2)
-        facts = measure(base, started, args.timeout)
+        facts = measure(server.base, started, args.timeout)
         facts["from_server_launch_s"] = {"healthy": healthy, **facts["from_server_launch_s"]}
+    except ServerError as error:
+        raise SystemExit(str(error)) from None
     finally:
-        stop(process)
+        server.stop()
+    log_path = server.log_path
     images = None
     images_file = cache / "datasets" / "demo-cardiac-mri" / "images.parquet"
     if images_file.is_file():
