@@ -56,6 +56,7 @@ class StreamlitServer:
         flags), e.g. the load test's ``[python, load_test.py, "--serve"]``
     app_dir : the folder holding app.py (default: this repository)
     log_path : where stdout and stderr go (default: ``cache/streamlit.log``)
+    port : the port (default: a free one)
 
     ``base`` is the URL, ``process`` the Popen; ``start()`` launches and waits for
     ``/_stcore/health``; as a context manager it starts, and stops on exit.
@@ -64,10 +65,11 @@ class StreamlitServer:
     def __init__(self, *, cache: Path, db_url: str | None = None, env: Mapping[str, str] | None = None,
                  unset: Sequence[str] = (), extra_args: Sequence[str] = (),
                  command: Sequence[str] | None = None, app_dir: Path = REPO,
-                 log_path: Path | None = None, stop_timeout_s: float = 20) -> None:
+                 log_path: Path | None = None, port: int | None = None,
+                 stop_timeout_s: float = 20) -> None:
         self.cache = Path(cache)
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path) if log_path is not None else self.cache / "streamlit.log"
         self.stop_timeout_s = stop_timeout_s
