@@ -104,7 +104,7 @@ else:
 with st.container(key="map_pending"):
     if pending:
         st.info(pending, icon=":material/hourglass_top:")
-        jobs.rerun_when_done(pending_job)
+        jobs.rerun_when_done(pending_job, shown_while_running=True)
 n_plotted, figure = map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
     f"{n_plotted} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "

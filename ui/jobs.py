@@ -52,11 +52,17 @@ def wait_for(key: str | None, *, intro: str | None = None, until: Callable[[], b
     return job
 
 
-def rerun_when_done(key: str | None) -> None:
+def rerun_when_done(key: str | None, *, shown_while_running: bool = False) -> None:
     """Rerun the whole page once job ``key`` ends; draws nothing and never stops the page (the
-    caller shows what it has meanwhile). No-op when there is no such job or it has ended."""
+    caller shows what it has meanwhile). No-op when there is no such job or it has ended, unless
+    ``shown_while_running``: the caller drew what it has because the job was running, so a job
+    that ended since (a short one can end while the page draws) reruns the page at once."""
     job = data.job_runner().get(key) if key else None
-    if job is None or job.done:
+    if job is None:
+        return
+    if job.done:
+        if shown_while_running:
+            st.rerun()
         return
 
     @st.fragment(run_every=2)
