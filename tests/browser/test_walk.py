@@ -422,11 +422,17 @@ def test_a_clinicians_walk(start_server, new_tab, covid_dir: Path, demo_dir: Pat
         annotations = page.evaluate("""() => [...document.querySelectorAll('.st-key-fairness_bars .annotation-text')]
             .map(t => t.textContent)""")
         assert annotations.count(TOO_FEW) == len(too_few), annotations
-        # Every group that can be judged has its bar painted (a transparent bar reads as "0").
+        # Every group that can be judged has its bar painted, hatched small groups too (white
+        # hatching on a transparent bar was invisible): a solid fill, or a pattern's background.
         judged = patients["sex"].nunique() - len(too_few)
         page.wait_for_function("""(n) => [...document.querySelectorAll('.st-key-fairness_bars .point path')]
-            .filter(p => p.getBoundingClientRect().height > 1 && !['none', 'rgba(0, 0, 0, 0)'].includes(getComputedStyle(p).fill))
-            .length === n""", arg=judged, timeout=30_000)
+            .filter(p => {
+                if (p.getBoundingClientRect().height <= 1) return false;
+                const fill = getComputedStyle(p).fill;
+                const pattern = (fill.match(/url\\("?#([^")]+)"?\\)/) || [])[1];
+                const paint = pattern ? document.getElementById(pattern)?.querySelector('rect')?.getAttribute('fill') : fill;
+                return paint && !['none', 'transparent', 'rgba(0, 0, 0, 0)', 'rgb(255, 255, 255)'].includes(paint);
+            }).length === n""", arg=judged, timeout=30_000)
         page.mouse.move(0, 0)  # no hover highlight in the screenshot
         check_page(page, "Fairness", last, tmp_path, shot="fairness", private=private)
 
