@@ -59,7 +59,8 @@ small = shown["small"].to_numpy(dtype=bool)
 values = shown[metric].where(judged)  # no bar for a group too small to judge: "1-1" would look certain
 figure = go.Figure(go.Bar(
     x=shown["group"], y=values, marker={"color": "#4c78a8", "pattern": {"shape": ["/" if s else "" for s in small],
-                                                                        "fgcolor": "white"}},
+                                                                        "fgcolor": "white",
+                                                                        "fillmode": "overlay"}},
     customdata=np.c_[shown["count"], shown["n_positive"]], name=METRICS[metric],
     hovertemplate="%{x}: %{y:.2f}<br>%{customdata[0]} rows, %{customdata[1]} with the condition<extra></extra>",
     error_y={"type": "data", "array": (shown[f"{metric}_hi"] - shown[metric]).where(judged),

@@ -79,7 +79,8 @@ method = state.choice("Projection", ["umap", "pca", "tsne"], "method", where=c1,
                       format_func={"umap": "UMAP", "pca": "PCA", "tsne": "t-SNE"}.get)
 dims = c2.radio("Dimensions", [2, 3], horizontal=True, key="map_dims")
 
-cohort = data.session_cohort(dataset)
+# While the dataset is being embedded: a first map of each patient's middle slice (see there).
+cohort, filling = data.map_cohort(dataset)
 algorithm = st.session_state["algorithm"]
 cluster_key, clustering = data.current_clustering(cohort)
 
@@ -92,13 +93,18 @@ colour = c3.selectbox("Colour by", colour_options, key="map_colour",
 
 # PCA first: a UMAP / t-SNE map not stored yet is computed in the background while the PCA map
 # (a second) is drawn with a note; the page reruns when the job ends and the map switches.
-projection, pending = data.map_projection(cohort, method, dims)
+if filling:
+    projection, pending = data.projection(cohort, "pca", dims), filling
+    pending_job = data.embedding_job_key(dataset, encoder)
+else:
+    projection, pending = data.map_projection(cohort, method, dims)
+    pending_job = data.projection_job_key(cohort, method, dims)
 # One slot, there in every run: the chart keeps its place in the page when the note goes (a chart
 # that moved up after the switch stopped answering lasso selections in the browser).
 with st.container(key="map_pending"):
     if pending:
         st.info(pending, icon=":material/hourglass_top:")
-        jobs.rerun_when_done(data.projection_job_key(cohort, method, dims))
+        jobs.rerun_when_done(pending_job, shown_while_running=True)
 n_plotted, figure = map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
     f"{n_plotted} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "

@@ -41,18 +41,18 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import CHROMIUM, CHROMIUM_ARGS, IDLE, StreamlitServer  # noqa: E402 (benchmarks/ on the path first)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "load.json"
@@ -109,51 +109,20 @@ def read_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A ``streamlit run app.py`` on 127.0.0.1 in its own process group, with call counters."""
+class Server(StreamlitServer):
+    """A ``streamlit run app.py`` on 127.0.0.1 in its own process group, with call counters
+    (started by ``benchmarks/_server.py``; launched here, ``wait_healthy()`` waits)."""
 
     def __init__(self, app_dir: Path, cache: Path, *, session_ttl: int, log_path: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.counts_path = cache / "load-counts.jsonl"
-        self.log_path = log_path
-        env = {**os.environ, "SCANATLAS_CACHE": str(cache), COUNTS_ENV: str(self.counts_path),
-               "SCANATLAS_DB_URL": f"sqlite:///{cache / 'labels.db'}",
-               "PYTHONPATH": os.pathsep.join([str(app_dir), os.environ.get("PYTHONPATH", "")])}
-        args = ["app.py", "--server.headless", "true", "--server.port", str(self.port),
-                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-                "--server.fileWatcherType", "none", "--server.disconnectedSessionTTL", str(session_ttl)]
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--serve", *args],
-                cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-
-    def wait_healthy(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.base}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"streamlit not healthy after {timeout_s} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        super().__init__(
+            cache=cache, app_dir=app_dir, log_path=log_path,
+            env={COUNTS_ENV: str(self.counts_path),
+                 "PYTHONPATH": os.pathsep.join([str(app_dir), os.environ.get("PYTHONPATH", "")])},
+            command=[sys.executable, str(Path(__file__).resolve()), "--serve"],
+            extra_args=["--server.disconnectedSessionTTL", str(session_ttl)],
+        )
+        self.launch()
 
     def rss_mb(self) -> float | None:
         """Resident memory of the server process (MB), from /proc (None when it has exited)."""
@@ -175,16 +144,6 @@ class Server:
 
     def counts(self) -> dict[str, int]:
         return read_counts(self.counts_path)
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=20)
 
 
 class RssSampler:
@@ -340,10 +299,6 @@ async def open_together(ws_url: str, page: str, n: int, *, query: str = "", time
 # Browser side (--browser-sessions): the same pages in headless Chromium tabs, timed from
 # navigation to the drawn page, as a person sees it (JavaScript bundle, websocket, Plotly).
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 # Page -> a JavaScript predicate that is true once the page's main element is really drawn.
 BROWSER_DRAWN = {
     "map": "() => document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot')?._fullData?.length > 0",

@@ -261,3 +261,51 @@ def embed_dataset(
         key=_set_key(namespace, image_ids),
         namespace=namespace,
     )
+
+
+def middle_slice_rows(images: pd.DataFrame) -> np.ndarray:
+    """Row positions (ascending) of each patient's middle image: the one
+    ``core.cohort.representative_images`` shows for a patient (``len(group) // 2`` in table
+    order). Rows without a patient id are left out. ndarray of shape (n_patients,), int."""
+    if "patient_id" not in images.columns:
+        raise ValueError(f"images table lacks column 'patient_id'; it has {list(images.columns)}")
+    groups = images.reset_index(drop=True).groupby("patient_id", sort=False).indices
+    return np.sort(np.array([rows[len(rows) // 2] for rows in groups.values()], dtype=np.int64))
+
+
+def embed_middle_slices_first(
+    dataset: Any,
+    encoder_name: str,
+    *,
+    on_first_pass: Callable[[np.ndarray, EmbeddingSet], None],
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> EmbeddingSet:
+    """``embed_dataset`` in two passes, so that a first map can be drawn from one image per
+    patient long before every slice is embedded.
+
+    Pass 1 embeds each patient's middle image (``middle_slice_rows``) and hands
+    ``(rows, set)`` to ``on_first_pass``: ``rows`` are positions in ``dataset.images`` and
+    ``set`` is the EmbeddingSet of ``images.iloc[rows]`` (its own key). Pass 2 embeds every row;
+    pass 1's vectors come back from the cache, so the result is the same EmbeddingSet a single
+    ``embed_dataset`` call returns (``n_cached`` / ``n_computed`` count both passes together).
+    When every patient has one image (nothing to gain) there is one pass and no callback.
+
+    ``progress(done, total)`` counts over all rows through both passes; other keyword
+    arguments go to ``embed_dataset``. Raises what ``embed_dataset`` raises.
+    """
+    images = _images_frame(dataset)
+    rows = middle_slice_rows(images) if "patient_id" in images.columns else np.arange(len(images))
+    if len(rows) == len(images):
+        return embed_dataset(dataset, encoder_name, progress=progress, **kwargs)
+    total = len(images)
+    first_progress = None if progress is None else (lambda done, _n: progress(done, total))
+    first = embed_dataset(images.iloc[rows].reset_index(drop=True), encoder_name,
+                          progress=first_progress, **kwargs)
+    on_first_pass(rows, first)
+    full = embed_dataset(dataset, encoder_name, progress=progress, **kwargs)
+    # Pass 1's computed vectors were cache hits in pass 2: count them as computed.
+    moved = min(first.n_computed, full.n_cached)
+    full.n_cached -= moved
+    full.n_computed += moved
+    return full

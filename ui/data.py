@@ -35,7 +35,7 @@ from core.datasets import (
     list_datasets,
 )
 from core.demo import DEMO_PATIENTS, DEMO_SLICES
-from core.embed import EmbeddingSet, embed_dataset
+from core.embed import EmbeddingSet, embed_middle_slices_first
 from core.encoders import DEFAULT_TEXT_ENCODER
 from core.ingest import Dataset, load_dataset
 from core.labels import LabelStore
@@ -50,7 +50,8 @@ TEXT_ENCODER = DEFAULT_TEXT_ENCODER
 FIRST_START = """**First start: preparing the demo cohort.** This happens once; later starts skip it.
 
 1. **Generating the synthetic demo cohort** ({images} cardiac-MRI slices) and reading it in: about {generate_s} s (now)
-2. **Embedding the {images} slices** with efficientnet-lite0, with a progress bar and the time left: about {embed_s} s on 2 shared cores
+2. **Embedding the {images} slices** with efficientnet-lite0, with a progress bar and the time left: about {embed_s} s on 2 shared cores.
+   Each patient's middle slice comes first, so the Map page draws a first map after about a quarter of that time.
 3. **Computing the map**: PCA at once, then UMAP in the background replaces it (about 10-20 s the first time)
 """
 # Measured on 2 cores shared with other work, load 4-7 (benchmarks/results/first_map.json); for
@@ -127,18 +128,36 @@ def embedding_job_key(dataset: Dataset, encoder: str, device: str = "auto", batc
     return f"embed:{dataset.token}:{encoder}:{device}:{batch_size}"
 
 
+# Embedding job key -> (row positions, EmbeddingSet) of each patient's middle slice, from the
+# job's first pass (``core.embed.embed_middle_slices_first``); dropped when the job ends.
+_first_passes: dict[str, tuple[np.ndarray, EmbeddingSet]] = {}
+
+
 def start_embedding(dataset: Dataset, encoder: str, *, device: str = "auto", batch_size: int = 32,
                     rerun: bool = False):
-    """Embed in the server's background runner (cache hits read, the rest computed); the job
-    outlives the tab that started it, and asking again returns the same job (a new one when
-    ``rerun`` and the last one has finished)."""
+    """Embed in the server's background runner (cache hits read, the rest computed), each
+    patient's middle slice first so that the Map page can draw a first map early
+    (``map_cohort``); the job outlives the tab that started it, and asking again returns the
+    same job (a new one when ``rerun`` and the last one has finished)."""
     label = f"Embedding {dataset.name} with {encoder}"
+    key = embedding_job_key(dataset, encoder, device, batch_size)
 
     def work(*, progress):
-        return embed_dataset(dataset, encoder, device=device, batch_size=batch_size,
-                             progress=_progress_reporter(progress, label))
+        try:
+            return embed_middle_slices_first(
+                dataset, encoder, device=device, batch_size=batch_size,
+                progress=_progress_reporter(progress, label),
+                on_first_pass=lambda rows, first: _first_passes.__setitem__(key, (rows, first)))
+        finally:
+            _first_passes.pop(key, None)
 
-    return job_runner().submit(embedding_job_key(dataset, encoder, device, batch_size), work, rerun=rerun)
+    return job_runner().submit(key, work, rerun=rerun)
+
+
+def _embedding_intro(dataset: Dataset, encoder: str) -> str:
+    return (f"**Embedding {len(dataset.images)} images with {encoder}**: once per dataset and encoder "
+            "(kept in the cache). The Map page draws a first map as soon as each patient's middle "
+            "slice is embedded, then PCA of every slice, then UMAP in the background.")
 
 
 def embeddings(dataset: Dataset, encoder: str) -> EmbeddingSet:
@@ -147,12 +166,38 @@ def embeddings(dataset: Dataset, encoder: str) -> EmbeddingSet:
     from ui.jobs import wait_for
 
     start_embedding(dataset, encoder)  # the running or finished job when there is one
-    intro = (f"**Embedding {len(dataset.images)} images with {encoder}**: once per dataset and encoder "
-             "(kept in the cache). The Map page then draws PCA at once and UMAP in the background.")
-    job = wait_for(embedding_job_key(dataset, encoder), intro=intro)
+    job = wait_for(embedding_job_key(dataset, encoder), intro=_embedding_intro(dataset, encoder))
     if job.error is not None:
         raise job.error
     return job.result()
+
+
+def map_cohort(dataset: Dataset) -> tuple[Cohort, str | None]:
+    """``(cohort, filling note or None)`` for the Map page.
+
+    While the sidebar encoder's embedding job runs, the page shows its progress and stops until
+    each patient's middle slice is embedded; from then until the job ends this returns the
+    cohort of those middle slices (one image per patient, its own cohort key) with a note, and
+    the caller draws its PCA map and reruns when the job ends
+    (``ui.jobs.rerun_when_done(embedding_job_key(dataset, encoder))``). Otherwise (and always
+    once the job has ended) it is ``session_cohort(dataset)`` and None."""
+    from ui.jobs import wait_for
+
+    encoder, level = st.session_state["encoder"], st.session_state["level"]
+    key = embedding_job_key(dataset, encoder)
+    job = start_embedding(dataset, encoder)
+    if not job.done:
+        job = wait_for(key, intro=_embedding_intro(dataset, encoder), until=lambda: key in _first_passes)
+    first_pass = None if job.done else _first_passes.get(key)
+    if first_pass is None:
+        return session_cohort(dataset), None
+    rows, first = first_pass
+    subset = replace(dataset, images=dataset.images.iloc[rows].reset_index(drop=True))
+    preview = _cohort(dataset.token, first.key, level, (), False, subset, first, None)
+    note = (f"First map: PCA of each patient's middle slice ({len(rows)} of {len(dataset.images)} "
+            f"images). The other slices are being embedded ({job.message or 'starting'}); the map "
+            "updates when they are done.")
+    return preview, note
 
 
 def cohort(dataset: Dataset, encoder: str, level: str, metadata: tuple[str, ...] = (), with_text: bool = False) -> Cohort:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from concurrent.futures import wait
 
 import streamlit as st
@@ -12,8 +14,9 @@ from ui import data
 QUICK_S = 3.0
 
 
-def wait_for(key: str | None, *, intro: str | None = None):
-    """The finished job for ``key``, or None (nothing started: caller shows its hint).
+def wait_for(key: str | None, *, intro: str | None = None, until: Callable[[], bool] | None = None):
+    """The finished job for ``key``, or None (nothing started: caller shows its hint); with
+    ``until``, the job (finished or not) as soon as ``until()`` is true.
 
     While the job runs, ``intro`` (markdown: what is happening, the steps and how long they
     take) and a progress bar that refreshes every 2 s are shown in the main area and the rest
@@ -22,20 +25,25 @@ def wait_for(key: str | None, *, intro: str | None = None):
     job = data.job_runner().get(key) if key else None
     if job is None:
         return None
+
+    def ready() -> bool:
+        return job.done or (until is not None and until())
+
     # The intro is drawn before the short wait, so that a first start never shows an empty page.
     shown = st.empty() if intro and not job.done else None
     if shown is not None:
         shown.markdown(intro)
-    if not job.done and job.future is not None:
-        wait([job.future], timeout=QUICK_S)
-    if job.done:
+    deadline = time.monotonic() + QUICK_S
+    while not ready() and job.future is not None and time.monotonic() < deadline:
+        wait([job.future], timeout=0.1)
+    if ready():
         if shown is not None:
             shown.empty()
     else:
 
         @st.fragment(run_every=2)
         def progress() -> None:
-            if job.done:
+            if ready():
                 st.rerun()
             st.progress(job.fraction, text=job.message)
 
@@ -44,11 +52,17 @@ def wait_for(key: str | None, *, intro: str | None = None):
     return job
 
 
-def rerun_when_done(key: str | None) -> None:
+def rerun_when_done(key: str | None, *, shown_while_running: bool = False) -> None:
     """Rerun the whole page once job ``key`` ends; draws nothing and never stops the page (the
-    caller shows what it has meanwhile). No-op when there is no such job or it has ended."""
+    caller shows what it has meanwhile). No-op when there is no such job or it has ended, unless
+    ``shown_while_running``: the caller drew what it has because the job was running, so a job
+    that ended since (a short one can end while the page draws) reruns the page at once."""
     job = data.job_runner().get(key) if key else None
-    if job is None or job.done:
+    if job is None:
+        return
+    if job.done:
+        if shown_while_running:
+            st.rerun()
         return
 
     @st.fragment(run_every=2)

@@ -10,6 +10,7 @@ import base64
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+import core.embed
 from core.cohort import build_cohort
 from core.datasets import DEMO_NAME, demo_dataset_ready, ensure_demo_dataset, open_dataset
 from core.demo import DEMO_PATIENTS, DEMO_SLICES
-from core.embed import embed_dataset
+from core.embed import embed_dataset, middle_slice_rows
 from core.projection import map_params, stored_projection
 from ui import data
 
@@ -97,13 +99,65 @@ def test_first_start_shows_its_steps_in_the_main_area_then_the_data_page() -> No
     assert next(m.value for m in at.metric if m.label == "Images") == str(images) == "320"
 
 
+def filling_notes(at: AppTest) -> list[str]:
+    return [str(note.value) for note in at.info if str(note.value).startswith("First map: ")]
+
+
+def test_the_first_map_is_each_patients_middle_slice_while_the_rest_embed(monkeypatch) -> None:
+    # The second pass (every slice) is held until the first map has been checked.
+    gate = threading.Event()
+    real = core.embed.embed_dataset
+    images = DEMO_PATIENTS * DEMO_SLICES
+
+    def held(dataset, encoder, **kwargs):
+        if len(getattr(dataset, "images", dataset)) == images:
+            gate.wait(TIMEOUT_S)
+        return real(dataset, encoder, **kwargs)
+
+    monkeypatch.setattr(core.embed, "embed_dataset", held)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    at.query_params.update({"encoder": "pixels", "method": "umap"})
+    at.run()
+    at.switch_page("app_pages/map.py").run()
+    deadline = time.monotonic() + TIMEOUT_S
+    while not filling_notes(at):
+        assert time.monotonic() < deadline and not gate.is_set()
+        time.sleep(0.5)
+        at.run()
+    assert_clean(at)
+    (note,) = filling_notes(at)
+    assert note.startswith(f"First map: PCA of each patient's middle slice ({DEMO_PATIENTS} of {images} images)")
+    assert any("· PCA ·" in c.value for c in at.caption)
+
+    # What is drawn is the PCA map of the middle-slice cohort, one point per patient.
+    dataset = open_dataset(DEMO_NAME)
+    rows = middle_slice_rows(dataset.images)
+    subset = replace(dataset, images=dataset.images.iloc[rows].reset_index(drop=True))
+    first = build_cohort(subset, real(subset, "pixels"), level="patient")
+    full_job = data.job_runner().get(data.embedding_job_key(dataset, "pixels"))
+    assert full_job is not None and not full_job.done
+    pca = stored_projection(len(first.has_vector), first.key, "pca", **map_params("pca", DEMO_PATIENTS))
+    assert pca is not None and len(map_x(at)) == DEMO_PATIENTS
+    np.testing.assert_allclose(map_x(at), np.sort(pca.coords[:, 0]), rtol=1e-5, atol=1e-6)
+    assert data.job_runner().get(data.projection_job_key(first, "umap", 2)) is None  # no UMAP of a preview
+
+    gate.set()
+    full_job.future.result(timeout=TIMEOUT_S)
+    at.run()
+    assert_clean(at)
+    assert not filling_notes(at)
+    full = build_cohort(dataset, real(dataset, "pixels"), level="patient")
+    assert full.key != first.key
+    assert data.job_runner().get(data.projection_job_key(full, "umap", 2)) is not None  # now UMAP starts
+
+
 def test_umap_not_stored_yet_draws_pca_with_a_note_then_switches_to_umap() -> None:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
     at.query_params.update({"encoder": "pixels", "method": "umap"})
     at.run()
     at.switch_page("app_pages/map.py").run()
     deadline = time.monotonic() + TIMEOUT_S
-    while any(text.startswith("Embedding ") for text in progress_texts(at)):  # pixels: seconds
+    while any(text.startswith("Embedding ") for text in progress_texts(at)) or filling_notes(at):  # pixels: seconds
         assert time.monotonic() < deadline
         time.sleep(0.5)
         at.run()

@@ -37,7 +37,7 @@ JOB_WAIT_S = 300  # a background job (classifier, drift study) on the pixels enc
 
 @pytest.fixture(scope="session")
 def app_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SCANATLAS_CACHE for the app tests; the same folder as tests/browser/test_walk.py's, so the
+    """SCANATLAS_CACHE for the app tests; the same folder as tests/browser/test_signin.py's, so the
     demo cohort and its embeddings are made once per test session."""
     path = tmp_path_factory.getbasetemp() / "scanatlas-app-cache"
     path.mkdir(exist_ok=True)
@@ -77,10 +77,12 @@ def assert_clean(at: AppTest) -> None:
 
 def embedding_in_progress(at: AppTest) -> bool:
     """The demo cohort is being made (first start), an embedding job runs, or a map waits for its
-    UMAP / t-SNE job (PCA drawn meanwhile)."""
+    UMAP / t-SNE job (PCA drawn meanwhile), or for the rest of the slices (the middle slices'
+    map drawn meanwhile)."""
     return (any(str(bar.text).startswith("Embedding ") for bar in at.get("progress"))
             or any("First start: preparing the demo cohort" in str(m.value) for m in at.markdown)
-            or any("is being computed" in str(note.value) for note in at.info))
+            or any("is being computed" in str(note.value) or str(note.value).startswith("First map: ")
+                   for note in at.info))
 
 
 def settle(at: AppTest) -> AppTest:

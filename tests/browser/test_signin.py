@@ -9,20 +9,12 @@ what each sees and can do, and that signing out ends the session.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from core.auth import AccessStore
 from core.datasets import DEMO_NAME
@@ -30,10 +22,6 @@ from core.labels import LabelStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 START_S = 120  # the server itself; a busy 2-core box
 FIRST_PAGE_MS = 600_000  # the first page of a fresh cache makes the demo cohort
@@ -45,26 +33,13 @@ USERS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium)")
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[str]:
+def provider(free_port) -> Iterator[str]:
     """The OpenID provider, with one user per role (sub = e-mail)."""
     oidc_provider_mock = pytest.importorskip("oidc_provider_mock", reason="pip install oidc-provider-mock (requirements-dev.txt)")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # plain http on loopback, for the test only
-        with oidc_provider_mock.run_server_in_thread(port=_free_port()) as server:
+        with oidc_provider_mock.run_server_in_thread(port=free_port()) as server:
             base = f"http://127.0.0.1:{server.server_port}"
             for email, claims in USERS.items():
                 response = httpx.put(f"{base}/users/{quote(email)}", json={"email": email, **claims}, timeout=30)
@@ -78,14 +53,14 @@ def label_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(chromium_path: Path, provider: str, label_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``streamlit run app.py`` with sign-in configured against ``provider``."""
+def server(start_server, free_port, provider: str, label_db: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``streamlit run app.py`` with sign-in configured against ``provider`` (started and
+    stopped by tests/browser/conftest.py's ``start_server``)."""
     cache = tmp_path_factory.getbasetemp() / "scanatlas-app-cache"  # shared with the other app tests
-    cache.mkdir(exist_ok=True)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     folder = tmp_path_factory.mktemp("signin-server")
     secrets = folder / "secrets.toml"
+    port = free_port()  # chosen first: the redirect URI in the secrets names it
+    base = f"http://127.0.0.1:{port}"
     secrets.write_text(
         "[auth]\n"
         f'redirect_uri = "{base}/oauth2callback"\n'
@@ -94,47 +69,10 @@ def server(chromium_path: Path, provider: str, label_db: str, tmp_path_factory: 
         f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n'
         "\n[scanatlas]\nrole_claim = \"roles\"\ndefault_role = \"viewer\"\n"
     )
-    log_path = folder / "streamlit.log"
-    env = {**os.environ, "SCANATLAS_CACHE": str(cache), "SCANATLAS_DB_URL": label_db,
-           "AUTHLIB_INSECURE_TRANSPORT": "1"}
-    env.pop("SCANATLAS_ALLOW_ANONYMOUS", None)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-             "--secrets.files", str(secrets)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + START_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit not healthy after {START_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield base
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
-        print(log_path.read_text()[-2000:])
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path: Path):
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+    started = start_server(cache=cache, db_url=label_db, port=port, health_timeout_s=START_S,
+                           env={"AUTHLIB_INSECURE_TRANSPORT": "1"}, unset=["SCANATLAS_ALLOW_ANONYMOUS"],
+                           extra_args=["--secrets.files", str(secrets)], log_path=folder / "streamlit.log")
+    return started.base
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from core.cache import EmbeddingCache
-from core.embed import embed_dataset
+from core.embed import embed_dataset, embed_middle_slices_first, middle_slice_rows
 from core.features import patient_embeddings
 from core.ingest import Dataset
 
@@ -160,3 +160,37 @@ def test_minilm_embeds_the_text_column_once_per_distinct_text(covid_images, tmp_
     second = embed_dataset(images, "minilm", cache_root=tmp_path, device="cpu")
     assert (second.n_computed, second.n_cached, second.n_failed) == (0, 3, 2)
     np.testing.assert_array_equal(second.vectors, first.vectors)
+
+
+def test_middle_slices_first_hands_over_one_image_per_patient_then_the_same_set(covid_images, tmp_path):
+    """Two passes (each patient's middle image, then all) give what one embed_dataset call gives."""
+    rows = middle_slice_rows(covid_images)
+    # p0..p2 hold 3 images each (their middle is the 2nd), p3 holds one.
+    assert rows.tolist() == [1, 4, 7, 9]
+    handed: list[tuple[np.ndarray, object]] = []
+    calls: list[tuple[int, int]] = []
+    both = embed_middle_slices_first(
+        covid_images, "pixels", cache_root=tmp_path / "two-passes", device="cpu",
+        on_first_pass=lambda r, s: handed.append((r, s)), progress=lambda d, t: calls.append((d, t)))
+    single = embed_dataset(covid_images, "pixels", cache_root=tmp_path / "one-pass", device="cpu")
+
+    ((first_rows, first),) = handed
+    assert first_rows.tolist() == rows.tolist()
+    assert first.image_ids.tolist() == covid_images["image_id"].iloc[rows].tolist()
+    np.testing.assert_array_equal(first.vectors, single.vectors[rows])
+    assert first.key != single.key  # its own named set: a cohort of middle slices, not the full one
+    np.testing.assert_array_equal(both.vectors, single.vectors)
+    assert both.key == single.key and both.image_ids.tolist() == single.image_ids.tolist()
+    assert (both.n_computed, both.n_cached, both.n_failed) == (10, 0, 0)  # pass 1's rows counted once
+    assert all(t == 10 for _, t in calls) and calls[-1] == (10, 10)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # one bar, never going back
+
+
+def test_one_image_per_patient_is_one_pass(covid_images, tmp_path):
+    singles = covid_images.assign(patient_id=[f"q{i}" for i in range(len(covid_images))])
+    handed: list = []
+    result = embed_middle_slices_first(singles, "pixels", cache_root=tmp_path / "c", device="cpu",
+                                       on_first_pass=handed.append)
+    assert handed == [] and (result.n_computed, result.n_failed) == (10, 0)
+    with pytest.raises(ValueError, match="patient_id"):
+        middle_slice_rows(covid_images.drop(columns="patient_id"))
