@@ -118,6 +118,8 @@ def free_port() -> int:
 class Server:
     """A ``streamlit run app.py`` on 127.0.0.1 in its own process group, with call counters."""
 
+    cookies: tuple[str | None, ...] = (None,)  # one process: no proxy, no cookie to pick it
+
     def __init__(self, app_dir: Path, cache: Path, *, session_ttl: int, log_path: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -185,6 +187,74 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=20)
+
+
+class Workers:
+    """``n`` servers (each a ``Server``: its own process, the same cache, label database and
+    counters) behind HAProxy, configured exactly as ``scanatlas serve-app`` does
+    (``cli/commands/serve_app.py``): sticky by cookie, new sessions to the least busy worker.
+    ``rss_mb`` and ``cpu_s`` are the workers' sums (HAProxy's own are not counted)."""
+
+    def __init__(self, app_dir: Path, cache: Path, n: int, *, session_ttl: int, log_dir: Path) -> None:
+        sys.path.insert(0, str(REPO_ROOT))
+        from cli.commands.serve_app import COOKIE, haproxy_config
+
+        haproxy = shutil.which("haproxy")
+        if haproxy is None:
+            raise SystemExit("--workers N needs HAProxy (apt-get install haproxy)")
+        self.workers = [Server(app_dir, cache, session_ttl=session_ttl, log_path=log_dir / f"worker-{i}.log")
+                        for i in range(n)]
+        self.counts_path = self.workers[0].counts_path
+        self.cookies = tuple(f"{COOKIE}=w{i}" for i in range(n))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / "haproxy.log"
+        config = log_dir / "haproxy.cfg"
+        config.write_text(haproxy_config("127.0.0.1", self.port, [w.port for w in self.workers],
+                                         log_dir / "haproxy.sock"), encoding="utf-8")
+        with open(self.log_path, "wb") as log:
+            self.proxy = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self, timeout_s: float = 120) -> None:
+        for worker in self.workers:
+            worker.wait_healthy(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:  # through the proxy too (its health checks run every 2 s)
+            try:
+                with urllib.request.urlopen(f"{self.base}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proxy.poll() is not None:
+                raise RuntimeError(f"HAProxy not serving after {timeout_s} s:\n{self.log_tail()}")
+            time.sleep(0.25)
+
+    def log_tail(self, n: int = 3000) -> str:
+        return "\n".join(w.log_tail(n) for w in self.workers) + "\n" + Server.log_tail(self, n)  # type: ignore[arg-type]
+
+    def rss_mb(self) -> float | None:
+        values = [w.rss_mb() for w in self.workers]
+        return None if any(v is None for v in values) else sum(values)
+
+    def cpu_s(self) -> float | None:
+        values = [w.cpu_s() for w in self.workers]
+        return None if any(v is None for v in values) else sum(values)
+
+    def counts(self) -> dict[str, int]:
+        return read_counts(self.counts_path)
+
+    def stop(self) -> None:
+        if self.proxy.poll() is None:
+            os.killpg(self.proxy.pid, signal.SIGTERM)
+            try:
+                self.proxy.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proxy.pid, signal.SIGKILL)
+                self.proxy.wait(timeout=20)
+        for worker in self.workers:
+            worker.stop()
 
 
 class RssSampler:
@@ -270,7 +340,7 @@ async def _one_run(ws, page: str, query: str, timeout_s: float) -> dict[str, Any
 
 async def open_page(ws_url: str, page: str, *, query: str = "", timeout_s: float = 120.0,
                     poll_embedding: bool = False, settled: asyncio.Event | None = None,
-                    release: asyncio.Event | None = None) -> dict[str, Any]:
+                    release: asyncio.Event | None = None, cookie: str | None = None) -> dict[str, Any]:
     """One session: connect, open ``page``, time it until the page's main element is drawn.
 
     With ``poll_embedding``, a run that only shows the embedding progress bar is repeated every
@@ -285,7 +355,8 @@ async def open_page(ws_url: str, page: str, *, query: str = "", timeout_s: float
     result: dict[str, Any] = {"page": page, "seconds": None, "runs": 0, "bytes": 0, "error": None}
     try:
         async with websockets.connect(ws_url, subprotocols=["streamlit"], max_size=None,
-                                      open_timeout=timeout_s, ping_interval=None) as ws:
+                                      open_timeout=timeout_s, ping_interval=None,
+                                      additional_headers={"Cookie": cookie} if cookie else None) as ws:
             try:
                 async with asyncio.timeout(timeout_s):
                     while True:
@@ -441,20 +512,23 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def measure(args: argparse.Namespace, cache: Path, workers: int = 0) -> dict[str, Any]:
+    """One configuration: ``workers`` = 0 is one ``streamlit run`` process reached directly;
+    N >= 1 is N processes behind HAProxy (``scanatlas serve-app --workers N``)."""
     app_dir = Path(args.app_dir).resolve()
     pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     unknown = sorted(set(pages) - set(PAGE_ELEMENT))
     if unknown:
         raise SystemExit(f"unknown page(s) {unknown}; valid: {sorted(PAGE_ELEMENT)}")
-    cache = Path(tempfile.mkdtemp(prefix="scanatlas-load-"))
-    if args.embeddings_from:
-        # The embedding cache is content-addressed (file bytes + encoder), so vectors computed
-        # elsewhere for the same scans are valid here; only saves the first embedding's minutes.
-        shutil.copytree(Path(args.embeddings_from) / "embeddings", cache / "embeddings")
-    server = Server(app_dir, cache, session_ttl=args.session_ttl, log_path=cache / "streamlit.log")
+    if workers:
+        log_dir = Path(tempfile.mkdtemp(prefix=f"workers-{workers}-", dir=cache))
+        server = Workers(app_dir, cache, workers, session_ttl=args.session_ttl, log_dir=log_dir)
+    else:
+        server = Server(app_dir, cache, session_ttl=args.session_ttl, log_path=cache / "streamlit.log")
     ws_url = f"ws://127.0.0.1:{server.port}/_stcore/stream"
     report: dict[str, Any] = {
+        "configuration": f"{workers} Streamlit processes behind HAProxy" if workers else "one Streamlit process",
+        "workers": workers or 1, "proxy": "haproxy" if workers else None,
         "app_dir": str(app_dir), "git_commit": _git_commit(app_dir), "sessions": args.sessions,
         "single_repeats": args.single_repeats, "client": "raw Streamlit websocket sessions",
         "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
@@ -465,13 +539,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         report["rss_mb_idle_server"] = round(server.rss_mb() or 0, 1)
         # Pre-warm: the first Map embeds the demo cohort in the background and computes the
         # projection and clustering; Clusters and Label then find everything shared.
+        # Behind the proxy every worker is warmed (a cookie picks it): each has its own memory.
         warm_started = time.perf_counter()
         report["warm_s"] = {}
-        for page in pages:
-            result = asyncio.run(open_page(ws_url, page, timeout_s=args.warm_timeout, poll_embedding=True))
-            if result["error"]:
-                raise RuntimeError(f"pre-warm of {page} failed: {result['error']}\n{server.log_tail()}")
-            report["warm_s"][page] = round(result["seconds"], 2)
+        for cookie in server.cookies:
+            for page in pages:
+                result = asyncio.run(open_page(ws_url, page, timeout_s=args.warm_timeout, poll_embedding=True,
+                                               cookie=cookie))
+                if result["error"]:
+                    raise RuntimeError(f"pre-warm of {page} failed: {result['error']}\n{server.log_tail()}")
+                report["warm_s"].setdefault(page, round(result["seconds"], 2))
+            if "map" in pages:
+                # Map draws PCA at once and computes UMAP in the background; measured sessions
+                # must not share the CPU with it (nor another worker start its own).
+                report["warm_s"].setdefault("umap_stored", round(wait_for_stored_map(cache, args.warm_timeout), 2))
         report["warm_total_s"] = round(time.perf_counter() - warm_started, 1)
         report["computed_during_warm_up"] = server.counts()
         report["rss_mb_before"] = round(server.rss_mb() or 0, 1)
@@ -524,11 +605,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         report["errors_total"] = sum(p["single"]["errors"] + p["concurrent"]["errors"] for p in measured)
     finally:
         server.stop()
-        if args.keep_cache:
-            report["cache"] = str(cache)
-        else:
-            shutil.rmtree(cache, ignore_errors=True)
     return report
+
+
+def wait_for_stored_map(cache: Path, timeout_s: float, method: str = "umap") -> float:
+    """Seconds until the run store under ``cache`` holds a ``method`` projection (the app's
+    default map); raises after ``timeout_s``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        for record in (cache / "runs" / "projection").glob("*/run.json"):
+            try:
+                if json.loads(record.read_text(encoding="utf-8"))["config"]["method"] == method:
+                    return time.monotonic() - started
+            except (OSError, ValueError, KeyError):
+                continue  # being written
+        time.sleep(0.5)
+    raise RuntimeError(f"no stored {method} map after {timeout_s:.0f} s")
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -577,22 +669,91 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser-sessions", type=int, default=0,
                         help="also open each page in this many concurrent headless Chromium tabs (0: off)")
     parser.add_argument("--keep-cache", action="store_true", help="keep the temporary cache folder")
+    parser.add_argument("--workers", default="0",
+                        help="configurations to measure in this run, comma-separated: 0 = one Streamlit "
+                        "process reached directly, N = N processes behind HAProxy as `scanatlas serve-app "
+                        "--workers N` runs them (e.g. 0,2)")
     parser.add_argument("--out", default=str(RESULTS), help=f"JSON results (default {RESULTS.relative_to(REPO_ROOT)})")
     args = parser.parse_args(argv)
     if not 1 <= args.sessions <= 64:
         parser.error(f"--sessions={args.sessions} must be between 1 and 64 (a bounded load test)")
     if not 0 <= args.browser_sessions <= 32:
         parser.error(f"--browser-sessions={args.browser_sessions} must be between 0 and 32")
-    print(HEADER, flush=True)
-    report = measure(args)
+    try:
+        configurations = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers={args.workers!r}: comma-separated integers, e.g. 0,2")
+    if any(not 0 <= w <= 16 for w in configurations):
+        parser.error("--workers: each between 0 (one process, no proxy) and 16")
+    cache = Path(tempfile.mkdtemp(prefix="scanatlas-load-"))
+    if args.embeddings_from:
+        # The embedding cache is content-addressed (file bytes + encoder), so vectors computed
+        # elsewhere for the same scans are valid here; only saves the first embedding's minutes.
+        shutil.copytree(Path(args.embeddings_from) / "embeddings", cache / "embeddings")
+    reports = []
+    try:
+        # One cache for every configuration: the first computes the shared results, the others
+        # load them from the run store as a second server process would.
+        for workers in configurations:
+            print(f"--- {'one process' if not workers else f'{workers} workers behind HAProxy'} "
+                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+            print(HEADER, flush=True)
+            report = measure(args, cache, workers)
+            report["load_average_at_end"] = list(os.getloadavg())
+            reports.append(report)
+            print(f"RSS MB: idle {report['rss_mb_idle_server']}, warm {report['rss_mb_before']}, "
+                  f"peak {report['rss_mb_peak']}, after close {report['rss_mb_after_close']}")
+            print(f"computed (whole run): {report['computed_total']}")
+    finally:
+        if args.keep_cache:
+            print(f"cache kept in {cache}")
+        else:
+            shutil.rmtree(cache, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"RSS MB: idle {report['rss_mb_idle_server']}, warm {report['rss_mb_before']}, "
-          f"peak {report['rss_mb_peak']}, after close {report['rss_mb_after_close']}")
-    print(f"computed (whole run): {report['computed_total']}")
-    print(f"errors: {report['errors_total']}; wrote {out}")
-    return 0 if report["errors_total"] == 0 else 1
+    if len(reports) == 1:
+        result: dict[str, Any] = reports[0]
+    else:
+        result = {"configurations": reports, "comparison": compare(reports)}
+        print(COMPARE_HEADER)
+        for row in result["comparison"]:
+            print(_compare_row(row))
+    errors = sum(r["errors_total"] for r in reports)
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"errors: {errors}; wrote {out}")
+    return 0 if errors == 0 else 1
+
+
+COMPARE_HEADER = (f"{'page':<10} {'configuration':<38} {'single s':>8} {'p50 s':>7} {'p95 s':>7} "
+                  f"{'p95/single':>10} {'p95 / 1-process single':>22}")
+
+
+def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per page and configuration: single, p50, p95 and p95 over the single session of the
+    first configuration too (the same user alone on the server as deployed before)."""
+    base = reports[0]
+    rows = []
+    for page in base["pages"]:
+        base_single = base["pages"][page]["single_median_s"]
+        for report in reports:
+            entry = report["pages"][page]
+            rows.append({
+                "page": page, "configuration": report["configuration"], "workers": report["workers"],
+                "single_median_s": entry["single_median_s"], "p50_s": entry["concurrent"]["p50_s"],
+                "p95_s": entry["concurrent"]["p95_s"], "p95_over_single": entry["p95_over_single"],
+                "p95_over_first_configuration_single": _ratio(entry["concurrent"]["p95_s"], base_single),
+                "errors": entry["single"]["errors"] + entry["concurrent"]["errors"],
+            })
+    return rows
+
+
+def _compare_row(row: dict[str, Any]) -> str:
+    def f(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return (f"{row['page']:<10} {row['configuration']:<38} {f(row['single_median_s'], '8.3f')} "
+            f"{f(row['p50_s'], '7.3f')} {f(row['p95_s'], '7.3f')} {f(row['p95_over_single'], '10.2f')} "
+            f"{f(row['p95_over_first_configuration_single'], '22.2f')}")
 
 
 if __name__ == "__main__":
