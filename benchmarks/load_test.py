@@ -1,8 +1,14 @@
 """Load test: N concurrent sessions opening Map, Clusters and Label on the demo cohort.
 
     .venv/bin/python benchmarks/load_test.py [--sessions 20] [--pages map,clusters,label]
-        [--app-dir DIR] [--embeddings-from CACHE_DIR] [--browser-sessions N]
+        [--workers 0,2] [--app-dir DIR] [--embeddings-from CACHE_DIR] [--browser-sessions N]
         [--out benchmarks/results/load.json]
+
+``--workers`` lists the configurations measured one after another in the same run, on the same
+cache: 0 is one ``streamlit run`` process reached directly; N is N Streamlit processes behind
+HAProxy exactly as ``scanatlas serve-app --workers N`` runs them (sticky by cookie; the
+pre-warm opens every page on every worker, choosing it by its cookie). With several
+configurations the JSON holds each report under ``configurations`` and a ``comparison`` table.
 
 Starts a real ``streamlit run app.py`` on 127.0.0.1 (free port, its own SCANATLAS_CACHE and
 label database in a temporary folder), pre-warms it (opens Map until the demo cohort is
@@ -24,7 +30,7 @@ Clusters) or the data editor's grid exists (Label) and the script has finished.
 It also reports the server's RSS (from /proc) before the sessions, its peak while they ran, with
 all N sessions still open (growth per extra session) and after they closed (the server is run
 with ``server.disconnectedSessionTTL`` = ``--session-ttl`` so that closed sessions are dropped),
-and how many times the server computed each shared heavy result: the server runs with counters
+the CPU seconds of Python's full garbage collections during each batch, and how many times the server computed each shared heavy result: the server runs with counters
 around ``core.embed.embed_dataset``, ``core.cohort.build_cohort``, ``core.projection.project`` and
 ``core.clustering.runs.cluster`` (``--serve`` mode below), so "computed once for all sessions"
 is counted rather than assumed.
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -57,6 +64,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "load.json"
 COUNTS_ENV = "SCANATLAS_LOAD_COUNTS"
+GC_NAME = "gc.full_collection"
 # Page (URL name) -> the element whose arrival means the page is drawn (see _element_kind).
 PAGE_ELEMENT = {"map": "plotly_chart", "clusters": "plotly_chart", "label": "data_editor"}
 # (module, attribute) wrapped with a call counter in --serve mode: each call is one computation.
@@ -94,6 +102,22 @@ def serve_with_counters(streamlit_args: list[str]) -> None:
     for module_name, attribute in COUNTED:
         module = importlib.import_module(module_name)
         setattr(module, attribute, counted(f"{module_name}.{attribute}", getattr(module, attribute)))
+
+    # Python's full (generation 2) garbage collections: each walks every object the server holds
+    # (torch, UMAP, scikit-learn...) and stalls whichever script runs are queued at the time.
+    started: list[float] = []
+
+    def full_collection(phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[:] = [time.thread_time()]
+        elif started:
+            with lock, counts_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"name": GC_NAME, "t": time.time(),
+                                         "seconds": time.thread_time() - started[0]}) + "\n")
+
+    gc.callbacks.append(full_collection)
     from streamlit.web import cli
 
     sys.argv = ["streamlit", "run", *streamlit_args]
@@ -101,12 +125,26 @@ def serve_with_counters(streamlit_args: list[str]) -> None:
 
 
 def read_counts(path: Path) -> dict[str, int]:
+    """Calls of each counted computation (full garbage collections are left out: see
+    ``read_gc``)."""
     counts = {f"{m}.{a}": 0 for m, a in COUNTED}
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             name = json.loads(line)["name"]
-            counts[name] = counts.get(name, 0) + 1
+            if name != GC_NAME:
+                counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def read_gc(path: Path, since: float = 0.0) -> dict[str, float]:
+    """Full garbage collections in the server(s) after time ``since``: how many, CPU seconds."""
+    seconds = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record["name"] == GC_NAME and record["t"] >= since:
+                seconds.append(record["seconds"])
+    return {"full_collections": len(seconds), "cpu_s": round(sum(seconds), 3)}
 
 
 def free_port() -> int:
@@ -537,6 +575,7 @@ def measure(args: argparse.Namespace, cache: Path, workers: int = 0) -> dict[str
     try:
         server.wait_healthy()
         report["rss_mb_idle_server"] = round(server.rss_mb() or 0, 1)
+        measured_from = time.time()
         # Pre-warm: the first Map embeds the demo cohort in the background and computes the
         # projection and clustering; Clusters and Label then find everything shared.
         # Behind the proxy every worker is warmed (a cookie picks it): each has its own memory.
@@ -564,7 +603,7 @@ def measure(args: argparse.Namespace, cache: Path, workers: int = 0) -> dict[str
                            for _ in range(args.single_repeats)]
                 cpu_single = (server.cpu_s() - cpu_start) / args.single_repeats
                 time.sleep(1.0)
-                rss_start, cpu_start = server.rss_mb() or 0.0, server.cpu_s()
+                rss_start, cpu_start, batch_start = server.rss_mb() or 0.0, server.cpu_s(), time.time()
                 with RssSampler(server) as sampler:
                     together, rss_open = asyncio.run(open_together(
                         ws_url, page, args.sessions, timeout_s=args.timeout, while_open=server.rss_mb))
@@ -581,6 +620,7 @@ def measure(args: argparse.Namespace, cache: Path, workers: int = 0) -> dict[str
                     # Server CPU per session: what the load costs regardless of other processes.
                     "server_cpu_s_per_single_session": round(cpu_single, 3),
                     "server_cpu_s_per_concurrent_session": round(cpu_together, 3),
+                    "gc_during_concurrent_batch": read_gc(server.counts_path, batch_start),
                 }
                 if rss_open is not None:
                     entry["rss_mb_per_extra_session"] = round((rss_open - rss_start) / args.sessions, 2)
@@ -601,6 +641,7 @@ def measure(args: argparse.Namespace, cache: Path, workers: int = 0) -> dict[str
         time.sleep(2.0)
         report["rss_mb_after_close"] = round(server.rss_mb() or 0, 1)
         report["computed_total"] = server.counts()
+        report["gc_whole_run"] = read_gc(server.counts_path, measured_from)
         measured = [*report["pages"].values(), *report.get("browser", {}).values()]
         report["errors_total"] = sum(p["single"]["errors"] + p["concurrent"]["errors"] for p in measured)
     finally:
@@ -636,7 +677,8 @@ def _git_commit(folder: Path) -> str | None:
 
 
 HEADER = (f"{'page':<12} {'single s':>8} {'n':>3} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
-          f"{'p95/single':>10} {'errors':>6} {'CPU s/session':>13} {'RSS open MB':>11} {'MB/session':>10}")
+          f"{'p95/single':>10} {'errors':>6} {'CPU s/session':>13} {'RSS open MB':>11} {'MB/session':>10} "
+          f"{'full GC s':>9}")
 
 
 def _row(page: str, entry: dict[str, Any]) -> str:
@@ -649,7 +691,8 @@ def _row(page: str, entry: dict[str, Any]) -> str:
             f"{f(c['p95_s'], '7.2f')} {f(c['max_s'], '7.2f')} {f(entry['p95_over_single'], '10.2f')} "
             f"{c['errors'] + entry['single']['errors']:>6} "
             f"{f(entry.get('server_cpu_s_per_concurrent_session'), '13.3f')} "
-            f"{f(entry.get('rss_mb_all_sessions_open'), '11.0f')} {f(entry.get('rss_mb_per_extra_session'), '10.2f')}")
+            f"{f(entry.get('rss_mb_all_sessions_open'), '11.0f')} {f(entry.get('rss_mb_per_extra_session'), '10.2f')} "
+            f"{f(entry.get('gc_during_concurrent_batch', {}).get('cpu_s'), '9.3f')}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,9 @@ map's table and figure, the cluster-mix figure, the most central scans) is built
 shared read-only. (Decorated inside a page script, a cached function is re-created on every
 rerun, and Streamlit then reads its source again to key it; here that happens once.) A shared
 figure is a ``SharedFigure``: its Plotly dict is made once, so showing it costs a rerun only the
-JSON encoding, not a deep copy of every point.
+JSON encoding, not a deep copy of every point. Each public function calls its cached twin with
+keyword arguments: Streamlit names a positional argument with ``inspect.signature`` on every
+call, a keyword one it reads as given.
 """
 
 from __future__ import annotations
@@ -61,25 +63,37 @@ class SharedFigure(go.Figure):
         return self._shared_dict
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clustering) -> tuple[pd.DataFrame, list[str]]:
+def map_table(token: str, cohort_key: str, cluster_key: str, cohort, clustering) -> tuple[pd.DataFrame, list[str]]:
     """The cohort's rows with their cluster name, and the columns the map can be coloured by.
     The dataset token is part of the key: two ingests of the same files share embeddings (and so
     cohort keys) but not their metadata."""
+    return _map_table(token=token, cohort_key=cohort_key, cluster_key=cluster_key, _cohort=cohort, _clustering=clustering)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clustering) -> tuple[pd.DataFrame, list[str]]:
+    """See ``map_table``."""
     table = _cohort.table.copy()
     table["cluster"] = pd.Series(_clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
     options = ["cluster", "label", *[c for c in metadata_columns(table) if tells_rows_apart(table[c])]]
     return table, options
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
 def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
-               dims: int, _table: pd.DataFrame, _coords: np.ndarray) -> tuple[int, SharedFigure]:
+               dims: int, table: pd.DataFrame, coords: np.ndarray) -> tuple[int, SharedFigure]:
     """``(plotted rows, figure)`` of one map view, shared by every session.
 
     A category column colours its 10 commonest values (each with its own marker shape too) and
     draws the rest grey as "other"; a numeric column gets a colour bar titled with its name.
     Hover shows who the point is (``DESCRIBING_COLUMNS``), never its coordinates."""
+    return _map_figure(token=token, cohort_key=cohort_key, cluster_key=cluster_key, projection_key=projection_key,
+                       colour=colour, dims=dims, _table=table, _coords=coords)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
+               dims: int, _table: pd.DataFrame, _coords: np.ndarray) -> tuple[int, SharedFigure]:
+    """See ``map_figure``."""
     keep = np.isfinite(_coords[:, :dims]).all(axis=1)
     plot = _table.assign(row=np.arange(len(_table)))[keep]
     coords = _coords[keep]
@@ -117,18 +131,28 @@ def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: st
     return len(plot), SharedFigure(readable(figure))
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def cluster_mix_figure(token: str, cluster_key: str, _labels: np.ndarray, _truth: pd.Series) -> SharedFigure:
+def cluster_mix_figure(token: str, cluster_key: str, labels: np.ndarray, truth: pd.Series) -> SharedFigure:
     """Clusters x ground-truth counts as a heat map, shared by every session."""
+    return _cluster_mix_figure(token=token, cluster_key=cluster_key, _labels=labels, _truth=truth)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _cluster_mix_figure(token: str, cluster_key: str, _labels: np.ndarray, _truth: pd.Series) -> SharedFigure:
+    """See ``cluster_mix_figure``."""
     mix = pd.crosstab(pd.Series(_labels, name="cluster"), _truth.fillna("(none)").values)
     return SharedFigure(readable(px.imshow(mix, text_auto=True, aspect="auto", color_continuous_scale="Blues",
                                            labels={"x": "ground truth", "y": "cluster", "color": "count"},
                                            height=360)))
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def central_scans(token: str, cluster_key: str, _dataset, _cohort, _labels: np.ndarray) -> dict[int, pd.DataFrame]:
+def central_scans(token: str, cluster_key: str, dataset, cohort, labels: np.ndarray) -> dict[int, pd.DataFrame]:
     """Per cluster, the image rows of its 5 most central members (most central first)."""
+    return _central_scans(token=token, cluster_key=cluster_key, _dataset=dataset, _cohort=cohort, _labels=labels)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _central_scans(token: str, cluster_key: str, _dataset, _cohort, _labels: np.ndarray) -> dict[int, pd.DataFrame]:
+    """See ``central_scans``."""
     medoids = cluster_medoids(_cohort.X, _labels, n=5)
     rows = [row for cluster_id in sorted(medoids) for row in medoids[cluster_id]]
     images = data.representative_images(_dataset, _cohort.table.iloc[rows], _cohort.level)
@@ -139,7 +163,12 @@ def central_scans(token: str, cluster_key: str, _dataset, _cohort, _labels: np.n
     return scans
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def cluster_majority(token: str, cluster_key: str, _labels: np.ndarray, _truth: pd.Series) -> dict:
+def cluster_majority(token: str, cluster_key: str, labels: np.ndarray, truth: pd.Series) -> dict:
     """Each cluster's majority ground-truth label (``core.labels.majority_labels``), shared."""
+    return _cluster_majority(token=token, cluster_key=cluster_key, _labels=labels, _truth=truth)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _cluster_majority(token: str, cluster_key: str, _labels: np.ndarray, _truth: pd.Series) -> dict:
+    """See ``cluster_majority``."""
     return majority_labels(pd.Series(_labels), _truth.reset_index(drop=True))

@@ -71,7 +71,7 @@ def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key:
         if i % columns == 0:  # a new row of columns, so that captions of any length stay aligned
             grid = st.columns(columns)
         hidden = has_burned_in_text(row) and not reveal
-        picture = thumbnail_jpeg(str(row["path"]), int(row["frame"]), hidden)
+        picture = thumbnail_jpeg(path=str(row["path"]), frame=int(row["frame"]), obscured=hidden)  # keywords: no inspect per call
         with grid[i % columns]:
             if picture is None:
                 st.warning(f"Cannot display {scan_label(row)}")
