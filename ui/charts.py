@@ -31,6 +31,7 @@ from core.columns import DESCRIBING_COLUMNS, metadata_columns, tells_rows_apart
 from core.labels import majority_labels
 from core.palette import CHART_TEXT_COLOUR, category_styles, group_rare, hover_text
 from ui import data
+from ui.widgets import GALLERY_COLUMNS
 
 
 def readable(figure: go.Figure) -> go.Figure:
@@ -156,6 +157,7 @@ def _central_scans(token: str, cluster_key: str, _dataset, _cohort, _labels: np.
     medoids = cluster_medoids(_cohort.X, _labels, n=5)
     rows = [row for cluster_id in sorted(medoids) for row in medoids[cluster_id]]
     images = data.representative_images(_dataset, _cohort.table.iloc[rows], _cohort.level)
+    images = images[[c for c in GALLERY_COLUMNS if c in images]]  # narrow: cheap to show on every rerun
     scans, start = {}, 0
     for cluster_id in sorted(medoids):
         scans[cluster_id] = images.iloc[start:start + len(medoids[cluster_id])]

@@ -22,6 +22,8 @@ from core.windowing import CT_WINDOW_PRESETS, ScanValues, apply_window
 from ui import data
 
 REVEAL_KEY = "reveal_burned_in"
+# The columns of an images table that ``gallery`` reads.
+GALLERY_COLUMNS = ("path", "frame", "patient_id", "burned_in_annotation", *DESCRIBING_COLUMNS)
 
 
 def page_header(title: str) -> None:
@@ -66,7 +68,7 @@ def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key:
         st.caption(f"Showing {limit} of {len(image_rows)} scans.")
     # Plain dicts of the few columns used: a row as a Series (iterrows) of a wide table was most
     # of a Clusters rerun.
-    used = [c for c in ("path", "frame", "patient_id", "burned_in_annotation", *DESCRIBING_COLUMNS) if c in shown]
+    used = [c for c in GALLERY_COLUMNS if c in shown]
     for i, row in enumerate(shown[used].to_dict("records")):
         if i % columns == 0:  # a new row of columns, so that captions of any length stay aligned
             grid = st.columns(columns)
