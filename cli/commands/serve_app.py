@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -176,13 +177,17 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, stop_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     processes: list[subprocess.Popen] = []
+    # One cookie secret for every worker (Streamlit's XSRF cookie on uploads): by default each
+    # process draws its own. Passed in the environment, not on the command line `ps` shows.
+    env = {**os.environ}
+    env.setdefault("STREAMLIT_SERVER_COOKIE_SECRET", secrets.token_hex(32))
     try:
         for i, port in enumerate(ports):
             with open(run_dir / f"worker-{i}.log", "ab") as log:
                 processes.append(subprocess.Popen(
                     [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
                      "--server.port", str(port), "--server.headless", "true"],
-                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         deadline = time.monotonic() + 180
         waiting = dict(enumerate(ports))
         while waiting and not stopping:
