@@ -23,7 +23,7 @@ from ui import data
 
 REVEAL_KEY = "reveal_burned_in"
 # The columns of an images table that ``gallery`` reads.
-GALLERY_COLUMNS = ("path", "frame", "patient_id", "burned_in_annotation", *DESCRIBING_COLUMNS)
+GALLERY_COLUMNS = tuple(dict.fromkeys(("path", "frame", "patient_id", "burned_in_annotation", *DESCRIBING_COLUMNS)))
 
 
 def page_header(title: str) -> None:

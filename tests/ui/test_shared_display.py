@@ -48,3 +48,10 @@ def test_a_gallery_jpeg_is_the_thumbnail_and_pixelated_when_obscured(tmp_path):
     assert np.abs(decoded(hidden) - obscure_image(thumbnail) * 255).max() <= 3
     assert np.abs(decoded(hidden) - decoded(plain)).max() > 50
     assert widgets.thumbnail_jpeg(str(tmp_path / "missing.png"), 0, False) is None
+
+
+def test_the_gallery_columns_are_unique_and_hold_what_a_caption_needs():
+    from core.columns import DESCRIBING_COLUMNS
+
+    assert len(set(widgets.GALLERY_COLUMNS)) == len(widgets.GALLERY_COLUMNS)  # else pandas drops some
+    assert {"path", "frame", "burned_in_annotation", *DESCRIBING_COLUMNS} <= set(widgets.GALLERY_COLUMNS)
