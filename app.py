@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.encoders import ENCODERS
-from ui import auth, data, errors, state
+from ui import auth, data, errors, server, state
 
 # An emoji favicon is inlined; a :material: one is fetched from fonts.gstatic.com, which
 # offline hospital networks cannot reach.
@@ -53,3 +53,4 @@ with st.sidebar:
 
 errors.run_safely(navigation.run)  # a fault shows a short message and an id, never a traceback
 state.sync_query_params()
+server.freeze_long_lived_objects()  # torch & co. out of the full GC's walk (ui/server.py)

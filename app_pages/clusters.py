@@ -4,14 +4,12 @@ size, most central scans, metadata and ground-truth mix."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from core.clustering import (
     ALGORITHMS,
     SCORE_LABELS,
-    cluster_medoids,
     get_algorithm,
     structure_sentence,
     structure_verdict,
@@ -20,29 +18,6 @@ from core.clustering import (
 from core.clustering.runs import suggested_k
 from core.encoders import WeightsUnavailableError
 from ui import charts, data, state, widgets
-
-
-# Built once per clustering for the whole server (shared, read-only), not on every rerun.
-@st.cache_resource(show_spinner=False, max_entries=32)
-def central_scans(token: str, cluster_key: str, _dataset, _cohort, _labels) -> dict[int, pd.DataFrame]:
-    """Per cluster, the image rows of its 5 most central members (most central first)."""
-    medoids = cluster_medoids(_cohort.X, _labels, n=5)
-    rows = [row for cluster_id in sorted(medoids) for row in medoids[cluster_id]]
-    images = data.representative_images(_dataset, _cohort.table.iloc[rows], _cohort.level)
-    scans, start = {}, 0
-    for cluster_id in sorted(medoids):
-        scans[cluster_id] = images.iloc[start:start + len(medoids[cluster_id])]
-        start += len(medoids[cluster_id])
-    return scans
-
-
-@st.cache_resource(show_spinner=False, max_entries=32)
-def mix_figure(token: str, cluster_key: str, _labels, _truth):
-    mix = pd.crosstab(pd.Series(_labels, name="cluster"), _truth.fillna("(none)").values)
-    # Styled here, once: a figure shared by every session must never be changed after caching.
-    return charts.readable(px.imshow(mix, text_auto=True, aspect="auto", color_continuous_scale="Blues",
-                                     labels={"x": "ground truth", "y": "cluster", "color": "count"}, height=360))
-
 
 widgets.page_header("Clusters")
 dataset = data.current_dataset()
@@ -126,7 +101,7 @@ first = [c for c in ("cluster", "size", "label_top", "label_share", "label_mix")
 st.dataframe(shown, hide_index=True, width="stretch", column_order=[*first, *[c for c in shown.columns if c not in first]])
 
 if label_column:
-    figure = mix_figure(dataset.token, cluster_key, result.labels, table["label"])
+    figure = charts.cluster_mix_figure(dataset.token, cluster_key, result.labels, table["label"])
     st.markdown("**Ground truth mix** (rows: clusters)")
     st.plotly_chart(figure, key="clusters_mix")
 
@@ -149,7 +124,7 @@ with st.expander("What drives these clusters? Metadata that predicts membership 
                                height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""})), key="clusters_drivers")
 
 st.subheader("Most central scans per cluster")
-for cluster_id, scans in central_scans(dataset.token, cluster_key, dataset, cohort, result.labels).items():
+for cluster_id, scans in charts.central_scans(dataset.token, cluster_key, dataset, cohort, result.labels).items():
     st.markdown(f"**Cluster {cluster_id}** ({int((result.labels == cluster_id).sum())} {level}s)")
     widgets.gallery(scans, columns=5, limit=5, key=f"clusters_medoids_{cluster_id}")
 st.caption("Next: **Label** maps each cluster to a disease and an ICD-10-CM code.")

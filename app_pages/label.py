@@ -13,14 +13,13 @@ from core.labels import (
     CODE_SET_VERSION,
     ConflictError,
     StoreBusyError,
-    majority_labels,
     search_icd10,
     suggest_default_mapping,
     suggest_icd10,
     validate_icd10,
 )
 from core.labels.merge import merge_mappings
-from ui import auth, data, widgets
+from ui import auth, charts, data, widgets
 
 widgets.page_header("Label")
 user = auth.require("label")
@@ -31,7 +30,7 @@ clustering_key, result = data.current_clustering(cohort)
 store = data.label_store()
 table = cohort.table
 cluster_ids = sorted(int(c) for c in set(result.labels) if c >= 0)
-majority = majority_labels(pd.Series(result.labels), table["label"].reset_index(drop=True))
+majority = charts.cluster_majority(dataset.token, clustering_key, result.labels, table["label"])
 # Per mapping set: the version this session is editing from, and a refused save to merge.
 base_key, conflict_key = f"label_base::{dataset.name}::{clustering_key}", f"label_conflict::{dataset.name}::{clustering_key}"
 

@@ -3,72 +3,10 @@ column; box or lasso points to see the scans behind them."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from core.columns import DESCRIBING_COLUMNS, column_role, metadata_columns, tells_rows_apart
-from core.palette import category_styles, group_rare, hover_text
+from core.columns import column_role
 from ui import charts, data, jobs, state, widgets
-
-
-# The table and the figure are built once per view for the whole server and shared read-only by
-# every session: a rerun only looks them up and sends the figure (building it with Plotly Express
-# was most of a warm rerun's CPU, and 20 sessions queue behind each other for the GIL).
-@st.cache_resource(show_spinner=False, max_entries=32)
-def map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clustering) -> tuple[pd.DataFrame, list[str]]:
-    """The cohort's rows with their cluster name, and the columns the map can be coloured by."""
-    table = _cohort.table.copy()
-    table["cluster"] = pd.Series(_clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
-    options = ["cluster", "label", *[c for c in metadata_columns(table) if tells_rows_apart(table[c])]]
-    return table, options
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
-               dims: int, _table: pd.DataFrame, _coords: np.ndarray):
-    """``(plotted rows, figure)`` of one view; the figure is shared, so it is never changed.
-
-    A category column colours its 10 commonest values (each with its own marker shape too) and
-    draws the rest grey as "other"; a numeric column gets a colour bar titled with its name.
-    Hover shows who the point is (``DESCRIBING_COLUMNS``), never its coordinates."""
-    keep = np.isfinite(_coords[:, :dims]).all(axis=1)
-    plot = _table.assign(row=np.arange(len(_table)))[keep]
-    coords = _coords[keep]
-    shown = [*DESCRIBING_COLUMNS, "cluster", colour]
-    hover = hover_text(plot, shown).to_numpy()
-    # Lists, not a numpy array: Plotly ships arrays base64-packed, and a selected point's
-    # customdata then does not come back as [row].
-    rows = [[int(r)] for r in plot["row"]]
-    axes = {"x": coords[:, 0], "y": coords[:, 1], **({"z": coords[:, 2]} if dims == 3 else {})}
-    scatter = go.Scattergl if dims == 2 else go.Scatter3d
-    size = 7 if dims == 2 else 4
-    template = "%{text}<extra></extra>"
-    numeric = pd.api.types.is_numeric_dtype(plot[colour]) and plot[colour].nunique() > 8
-    if numeric:
-        traces = [scatter(
-            **axes, mode="markers", text=hover, hovertemplate=template, customdata=rows,
-            name=colour, showlegend=False,
-            marker={"size": size, "opacity": 0.85, "color": plot[colour].astype("Float64").to_numpy(dtype=float, na_value=np.nan),
-                    "colorscale": "Viridis", "colorbar": {"title": {"text": colour}}},
-        )]
-    else:
-        grouped = group_rare(plot[colour])
-        traces = []
-        for style in category_styles(grouped, three_d=dims == 3):
-            inside = (grouped == style.name).to_numpy()
-            traces.append(scatter(
-                x=axes["x"][inside], y=axes["y"][inside], **({"z": axes["z"][inside]} if dims == 3 else {}),
-                mode="markers", name=style.name, text=hover[inside], hovertemplate=template,
-                customdata=[rows[i] for i in np.flatnonzero(inside)],
-                marker={"size": size, "opacity": 0.85, "color": style.colour, "symbol": style.symbol},
-            ))
-    figure = go.Figure(traces)
-    figure.update_layout(legend_title_text=colour, height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                         **({"dragmode": "lasso", "xaxis_title": "dim1", "yaxis_title": "dim2"} if dims == 2 else {}))
-    return len(plot), charts.readable(figure)
-
 
 widgets.page_header("Map")
 dataset = data.current_dataset()
@@ -84,10 +22,10 @@ cohort, filling = data.map_cohort(dataset)
 algorithm = st.session_state["algorithm"]
 cluster_key, clustering = data.current_clustering(cohort)
 
-# The dataset token is part of the keys: two ingests of the same files share embeddings (and so
-# cohort keys) but not their metadata.
+# The table and the figure are built once per view for the whole server and shared read-only by
+# every session (ui/charts.py): a rerun only looks them up and sends the figure.
 token = dataset.token
-table, colour_options = map_table(token, cohort.key, cluster_key, cohort, clustering)
+table, colour_options = charts.map_table(token, cohort.key, cluster_key, cohort, clustering)
 colour = c3.selectbox("Colour by", colour_options, key="map_colour",
                       help="cluster (current clustering), label (ground truth) or any metadata column")
 
@@ -105,7 +43,7 @@ with st.container(key="map_pending"):
     if pending:
         st.info(pending, icon=":material/hourglass_top:")
         jobs.rerun_when_done(pending_job, shown_while_running=True)
-n_plotted, figure = map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
+n_plotted, figure = charts.map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
     f"{n_plotted} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "
     f"({clustering.n_clusters}). Drag a lasso or box around points to see their scans."

@@ -1,8 +1,14 @@
 """Load test: N concurrent sessions opening Map, Clusters and Label on the demo cohort.
 
     .venv/bin/python benchmarks/load_test.py [--sessions 20] [--pages map,clusters,label]
-        [--app-dir DIR] [--embeddings-from CACHE_DIR] [--browser-sessions N]
+        [--workers 0,2] [--app-dir DIR] [--embeddings-from CACHE_DIR] [--browser-sessions N]
         [--out benchmarks/results/load.json]
+
+``--workers`` lists the configurations measured one after another in the same run, on the same
+cache: 0 is one ``streamlit run`` process reached directly; N is N Streamlit processes behind
+HAProxy exactly as ``scanatlas serve-app --workers N`` runs them (sticky by cookie; the
+pre-warm opens every page on every worker, choosing it by its cookie). With several
+configurations the JSON holds each report under ``configurations`` and a ``comparison`` table.
 
 Starts a real ``streamlit run app.py`` on 127.0.0.1 (free port, its own SCANATLAS_CACHE and
 label database in a temporary folder), pre-warms it (opens Map until the demo cohort is
@@ -24,7 +30,7 @@ Clusters) or the data editor's grid exists (Label) and the script has finished.
 It also reports the server's RSS (from /proc) before the sessions, its peak while they ran, with
 all N sessions still open (growth per extra session) and after they closed (the server is run
 with ``server.disconnectedSessionTTL`` = ``--session-ttl`` so that closed sessions are dropped),
-and how many times the server computed each shared heavy result: the server runs with counters
+the CPU seconds of Python's full garbage collections during each batch, and how many times the server computed each shared heavy result: the server runs with counters
 around ``core.embed.embed_dataset``, ``core.cohort.build_cohort``, ``core.projection.project`` and
 ``core.clustering.runs.cluster`` (``--serve`` mode below), so "computed once for all sessions"
 is counted rather than assumed.
@@ -37,26 +43,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import CHROMIUM, CHROMIUM_ARGS, IDLE, StreamlitServer  # noqa: E402 (benchmarks/ on the path first)
+from _server import CHROMIUM, CHROMIUM_ARGS, IDLE, StreamlitServer, free_port  # noqa: E402 (benchmarks/ on the path first)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "load.json"
 COUNTS_ENV = "SCANATLAS_LOAD_COUNTS"
+GC_NAME = "gc.full_collection"
 # Page (URL name) -> the element whose arrival means the page is drawn (see _element_kind).
 PAGE_ELEMENT = {"map": "plotly_chart", "clusters": "plotly_chart", "label": "data_editor"}
 # (module, attribute) wrapped with a call counter in --serve mode: each call is one computation.
@@ -94,6 +104,22 @@ def serve_with_counters(streamlit_args: list[str]) -> None:
     for module_name, attribute in COUNTED:
         module = importlib.import_module(module_name)
         setattr(module, attribute, counted(f"{module_name}.{attribute}", getattr(module, attribute)))
+
+    # Python's full (generation 2) garbage collections: each walks every object the server holds
+    # (torch, UMAP, scikit-learn...) and stalls whichever script runs are queued at the time.
+    started: list[float] = []
+
+    def full_collection(phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[:] = [time.thread_time()]
+        elif started:
+            with lock, counts_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"name": GC_NAME, "t": time.time(),
+                                         "seconds": time.thread_time() - started[0]}) + "\n")
+
+    gc.callbacks.append(full_collection)
     from streamlit.web import cli
 
     sys.argv = ["streamlit", "run", *streamlit_args]
@@ -101,17 +127,33 @@ def serve_with_counters(streamlit_args: list[str]) -> None:
 
 
 def read_counts(path: Path) -> dict[str, int]:
+    """Calls of each counted computation (full garbage collections are left out: see
+    ``read_gc``)."""
     counts = {f"{m}.{a}": 0 for m, a in COUNTED}
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             name = json.loads(line)["name"]
-            counts[name] = counts.get(name, 0) + 1
+            if name != GC_NAME:
+                counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def read_gc(path: Path, since: float = 0.0) -> dict[str, float]:
+    """Full garbage collections in the server(s) after time ``since``: how many, CPU seconds."""
+    seconds = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record["name"] == GC_NAME and record["t"] >= since:
+                seconds.append(record["seconds"])
+    return {"full_collections": len(seconds), "cpu_s": round(sum(seconds), 3)}
 
 
 class Server(StreamlitServer):
     """A ``streamlit run app.py`` on 127.0.0.1 in its own process group, with call counters
     (started by ``benchmarks/_server.py``; launched here, ``wait_healthy()`` waits)."""
+
+    cookies: tuple[str | None, ...] = (None,)  # one process: no proxy, no cookie to pick it
 
     def __init__(self, app_dir: Path, cache: Path, *, session_ttl: int, log_path: Path) -> None:
         self.counts_path = cache / "load-counts.jsonl"
@@ -144,6 +186,74 @@ class Server(StreamlitServer):
 
     def counts(self) -> dict[str, int]:
         return read_counts(self.counts_path)
+
+
+class Workers:
+    """``n`` servers (each a ``Server``: its own process, the same cache, label database and
+    counters) behind HAProxy, configured exactly as ``scanatlas serve-app`` does
+    (``cli/commands/serve_app.py``): sticky by cookie, new sessions to the least busy worker.
+    ``rss_mb`` and ``cpu_s`` are the workers' sums (HAProxy's own are not counted)."""
+
+    def __init__(self, app_dir: Path, cache: Path, n: int, *, session_ttl: int, log_dir: Path) -> None:
+        sys.path.insert(0, str(REPO_ROOT))
+        from cli.commands.serve_app import COOKIE, haproxy_config
+
+        haproxy = shutil.which("haproxy")
+        if haproxy is None:
+            raise SystemExit("--workers N needs HAProxy (apt-get install haproxy)")
+        self.workers = [Server(app_dir, cache, session_ttl=session_ttl, log_path=log_dir / f"worker-{i}.log")
+                        for i in range(n)]
+        self.counts_path = self.workers[0].counts_path
+        self.cookies = tuple(f"{COOKIE}=w{i}" for i in range(n))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / "haproxy.log"
+        config = log_dir / "haproxy.cfg"
+        config.write_text(haproxy_config("127.0.0.1", self.port, [w.port for w in self.workers],
+                                         log_dir / "haproxy.sock"), encoding="utf-8")
+        with open(self.log_path, "wb") as log:
+            self.proxy = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self, timeout_s: float = 120) -> None:
+        for worker in self.workers:
+            worker.wait_healthy(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:  # through the proxy too (its health checks run every 2 s)
+            try:
+                with urllib.request.urlopen(f"{self.base}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proxy.poll() is not None:
+                raise RuntimeError(f"HAProxy not serving after {timeout_s} s:\n{self.log_tail()}")
+            time.sleep(0.25)
+
+    def log_tail(self, n: int = 3000) -> str:
+        return "\n".join(w.log_tail(n) for w in self.workers) + "\n" + Server.log_tail(self, n)  # type: ignore[arg-type]
+
+    def rss_mb(self) -> float | None:
+        values = [w.rss_mb() for w in self.workers]
+        return None if any(v is None for v in values) else sum(values)
+
+    def cpu_s(self) -> float | None:
+        values = [w.cpu_s() for w in self.workers]
+        return None if any(v is None for v in values) else sum(values)
+
+    def counts(self) -> dict[str, int]:
+        return read_counts(self.counts_path)
+
+    def stop(self) -> None:
+        if self.proxy.poll() is None:
+            os.killpg(self.proxy.pid, signal.SIGTERM)
+            try:
+                self.proxy.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proxy.pid, signal.SIGKILL)
+                self.proxy.wait(timeout=20)
+        for worker in self.workers:
+            worker.stop()
 
 
 class RssSampler:
@@ -229,7 +339,7 @@ async def _one_run(ws, page: str, query: str, timeout_s: float) -> dict[str, Any
 
 async def open_page(ws_url: str, page: str, *, query: str = "", timeout_s: float = 120.0,
                     poll_embedding: bool = False, settled: asyncio.Event | None = None,
-                    release: asyncio.Event | None = None) -> dict[str, Any]:
+                    release: asyncio.Event | None = None, cookie: str | None = None) -> dict[str, Any]:
     """One session: connect, open ``page``, time it until the page's main element is drawn.
 
     With ``poll_embedding``, a run that only shows the embedding progress bar is repeated every
@@ -244,7 +354,8 @@ async def open_page(ws_url: str, page: str, *, query: str = "", timeout_s: float
     result: dict[str, Any] = {"page": page, "seconds": None, "runs": 0, "bytes": 0, "error": None}
     try:
         async with websockets.connect(ws_url, subprotocols=["streamlit"], max_size=None,
-                                      open_timeout=timeout_s, ping_interval=None) as ws:
+                                      open_timeout=timeout_s, ping_interval=None,
+                                      additional_headers={"Cookie": cookie} if cookie else None) as ws:
             try:
                 async with asyncio.timeout(timeout_s):
                     while True:
@@ -396,20 +507,23 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def measure(args: argparse.Namespace, cache: Path, workers: int = 0) -> dict[str, Any]:
+    """One configuration: ``workers`` = 0 is one ``streamlit run`` process reached directly;
+    N >= 1 is N processes behind HAProxy (``scanatlas serve-app --workers N``)."""
     app_dir = Path(args.app_dir).resolve()
     pages = [p.strip() for p in args.pages.split(",") if p.strip()]
     unknown = sorted(set(pages) - set(PAGE_ELEMENT))
     if unknown:
         raise SystemExit(f"unknown page(s) {unknown}; valid: {sorted(PAGE_ELEMENT)}")
-    cache = Path(tempfile.mkdtemp(prefix="scanatlas-load-"))
-    if args.embeddings_from:
-        # The embedding cache is content-addressed (file bytes + encoder), so vectors computed
-        # elsewhere for the same scans are valid here; only saves the first embedding's minutes.
-        shutil.copytree(Path(args.embeddings_from) / "embeddings", cache / "embeddings")
-    server = Server(app_dir, cache, session_ttl=args.session_ttl, log_path=cache / "streamlit.log")
+    if workers:
+        log_dir = Path(tempfile.mkdtemp(prefix=f"workers-{workers}-", dir=cache))
+        server = Workers(app_dir, cache, workers, session_ttl=args.session_ttl, log_dir=log_dir)
+    else:
+        server = Server(app_dir, cache, session_ttl=args.session_ttl, log_path=cache / "streamlit.log")
     ws_url = f"ws://127.0.0.1:{server.port}/_stcore/stream"
     report: dict[str, Any] = {
+        "configuration": f"{workers} Streamlit processes behind HAProxy" if workers else "one Streamlit process",
+        "workers": workers or 1, "proxy": "haproxy" if workers else None,
         "app_dir": str(app_dir), "git_commit": _git_commit(app_dir), "sessions": args.sessions,
         "single_repeats": args.single_repeats, "client": "raw Streamlit websocket sessions",
         "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
@@ -418,15 +532,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         server.wait_healthy()
         report["rss_mb_idle_server"] = round(server.rss_mb() or 0, 1)
+        measured_from = time.time()
         # Pre-warm: the first Map embeds the demo cohort in the background and computes the
         # projection and clustering; Clusters and Label then find everything shared.
+        # Behind the proxy every worker is warmed (a cookie picks it): each has its own memory.
         warm_started = time.perf_counter()
         report["warm_s"] = {}
-        for page in pages:
-            result = asyncio.run(open_page(ws_url, page, timeout_s=args.warm_timeout, poll_embedding=True))
-            if result["error"]:
-                raise RuntimeError(f"pre-warm of {page} failed: {result['error']}\n{server.log_tail()}")
-            report["warm_s"][page] = round(result["seconds"], 2)
+        for cookie in server.cookies:
+            for page in pages:
+                result = asyncio.run(open_page(ws_url, page, timeout_s=args.warm_timeout, poll_embedding=True,
+                                               cookie=cookie))
+                if result["error"]:
+                    raise RuntimeError(f"pre-warm of {page} failed: {result['error']}\n{server.log_tail()}")
+                report["warm_s"].setdefault(page, round(result["seconds"], 2))
+            if "map" in pages:
+                # Map draws PCA at once and computes UMAP in the background; measured sessions
+                # must not share the CPU with it (nor another worker start its own).
+                report["warm_s"].setdefault("umap_stored", round(wait_for_stored_map(cache, args.warm_timeout), 2))
         report["warm_total_s"] = round(time.perf_counter() - warm_started, 1)
         report["computed_during_warm_up"] = server.counts()
         report["rss_mb_before"] = round(server.rss_mb() or 0, 1)
@@ -438,7 +560,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                            for _ in range(args.single_repeats)]
                 cpu_single = (server.cpu_s() - cpu_start) / args.single_repeats
                 time.sleep(1.0)
-                rss_start, cpu_start = server.rss_mb() or 0.0, server.cpu_s()
+                rss_start, cpu_start, batch_start = server.rss_mb() or 0.0, server.cpu_s(), time.time()
                 with RssSampler(server) as sampler:
                     together, rss_open = asyncio.run(open_together(
                         ws_url, page, args.sessions, timeout_s=args.timeout, while_open=server.rss_mb))
@@ -455,6 +577,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     # Server CPU per session: what the load costs regardless of other processes.
                     "server_cpu_s_per_single_session": round(cpu_single, 3),
                     "server_cpu_s_per_concurrent_session": round(cpu_together, 3),
+                    "gc_during_concurrent_batch": read_gc(server.counts_path, batch_start),
                 }
                 if rss_open is not None:
                     entry["rss_mb_per_extra_session"] = round((rss_open - rss_start) / args.sessions, 2)
@@ -475,15 +598,27 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(2.0)
         report["rss_mb_after_close"] = round(server.rss_mb() or 0, 1)
         report["computed_total"] = server.counts()
+        report["gc_whole_run"] = read_gc(server.counts_path, measured_from)
         measured = [*report["pages"].values(), *report.get("browser", {}).values()]
         report["errors_total"] = sum(p["single"]["errors"] + p["concurrent"]["errors"] for p in measured)
     finally:
         server.stop()
-        if args.keep_cache:
-            report["cache"] = str(cache)
-        else:
-            shutil.rmtree(cache, ignore_errors=True)
     return report
+
+
+def wait_for_stored_map(cache: Path, timeout_s: float, method: str = "umap") -> float:
+    """Seconds until the run store under ``cache`` holds a ``method`` projection (the app's
+    default map); raises after ``timeout_s``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        for record in (cache / "runs" / "projection").glob("*/run.json"):
+            try:
+                if json.loads(record.read_text(encoding="utf-8"))["config"]["method"] == method:
+                    return time.monotonic() - started
+            except (OSError, ValueError, KeyError):
+                continue  # being written
+        time.sleep(0.5)
+    raise RuntimeError(f"no stored {method} map after {timeout_s:.0f} s")
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -499,7 +634,8 @@ def _git_commit(folder: Path) -> str | None:
 
 
 HEADER = (f"{'page':<12} {'single s':>8} {'n':>3} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
-          f"{'p95/single':>10} {'errors':>6} {'CPU s/session':>13} {'RSS open MB':>11} {'MB/session':>10}")
+          f"{'p95/single':>10} {'errors':>6} {'CPU s/session':>13} {'RSS open MB':>11} {'MB/session':>10} "
+          f"{'full GC s':>9}")
 
 
 def _row(page: str, entry: dict[str, Any]) -> str:
@@ -512,7 +648,8 @@ def _row(page: str, entry: dict[str, Any]) -> str:
             f"{f(c['p95_s'], '7.2f')} {f(c['max_s'], '7.2f')} {f(entry['p95_over_single'], '10.2f')} "
             f"{c['errors'] + entry['single']['errors']:>6} "
             f"{f(entry.get('server_cpu_s_per_concurrent_session'), '13.3f')} "
-            f"{f(entry.get('rss_mb_all_sessions_open'), '11.0f')} {f(entry.get('rss_mb_per_extra_session'), '10.2f')}")
+            f"{f(entry.get('rss_mb_all_sessions_open'), '11.0f')} {f(entry.get('rss_mb_per_extra_session'), '10.2f')} "
+            f"{f(entry.get('gc_during_concurrent_batch', {}).get('cpu_s'), '9.3f')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -532,22 +669,91 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser-sessions", type=int, default=0,
                         help="also open each page in this many concurrent headless Chromium tabs (0: off)")
     parser.add_argument("--keep-cache", action="store_true", help="keep the temporary cache folder")
+    parser.add_argument("--workers", default="0",
+                        help="configurations to measure in this run, comma-separated: 0 = one Streamlit "
+                        "process reached directly, N = N processes behind HAProxy as `scanatlas serve-app "
+                        "--workers N` runs them (e.g. 0,2)")
     parser.add_argument("--out", default=str(RESULTS), help=f"JSON results (default {RESULTS.relative_to(REPO_ROOT)})")
     args = parser.parse_args(argv)
     if not 1 <= args.sessions <= 64:
         parser.error(f"--sessions={args.sessions} must be between 1 and 64 (a bounded load test)")
     if not 0 <= args.browser_sessions <= 32:
         parser.error(f"--browser-sessions={args.browser_sessions} must be between 0 and 32")
-    print(HEADER, flush=True)
-    report = measure(args)
+    try:
+        configurations = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers={args.workers!r}: comma-separated integers, e.g. 0,2")
+    if any(not 0 <= w <= 16 for w in configurations):
+        parser.error("--workers: each between 0 (one process, no proxy) and 16")
+    cache = Path(tempfile.mkdtemp(prefix="scanatlas-load-"))
+    if args.embeddings_from:
+        # The embedding cache is content-addressed (file bytes + encoder), so vectors computed
+        # elsewhere for the same scans are valid here; only saves the first embedding's minutes.
+        shutil.copytree(Path(args.embeddings_from) / "embeddings", cache / "embeddings")
+    reports = []
+    try:
+        # One cache for every configuration: the first computes the shared results, the others
+        # load them from the run store as a second server process would.
+        for workers in configurations:
+            print(f"--- {'one process' if not workers else f'{workers} workers behind HAProxy'} "
+                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+            print(HEADER, flush=True)
+            report = measure(args, cache, workers)
+            report["load_average_at_end"] = list(os.getloadavg())
+            reports.append(report)
+            print(f"RSS MB: idle {report['rss_mb_idle_server']}, warm {report['rss_mb_before']}, "
+                  f"peak {report['rss_mb_peak']}, after close {report['rss_mb_after_close']}")
+            print(f"computed (whole run): {report['computed_total']}")
+    finally:
+        if args.keep_cache:
+            print(f"cache kept in {cache}")
+        else:
+            shutil.rmtree(cache, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(f"RSS MB: idle {report['rss_mb_idle_server']}, warm {report['rss_mb_before']}, "
-          f"peak {report['rss_mb_peak']}, after close {report['rss_mb_after_close']}")
-    print(f"computed (whole run): {report['computed_total']}")
-    print(f"errors: {report['errors_total']}; wrote {out}")
-    return 0 if report["errors_total"] == 0 else 1
+    if len(reports) == 1:
+        result: dict[str, Any] = reports[0]
+    else:
+        result = {"configurations": reports, "comparison": compare(reports)}
+        print(COMPARE_HEADER)
+        for row in result["comparison"]:
+            print(_compare_row(row))
+    errors = sum(r["errors_total"] for r in reports)
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"errors: {errors}; wrote {out}")
+    return 0 if errors == 0 else 1
+
+
+COMPARE_HEADER = (f"{'page':<10} {'configuration':<38} {'single s':>8} {'p50 s':>7} {'p95 s':>7} "
+                  f"{'p95/single':>10} {'p95 / 1-process single':>22}")
+
+
+def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per page and configuration: single, p50, p95 and p95 over the single session of the
+    first configuration too (the same user alone on the server as deployed before)."""
+    base = reports[0]
+    rows = []
+    for page in base["pages"]:
+        base_single = base["pages"][page]["single_median_s"]
+        for report in reports:
+            entry = report["pages"][page]
+            rows.append({
+                "page": page, "configuration": report["configuration"], "workers": report["workers"],
+                "single_median_s": entry["single_median_s"], "p50_s": entry["concurrent"]["p50_s"],
+                "p95_s": entry["concurrent"]["p95_s"], "p95_over_single": entry["p95_over_single"],
+                "p95_over_first_configuration_single": _ratio(entry["concurrent"]["p95_s"], base_single),
+                "errors": entry["single"]["errors"] + entry["concurrent"]["errors"],
+            })
+    return rows
+
+
+def _compare_row(row: dict[str, Any]) -> str:
+    def f(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return (f"{row['page']:<10} {row['configuration']:<38} {f(row['single_median_s'], '8.3f')} "
+            f"{f(row['p50_s'], '7.3f')} {f(row['p95_s'], '7.3f')} {f(row['p95_over_single'], '10.2f')} "
+            f"{f(row['p95_over_first_configuration_single'], '22.2f')}")
 
 
 if __name__ == "__main__":

@@ -212,14 +212,21 @@ class RunStore:
         folder = self._folder(kind, key)
         encoded = {_check_file_name(name): _encode(value) for name, value in payload.items()}
         folder.mkdir(parents=True, exist_ok=True)
+        # Resolved and checked before anything is written or removed (as in ``delete``): a run
+        # folder that is a link out of the store is refused, never cleaned.
+        folder = self._checked_folder(folder)
         (folder / RUN_FILE).unlink(missing_ok=True)  # the old run stops being visible first
         files: dict[str, str] = {}
         for name, (extension, writer) in encoded.items():
             atomic_write(folder / f"{name}{extension}", writer)
             files[name] = f"{name}{extension}"
         for stale in folder.iterdir():
-            if stale.name not in files.values() and stale.name != RUN_FILE:
-                stale.unlink(missing_ok=True) if stale.is_file() else shutil.rmtree(stale, ignore_errors=True)
+            if stale.name in files.values() or stale.name == RUN_FILE:
+                continue
+            if stale.is_symlink() or stale.is_file():
+                stale.unlink(missing_ok=True)  # a link is removed itself, never what it points to
+            elif stale.resolve().parent == folder:
+                shutil.rmtree(stale, ignore_errors=True)
         record = {
             "kind": kind,
             "key": key,
@@ -299,16 +306,20 @@ class RunStore:
         ]
         return pd.DataFrame(rows, columns=["key", "kind", "dataset", "created", "version", "summary", "n_files"])
 
+    def _checked_folder(self, folder: Path) -> Path:
+        """``folder`` resolved (links, ``..``), checked to be a run folder ``root/kind/key``."""
+        resolved, root = folder.resolve(), self.root.resolve()
+        if resolved.parent.parent != root:
+            raise ValueError(f"refusing to change {resolved}: not a run folder of {root}")
+        return resolved
+
     def delete(self, key: str) -> bool:
         """Remove run ``key``; True when it existed. The folder is resolved and checked to lie
         inside the store before anything is removed."""
         run = self.find(key)
         if run is None:
             return False
-        folder = run.folder.resolve()
-        root = self.root.resolve()
-        if folder.parent.parent != root:
-            raise ValueError(f"refusing to delete {folder}: not a run folder of {root}")
+        folder = self._checked_folder(run.folder)
         (folder / RUN_FILE).unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
         return True

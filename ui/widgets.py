@@ -8,9 +8,12 @@ Data page (``st.session_state["reveal_burned_in"]``).
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core.columns import DESCRIBING_COLUMNS
 from core.deid import obscure_image
@@ -19,6 +22,8 @@ from core.windowing import CT_WINDOW_PRESETS, ScanValues, apply_window
 from ui import data
 
 REVEAL_KEY = "reveal_burned_in"
+# The columns of an images table that ``gallery`` reads.
+GALLERY_COLUMNS = tuple(dict.fromkeys(("path", "frame", "patient_id", "burned_in_annotation", *DESCRIBING_COLUMNS)))
 
 
 def page_header(title: str) -> None:
@@ -61,18 +66,37 @@ def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key:
     shown = image_rows.head(limit)
     if len(image_rows) > limit:
         st.caption(f"Showing {limit} of {len(image_rows)} scans.")
-    for i, (_, row) in enumerate(shown.iterrows()):
+    # Plain dicts of the few columns used: a row as a Series (iterrows) of a wide table was most
+    # of a Clusters rerun.
+    used = [c for c in GALLERY_COLUMNS if c in shown]
+    for i, row in enumerate(shown[used].to_dict("records")):
         if i % columns == 0:  # a new row of columns, so that captions of any length stay aligned
             grid = st.columns(columns)
-        picture = data.thumbnail(str(row["path"]), int(row["frame"]))
+        hidden = has_burned_in_text(row) and not reveal
+        picture = thumbnail_jpeg(path=str(row["path"]), frame=int(row["frame"]), obscured=hidden)  # keywords: no inspect per call
         with grid[i % columns]:
             if picture is None:
                 st.warning(f"Cannot display {scan_label(row)}")
-            elif has_burned_in_text(row) and not reveal:
-                st.image(obscure_image(picture), caption=caption_for(row) + " · burned-in text hidden",
-                         clamp=True, width="stretch")
             else:
-                st.image(picture, caption=caption_for(row), clamp=True, width="stretch")
+                st.image(picture, caption=caption_for(row) + (" · burned-in text hidden" if hidden else ""),
+                         output_format="JPEG", width="stretch")
+
+
+# At most 2048 JPEGs of a 256 px thumbnail (~30 KB each) for every session together.
+@st.cache_resource(show_spinner=False, max_entries=2048)
+def thumbnail_jpeg(path: str, frame: int, obscured: bool) -> bytes | None:
+    """The gallery's JPEG of one scan (pixelated when ``obscured``), encoded once for every
+    session: what ``st.image`` would make of the float thumbnail on each rerun (clamped to [0, 1],
+    8-bit, JPEG quality 100). None when the scan cannot be read."""
+    picture = data.thumbnail(path, frame)
+    if picture is None:
+        return None
+    if obscured:
+        picture = obscure_image(picture)
+    pixels = (np.clip(picture, 0.0, 1.0) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert("RGB" if pixels.ndim == 3 else "L").save(buffer, format="JPEG", quality=100)
+    return buffer.getvalue()
 
 
 def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str, reveal_burned_in: bool | None = None) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 # ZIP limits: generous for real studies, small enough that a zip bomb cannot fill the disk.
 MAX_ZIP_MEMBERS = 200_000
 MAX_ZIP_TOTAL_BYTES = 20 * 1024**3
+# Archives inside the ZIP are reported per member and never unpacked (no recursion, no bombs).
+NESTED_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
 MAX_ZIP_RATIO = 100  # uncompressed / compressed, for the archive and for each member
 # Below this size a member's own ratio is not judged (a small text file may compress 200:1);
 # the archive's total ratio still counts it.
@@ -138,6 +140,8 @@ def _member_problem(info: zipfile.ZipInfo, limits: ZipLimits) -> str | None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         return "symbolic link in ZIP (refused)"
+    if posix.name.lower().endswith(NESTED_ARCHIVE_SUFFIXES):
+        return "nested archive not unpacked (upload the inner archive on its own)"
     return None
 
 

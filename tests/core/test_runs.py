@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,30 @@ def test_a_key_of_another_kind_is_refused_but_clusterings_keep_their_historical_
         store.load("projection", "drift-study-0123456789abcdef")
     run = store.save("clustering", "kmeans-72e6ad838c336596", version=2, config={}, payload={"labels": np.zeros(3)})
     assert store.find("kmeans-72e6ad838c336596").folder == run.folder
+
+
+def test_save_removes_its_own_stale_files_but_never_through_a_link_out_of_the_store(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    key = run_key("projection", inputs={}, config={}, version=1)
+    first = store.save("projection", key, version=1, config={}, payload={"a": np.zeros(1), "b": np.ones(1)})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the store's")
+    (first.folder / "link-to-outside").symlink_to(outside, target_is_directory=True)
+    (first.folder / "old-dir").mkdir()
+    (first.folder / "old-dir" / "x.npy").write_bytes(b"x")
+    # Saved again with fewer files: the stale file, folder and link go; the link's target stays.
+    second = store.save("projection", key, version=1, config={}, payload={"a": np.zeros(1)})
+    assert sorted(p.name for p in second.folder.iterdir()) == ["a.npy", "run.json"]
+    assert (outside / "keep.txt").read_text() == "not the store's"
+
+    # A run folder replaced by a link to a folder elsewhere is refused before anything is
+    # written or removed there.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.npy").write_bytes(b"data")
+    shutil.rmtree(second.folder)
+    second.folder.symlink_to(victim, target_is_directory=True)
+    with pytest.raises(ValueError, match="not a run folder"):
+        store.save("projection", key, version=1, config={}, payload={"a": np.zeros(1)})
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.npy"]

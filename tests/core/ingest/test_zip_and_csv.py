@@ -208,3 +208,24 @@ def test_zip_members_with_long_names_or_bad_crcs_are_refused_one_by_one(covid_di
     assert "longer than 255 bytes" in reasons["Normal/nnnnn"]
     assert "Bad CRC-32" in reasons["Normal/b.png"]
     assert not (tmp_path / "out" / "source" / "Normal" / "b.png").exists()  # no partial file
+
+
+def test_a_nested_archive_is_reported_per_member_and_never_unpacked(covid_dir, tmp_path):
+    real = sorted((covid_dir / "images").glob("*.png"))[:2]
+    inner = tmp_path / "inner.zip"
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.write(real[1], "Normal/hidden.png")
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(real[0], "COVID/a.png")
+        zf.write(inner, "more/inner.zip")
+        zf.writestr("more/old.tar.gz", b"\x1f\x8b" + bytes(64))
+    dataset = ingest(archive, tmp_path / "out").dataset
+    assert dataset.images["filename"].tolist() == ["a.png"]
+    refused = dataset.report[dataset.report["status"] == "unsafe_zip_member"]
+    assert dict(zip(refused["path"], refused["reason"], strict=True)) == {
+        "more/inner.zip": "nested archive not unpacked (upload the inner archive on its own)",
+        "more/old.tar.gz": "nested archive not unpacked (upload the inner archive on its own)",
+    }
+    source = tmp_path / "out" / "source"
+    assert listing(source) == {"COVID", "COVID/a.png"}  # neither the archive nor its contents
