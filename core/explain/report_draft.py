@@ -1,0 +1,387 @@
+"""A report draft from the most similar cases: the honest offline stand-in for a generated report.
+
+For a selected scan, ``draft_report`` takes its nearest neighbours in embedding space that have
+a report or notes (never the scan's own patient: their notes would just be copied), splits
+every note into sentences, and keeps the sentences the neighbours share most: a sentence's
+*support* is how strongly the other neighbours say the same thing, the similarity-weighted mean
+over the other neighbours of their closest sentence's cosine similarity to it (TF-IDF by
+default; MiniLM sentence vectors when an ``embed_sentences`` callable is given). The draft is
+the best-supported sentences, near-duplicates of one already chosen left out, in order of
+support, under the heading ``DRAFT_MARK``. It is a draft from similar cases, not a diagnosis.
+
+Notes are free text that often names people, places and dates, so every sentence shown or
+drafted is passed through ``scrub_text`` first: dates, years, ages, e-mails, phone numbers,
+web links, titled names ("Dr. Smith") and hospital names become placeholders. Paths, file
+names and other identifying columns are never part of the result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DRAFT_MARK",
+    "NEIGHBOUR_COLUMNS",
+    "ReportDraft",
+    "FINDING_TERMS",
+    "assemble_draft",
+    "draft_report",
+    "evaluate_drafts",
+    "format_draft",
+    "names_finding",
+    "scrub_text",
+    "split_sentences",
+]
+
+DRAFT_MARK = "DRAFT FROM SIMILAR CASES, NOT A DIAGNOSIS"
+NEIGHBOUR_COLUMNS = ["rank", "patient_id", "distance", "label", "note"]
+SENTENCE_COLUMNS = ["sentence", "support", "shared_by", "from_rank"]
+MIN_WORDS = 4
+MAX_NOTE_CHARS = 20_000  # a longer note is cut: memory and time stay bounded whatever arrives
+
+_ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "prof", "e.g", "i.e", "vs", "approx", "fig", "no", "st", "dept", "etc",
+                  "al", "cf", "resp", "pt", "pts", "hr", "min", "max", "sat", "temp"}
+# A sentence ends at . ! ? followed by space(s) and a capital, digit or opening bracket/quote,
+# or at a full stop glued to a capitalised word ("in progress.Heart"), or at a line break.
+_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])|(?<=[a-z]{2}\.)(?=[A-Z][a-z])|\n+")
+_MONTHS = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+           r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+_SCRUB: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"), "[email]"),
+    (re.compile(r"\b(?:https?://|www\.)\S+", re.I), "[link]"),
+    (re.compile(r"(?<!\d)(?:\+?\d[\d\s().-]{8,}\d)(?!\d)"), "[number]"),
+    (re.compile(rf"\b{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b", re.I), "[date]"),
+    (re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS}\.?,?\s+(?:19|20)\d{{2}}\b", re.I), "[date]"),
+    (re.compile(rf"\b{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b", re.I), "[date]"),
+    (re.compile(r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b"), "[date]"),
+    (re.compile(rf"\b(?:in\s+)?{_MONTHS}\s+(?:of\s+)?(?:19|20)\d{{2}}\b", re.I), "[date]"),
+    (re.compile(r"(?<![\d.])(?:19|20)\d{2}(?![\d.])"), "[year]"),
+    (re.compile(r"\b\d{1,3}[- ](?:year|yr|month|week|day)s?[- ]old\b", re.I), "[age]"),
+    (re.compile(r"\b\d{1,3}\s*(?:years?|yrs?|y)\s*(?:old|/o|o)\b", re.I), "[age]"),
+    (re.compile(r"\b(?:aged?)\s+\d{1,3}\b", re.I), "[age]"),
+    (re.compile(r"\b\d{1,3}\s*(?:yo|y/o|y\.o\.)", re.I), "[age]"),
+    (re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)?"), "[name]"),
+    (re.compile(r"\b(?:[A-Z][\w'-]+\s+){1,4}(?:Hospital|Clinic|Medical Center|Medical Centre|Infirmary|"
+                r"University|Institute)\b"), "[hospital]"),
+    (re.compile(r"\b(?:Hospital|Clinic|University|Institute)\s+(?:of\s+)?(?:[A-Z][\w'-]+\s*){1,4}"), "[hospital]"),
+]
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]+")
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with dates, years, ages, e-mails, phone numbers, links, titled names and
+    hospital names replaced by ``[date]``, ``[year]``, ``[age]``, ``[email]``, ``[number]``,
+    ``[link]``, ``[name]``, ``[hospital]``. A safety net for display, not a guarantee: free text
+    can name people in ways no pattern knows, which is why exports drop notes by default."""
+    out = str(text)
+    for pattern, placeholder in _SCRUB:
+        out = pattern.sub(placeholder, out)
+    return re.sub(r"[ \t]+", " ", out).strip()
+
+
+def split_sentences(text: Any) -> list[str]:
+    """The sentences of a note, in order: split at ``.``, ``!`` or ``?`` before a capital or a
+    digit, at a full stop glued to the next capitalised word, and at line breaks; not after
+    abbreviations (``Dr.``, ``e.g.``, ``vs.``) or initials (``S. pneumoniae``). Missing or
+    blank text gives ``[]``; text beyond ``MAX_NOTE_CHARS`` is ignored."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    text = text[:MAX_NOTE_CHARS].replace("\r\n", "\n").replace("\r", "\n")
+    pieces: list[str] = []
+    carry = ""
+    for part in _BOUNDARY.split(text):
+        part = (part or "").strip()
+        if not part:
+            continue
+        current = f"{carry} {part}".strip() if carry else part
+        last = current.rstrip(".").rsplit(None, 1)[-1].lower() if current.endswith(".") else ""
+        if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
+            carry = current  # "Dr." or "S." does not end a sentence: join the next piece
+            continue
+        pieces.append(current)
+        carry = ""
+    if carry:
+        pieces.append(carry)
+    return [re.sub(r"\s+", " ", p) for p in pieces]
+
+
+@dataclass
+class ReportDraft:
+    """What ``draft_report`` found for one scan.
+
+    neighbours : DataFrame ``NEIGHBOUR_COLUMNS``: the similar cases used, nearest first, with
+        their (scrubbed) notes; sentences : DataFrame ``SENTENCE_COLUMNS``: every candidate
+        sentence with its support (0-1), how many other neighbours share it and which neighbour
+        it came from, best first; chosen : the draft's sentences; text : the draft as shown,
+        starting with ``DRAFT_MARK``; body : the sentences alone (what the benchmark scores).
+    """
+
+    neighbours: pd.DataFrame
+    sentences: pd.DataFrame
+    chosen: list[str]
+    text: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def body(self) -> str:
+        return " ".join(self.chosen)
+
+
+def _tfidf_vectors(sentences: Sequence[str]) -> np.ndarray:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(stop_words="english", ngram_range=(1, 2), sublinear_tf=True,
+                                 token_pattern=r"(?u)\b[A-Za-z][A-Za-z0-9-]+\b")
+    try:
+        matrix = vectorizer.fit_transform(sentences)
+    except ValueError:  # only stop words: nothing to compare
+        return np.zeros((len(sentences), 1))
+    return matrix.toarray()
+
+
+def assemble_draft(
+    notes: Sequence[Any],
+    *,
+    weights: Sequence[float] | None = None,
+    max_sentences: int = 4,
+    min_support: float = 0.15,
+    redundancy: float = 0.6,
+    embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
+) -> tuple[list[str], pd.DataFrame]:
+    """The sentences that several notes share, best first.
+
+    Parameters
+    ----------
+    notes : the neighbours' notes, nearest first (missing ones are skipped).
+    weights : one weight per note (e.g. 1 - cosine distance); default all 1.
+    max_sentences : at most this many sentences in the draft.
+    min_support : a sentence the other notes support less than this is not drafted.
+    redundancy : a sentence whose similarity to one already chosen exceeds this is skipped.
+    embed_sentences : texts -> ndarray of shape (n, dim) (e.g. MiniLM); default TF-IDF.
+
+    Returns ``(chosen sentences, candidates)`` with ``candidates`` a DataFrame
+    ``SENTENCE_COLUMNS`` (``from_rank`` is the 1-based position of the note in ``notes``).
+    Raises ``ValueError`` for a bad parameter or weights of the wrong length.
+    """
+    if isinstance(max_sentences, bool) or not isinstance(max_sentences, int) or max_sentences < 1:
+        raise ValueError(f"max_sentences={max_sentences!r} must be an integer >= 1")
+    if not 0 <= min_support <= 1 or not 0 < redundancy <= 1:
+        raise ValueError(f"min_support={min_support} must be in [0, 1] and redundancy={redundancy} in (0, 1]")
+    weights = np.ones(len(notes)) if weights is None else np.clip(np.asarray(weights, dtype=float), 0, None)
+    if len(weights) != len(notes):
+        raise ValueError(f"weights has {len(weights)} values but there are {len(notes)} notes")
+    sentences: list[str] = []
+    owner: list[int] = []
+    for index, note in enumerate(notes):
+        seen: set[str] = set()
+        for sentence in split_sentences(note):
+            sentence = scrub_text(sentence)
+            key = sentence.lower()
+            if len(_WORD.findall(sentence)) < MIN_WORDS or key in seen:
+                continue
+            seen.add(key)
+            sentences.append(sentence)
+            owner.append(index)
+    empty = pd.DataFrame(columns=SENTENCE_COLUMNS)
+    if not sentences:
+        return [], empty
+    vectors = np.asarray(embed_sentences(sentences) if embed_sentences else _tfidf_vectors(sentences), dtype=float)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.nan_to_num(vectors / np.where(norms > 0, norms, 1.0))
+    similarity = np.clip(unit @ unit.T, 0, 1)
+    owner_array = np.asarray(owner)
+    sources = sorted(set(owner))
+    support = np.zeros(len(sentences))
+    shared_by = np.zeros(len(sentences), dtype=int)
+    for i in range(len(sentences)):
+        total, weight_sum = 0.0, 0.0
+        for j in sources:
+            if j == owner[i]:
+                continue
+            best = similarity[i, owner_array == j].max()
+            total += weights[j] * best
+            weight_sum += weights[j]
+            shared_by[i] += int(best >= 0.5)
+        support[i] = total / weight_sum if weight_sum > 0 else 0.0
+    order = np.lexsort((owner_array, -support))
+    candidates = pd.DataFrame({"sentence": [sentences[i] for i in order], "support": support[order].round(4),
+                               "shared_by": shared_by[order], "from_rank": owner_array[order] + 1},
+                              columns=SENTENCE_COLUMNS)
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) >= max_sentences or support[i] < min_support:
+            break
+        if any(similarity[i, c] > redundancy for c in chosen):
+            continue
+        chosen.append(int(i))
+    return [sentences[i] for i in chosen], candidates.reset_index(drop=True)
+
+
+def draft_report(
+    table: pd.DataFrame,
+    vectors: np.ndarray,
+    row: int,
+    *,
+    k: int = 8,
+    text_column: str = "text",
+    label_column: str = "label",
+    max_sentences: int = 4,
+    embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
+    index: Any = None,
+) -> ReportDraft:
+    """A draft report for row ``row`` of ``table`` from its ``k`` most similar cases.
+
+    Parameters
+    ----------
+    table : rows (images or patients) with ``patient_id`` and ``text_column``; vectors :
+        ndarray of shape (n_rows, dim) aligned with it (NaN rows have no vector).
+    row : the selected row (0..n_rows-1); k : how many similar cases with notes to use.
+    index : an already fitted ``SimilarCases`` over ``vectors`` (cosine), to reuse.
+
+    Returns a ``ReportDraft``. Neighbours of the same patient and neighbours without notes are
+    skipped; when fewer than ``k`` remain, fewer are used (and ``notes`` says so). Raises
+    ``ValueError`` for a missing column, a row out of range or without a vector, k < 1.
+    """
+    from core.explain.similar import SimilarCases
+
+    for column in ("patient_id", text_column):
+        if column not in table.columns:
+            raise ValueError(f"table needs a {column!r} column; it has {list(table.columns)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be an integer >= 1")
+    search = index if index is not None else SimilarCases(metric="cosine").fit(vectors)
+    patients = table["patient_id"].astype(str).to_numpy()
+    texts = table[text_column].to_numpy(dtype=object)
+    has_note = np.array([isinstance(t, str) and len(_WORD.findall(t)) >= MIN_WORDS for t in texts])
+    eligible = int((has_note & search.valid_ & (patients != patients[row])).sum()) if 0 <= row < len(table) else 0
+    available = int(search.rows_.size) - 1
+    neighbours = search.query(int(row), k=max(1, available)) if available >= 1 else pd.DataFrame(columns=["row", "distance"])
+    keep = [r for r in neighbours.itertuples() if has_note[r.row] and patients[r.row] != patients[row]][:k]
+    notes: list[str] = []
+    if eligible == 0:
+        notes.append("no other patient with notes has a vector; nothing to draft from")
+    elif len(keep) < k:
+        notes.append(f"only {len(keep)} other patients with notes; the draft uses them all")
+    labels = table[label_column].to_numpy(dtype=object) if label_column in table.columns else [None] * len(table)
+    used = pd.DataFrame({
+        "rank": np.arange(1, len(keep) + 1),
+        "patient_id": [patients[r.row] for r in keep],
+        "distance": [round(float(r.distance), 4) for r in keep],
+        "label": [labels[r.row] for r in keep],
+        "note": [scrub_text(texts[r.row]) for r in keep],
+    }, columns=NEIGHBOUR_COLUMNS)
+    weights = [max(0.0, 1.0 - float(r.distance)) for r in keep]
+    chosen, candidates = assemble_draft([texts[r.row] for r in keep], weights=weights,
+                                        max_sentences=max_sentences, embed_sentences=embed_sentences)
+    return ReportDraft(neighbours=used, sentences=candidates, chosen=chosen,
+                       text=format_draft(chosen, used), notes=notes)
+
+
+def format_draft(chosen: Sequence[str], neighbours: pd.DataFrame) -> str:
+    """The draft as shown and exported: ``DRAFT_MARK``, the sentences, and what it was made from."""
+    labels = neighbours["label"].dropna().astype(str).value_counts() if len(neighbours) else pd.Series(dtype=int)
+    made_from = (f"Assembled from the notes of {len(neighbours)} similar cases"
+                 + (f" (their labels: {', '.join(f'{name} {count}' for name, count in labels.items())})" if len(labels) else "")
+                 + ".")
+    body = " ".join(chosen) if chosen else "(The similar cases share no sentence; nothing to draft.)"
+    return f"{DRAFT_MARK}.\n{body}\n{made_from}"
+
+
+# Words that name each finding of the covid-chestxray collection (and common chest findings):
+# how the benchmark tells whether a draft names a scan's own finding. A finding with several
+# parts ("COVID-19, ARDS") is named only when every part is.
+FINDING_TERMS: dict[str, str] = {
+    "COVID-19": r"covid|sars-?cov-?2|2019-?ncov|\bncov\b|coronavirus",
+    "SARS": r"\bsars\b(?!-?cov-?2)|severe acute respiratory syndrome",
+    "ARDS": r"\bards\b|acute respiratory distress",
+    "Pneumocystis": r"pneumocystis|\bpcp\b|\bpjp\b|jirovec",
+    "Streptococcus": r"streptococc|pneumococc|s\. ?pneumoniae",
+    "Klebsiella": r"klebsiella",
+    "Legionella": r"legionell",
+    "Mycoplasma Bacterial Pneumonia": r"mycoplasma",
+    "Lipoid": r"lipoid",
+    "Varicella": r"varicella|chickenpox|chicken pox|\bvzv\b",
+    "E.Coli": r"\be\. ?coli\b|escherichia",
+    "Chlamydophila": r"chlamydo",
+    "Influenza": r"influenza|\bflu\b|h1n1",
+    "Bacterial": r"bacteri",
+    "Pneumonia": r"pneumonia",
+    "No Finding": r"no finding|\bnormal\b|unremarkable|no (?:acute|active|significant) (?:disease|abnormalit)|"
+                  r"lungs (?:are )?clear|clear lungs",
+}
+
+
+def names_finding(text: str, finding: Any, terms: dict[str, str] | None = None) -> bool | None:
+    """Whether ``text`` names ``finding`` (every comma-separated part of it, by ``terms``, default
+    ``FINDING_TERMS``); None when a part has no entry in ``terms`` (cannot be judged)."""
+    terms = FINDING_TERMS if terms is None else terms
+    if not isinstance(finding, str) or not finding.strip():
+        return None
+    parts = [p.strip() for p in finding.split(",") if p.strip()]
+    if any(p not in terms for p in parts):
+        return None
+    return all(re.search(terms[p], text or "", flags=re.I) is not None for p in parts)
+
+
+def evaluate_drafts(
+    table: pd.DataFrame,
+    vectors: np.ndarray,
+    *,
+    k: int = 8,
+    repeats: int = 3,
+    seed: int = 0,
+    text_column: str = "text",
+    label_column: str = "label",
+    max_sentences: int = 4,
+    embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
+    terms: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Leave-one-patient-out: how often the draft for each scan names the scan's own finding,
+    against drafts assembled the same way from ``k`` random other patients' notes.
+
+    Every row with a vector and a finding ``terms`` knows is scored; its own patient's notes are
+    never used. Returns one row per scored row: ``row, patient_id, finding, draft_names``
+    (the draft's sentences name the finding), ``random_names`` (share of ``repeats`` random
+    drafts that do), ``neighbours_name`` (any of the k similar cases' notes names it: the most a
+    draft could do), ``majority_label`` (the commonest label among the similar cases).
+    """
+    from core.explain.similar import SimilarCases
+
+    matrix = np.asarray(vectors, dtype=np.float64)
+    index = SimilarCases(metric="cosine").fit(matrix)
+    patients = table["patient_id"].astype(str).to_numpy()
+    texts = table[text_column].to_numpy(dtype=object)
+    findings = table[label_column].to_numpy(dtype=object)
+    has_note = np.array([isinstance(t, str) and len(_WORD.findall(t)) >= MIN_WORDS for t in texts])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for row in np.flatnonzero(index.valid_):
+        if names_finding("", findings[row], terms) is None:
+            continue
+        draft = draft_report(table, matrix, int(row), k=k, text_column=text_column, label_column=label_column,
+                             max_sentences=max_sentences, embed_sentences=embed_sentences, index=index)
+        if draft.neighbours.empty:
+            continue
+        pool = np.flatnonzero(has_note & (patients != patients[row]))
+        random_hits = []
+        for _ in range(repeats):
+            picked = rng.choice(pool, size=min(k, len(pool)), replace=False)
+            chosen, _ = assemble_draft([texts[i] for i in picked], max_sentences=max_sentences,
+                                       embed_sentences=embed_sentences)
+            random_hits.append(bool(names_finding(" ".join(chosen), findings[row], terms)))
+        labels = draft.neighbours["label"].dropna().astype(str)
+        rows.append({
+            "row": int(row), "patient_id": patients[row], "finding": findings[row],
+            "draft_names": bool(names_finding(draft.body, findings[row], terms)),
+            "random_names": float(np.mean(random_hits)),
+            "neighbours_name": bool(names_finding(" ".join(draft.neighbours["note"]), findings[row], terms)),
+            "majority_label": labels.mode().iloc[0] if len(labels) else None,
+        })
+    return pd.DataFrame(rows, columns=["row", "patient_id", "finding", "draft_names", "random_names",
+                                       "neighbours_name", "majority_label"])
