@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import pandas as pd
 __all__ = [
     "DRAFT_MARK",
     "NEIGHBOUR_COLUMNS",
+    "SentenceSpace",
     "ReportDraft",
     "FINDING_TERMS",
     "assemble_draft",
@@ -35,6 +37,8 @@ __all__ = [
     "evaluate_drafts",
     "format_draft",
     "names_finding",
+    "note_sentences",
+    "notes_by_row",
     "scrub_text",
     "split_sentences",
 ]
@@ -133,16 +137,63 @@ class ReportDraft:
         return " ".join(self.chosen)
 
 
-def _tfidf_vectors(sentences: Sequence[str]) -> np.ndarray:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+SUPPORTS = ("note", "sentence")
 
-    vectorizer = TfidfVectorizer(stop_words="english", ngram_range=(1, 2), sublinear_tf=True,
-                                 token_pattern=r"(?u)\b[A-Za-z][A-Za-z0-9-]+\b")
-    try:
-        matrix = vectorizer.fit_transform(sentences)
-    except ValueError:  # only stop words: nothing to compare
-        return np.zeros((len(sentences), 1))
-    return matrix.toarray()
+
+@lru_cache(maxsize=65_536)
+def note_sentences(note: str) -> tuple[str, ...]:
+    """A note's candidate sentences: split, scrubbed, at least ``MIN_WORDS`` words, each once."""
+    seen: dict[str, str] = {}
+    for sentence in split_sentences(note):
+        sentence = scrub_text(sentence)
+        if len(_WORD.findall(sentence)) >= MIN_WORDS:
+            seen.setdefault(sentence.lower(), sentence)
+    return tuple(seen.values())
+
+
+class SentenceSpace:
+    """Sentence vectors for a corpus of notes, computed once and looked up per draft.
+
+    notes : every note drafts may draw from; embed : texts -> ndarray of shape (n, dim) (e.g.
+    MiniLM's ``embed_texts``), default TF-IDF fitted on the corpus's sentences (words and word
+    pairs, English stop words left out), so that word rarity is judged over the whole corpus.
+    Calling it with sentences returns their unit vectors, ndarray of shape (n, dim); a sentence
+    not in the corpus is embedded on the fly.
+    """
+
+    def __init__(self, notes: Sequence[Any], embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
+        sentences = list(dict.fromkeys(s for note in notes if isinstance(note, str) for s in note_sentences(note)))
+        self.embed = embed
+        self.vectorizer = None
+        if embed is None:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            self.vectorizer = TfidfVectorizer(stop_words="english", ngram_range=(1, 2), sublinear_tf=True,
+                                              token_pattern=r"(?u)\b[A-Za-z][A-Za-z0-9]+\b")
+            try:
+                self.vectorizer.fit(sentences or ["empty"])
+            except ValueError:  # only stop words in the corpus
+                self.vectorizer = None
+        self.index = {s: i for i, s in enumerate(sentences)}
+        self.vectors = self._embed(sentences) if sentences else np.zeros((0, 1))
+
+    def _embed(self, sentences: list[str]) -> Any:
+        if self.embed is not None:
+            return _unit_rows(np.asarray(self.embed(sentences), dtype=float))
+        if self.vectorizer is None:
+            return np.zeros((len(sentences), 1))
+        return self.vectorizer.transform(sentences)  # sparse, rows already L2-normalised
+
+    def __call__(self, sentences: list[str]) -> Any:
+        known = [self.index.get(s) for s in sentences]
+        if all(k is not None for k in known):
+            return self.vectors[known]
+        return self._embed(sentences)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.nan_to_num(vectors / np.where(norms > 0, norms, 1.0))
 
 
 def assemble_draft(
@@ -150,8 +201,10 @@ def assemble_draft(
     *,
     weights: Sequence[float] | None = None,
     max_sentences: int = 4,
-    min_support: float = 0.15,
-    redundancy: float = 0.6,
+    min_support: float = 0.03,
+    relative: float = 0.5,
+    redundancy: float = 0.5,
+    support: str = "note",
     embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
 ) -> tuple[list[str], pd.DataFrame]:
     """The sentences that several notes share, best first.
@@ -162,60 +215,68 @@ def assemble_draft(
     weights : one weight per note (e.g. 1 - cosine distance); default all 1.
     max_sentences : at most this many sentences in the draft.
     min_support : a sentence the other notes support less than this is not drafted.
+    relative : nor one supported less than this share of the best sentence's support.
     redundancy : a sentence whose similarity to one already chosen exceeds this is skipped.
-    embed_sentences : texts -> ndarray of shape (n, dim) (e.g. MiniLM); default TF-IDF.
+    support : "note": a sentence's support from another note is its cosine similarity to that
+        whole note (the sum of its sentence vectors), so a sentence naming what the others say
+        in their own words scores; "sentence": the similarity of that note's closest sentence
+        (stricter: the others must say nearly the same sentence).
+    embed_sentences : texts -> ndarray of shape (n, dim) (a ``SentenceSpace``, MiniLM...);
+        default TF-IDF fitted on these notes' sentences.
 
     Returns ``(chosen sentences, candidates)`` with ``candidates`` a DataFrame
-    ``SENTENCE_COLUMNS`` (``from_rank`` is the 1-based position of the note in ``notes``).
+    ``SENTENCE_COLUMNS`` (``from_rank`` is the 1-based position of the note in ``notes``,
+    ``shared_by`` how many other notes hold a sentence with cosine similarity >= 0.5 to it).
     Raises ``ValueError`` for a bad parameter or weights of the wrong length.
     """
     if isinstance(max_sentences, bool) or not isinstance(max_sentences, int) or max_sentences < 1:
         raise ValueError(f"max_sentences={max_sentences!r} must be an integer >= 1")
-    if not 0 <= min_support <= 1 or not 0 < redundancy <= 1:
-        raise ValueError(f"min_support={min_support} must be in [0, 1] and redundancy={redundancy} in (0, 1]")
+    if not 0 <= min_support <= 1 or not 0 < redundancy <= 1 or not 0 <= relative <= 1:
+        raise ValueError(f"min_support={min_support} and relative={relative} must be in [0, 1], "
+                         f"redundancy={redundancy} in (0, 1]")
+    if support not in SUPPORTS:
+        raise ValueError(f"support={support!r} must be one of {list(SUPPORTS)}")
     weights = np.ones(len(notes)) if weights is None else np.clip(np.asarray(weights, dtype=float), 0, None)
     if len(weights) != len(notes):
         raise ValueError(f"weights has {len(weights)} values but there are {len(notes)} notes")
     sentences: list[str] = []
     owner: list[int] = []
     for index, note in enumerate(notes):
-        seen: set[str] = set()
-        for sentence in split_sentences(note):
-            sentence = scrub_text(sentence)
-            key = sentence.lower()
-            if len(_WORD.findall(sentence)) < MIN_WORDS or key in seen:
-                continue
-            seen.add(key)
-            sentences.append(sentence)
-            owner.append(index)
-    empty = pd.DataFrame(columns=SENTENCE_COLUMNS)
+        found = note_sentences(note) if isinstance(note, str) else ()
+        sentences.extend(found)
+        owner.extend([index] * len(found))
     if not sentences:
-        return [], empty
-    vectors = np.asarray(embed_sentences(sentences) if embed_sentences else _tfidf_vectors(sentences), dtype=float)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = np.nan_to_num(vectors / np.where(norms > 0, norms, 1.0))
-    similarity = np.clip(unit @ unit.T, 0, 1)
+        return [], pd.DataFrame(columns=SENTENCE_COLUMNS)
+    embed = embed_sentences or SentenceSpace(notes)
+    vectors = embed(sentences)
+    # TF-IDF rows stay sparse (tens of thousands of word columns); dense embeddings as they are.
+    unit = vectors if hasattr(vectors, "tocsr") else _unit_rows(np.asarray(vectors, dtype=float))
+    similarity = np.clip(np.asarray((unit @ unit.T).todense() if hasattr(unit, "tocsr") else unit @ unit.T), 0, 1)
     owner_array = np.asarray(owner)
-    sources = sorted(set(owner))
-    support = np.zeros(len(sentences))
-    shared_by = np.zeros(len(sentences), dtype=int)
-    for i in range(len(sentences)):
-        total, weight_sum = 0.0, 0.0
-        for j in sources:
-            if j == owner[i]:
-                continue
-            best = similarity[i, owner_array == j].max()
-            total += weights[j] * best
-            weight_sum += weights[j]
-            shared_by[i] += int(best >= 0.5)
-        support[i] = total / weight_sum if weight_sum > 0 else 0.0
-    order = np.lexsort((owner_array, -support))
-    candidates = pd.DataFrame({"sentence": [sentences[i] for i in order], "support": support[order].round(4),
+    sources = np.unique(owner_array)
+    # best[i, j]: similarity of sentence i to note sources[j]'s closest sentence
+    best = np.stack([similarity[:, owner_array == j].max(axis=1) for j in sources], axis=1)
+    if support == "note":
+        # cos(sentence, note) with the note the sum of its unit sentence vectors
+        # = sum of the sentence's similarities to the note's sentences / the note vector's norm.
+        sums = np.stack([similarity[:, owner_array == j].sum(axis=1) for j in sources], axis=1)
+        norms = np.sqrt(np.maximum([similarity[np.ix_(owner_array == j, owner_array == j)].sum() for j in sources], 1e-12))
+        evidence = np.clip(sums / norms[None, :], 0, 1)
+    else:
+        evidence = best
+    other = owner_array[:, None] != sources[None, :]
+    source_weights = weights[sources][None, :] * other
+    totals = source_weights.sum(axis=1)
+    scores = np.where(totals > 0, (evidence * source_weights).sum(axis=1) / np.where(totals > 0, totals, 1), 0.0)
+    shared_by = ((best >= 0.5) & other).sum(axis=1)
+    order = np.lexsort((owner_array, -scores))
+    candidates = pd.DataFrame({"sentence": [sentences[i] for i in order], "support": scores[order].round(4),
                                "shared_by": shared_by[order], "from_rank": owner_array[order] + 1},
                               columns=SENTENCE_COLUMNS)
     chosen: list[int] = []
+    floor = max(min_support, relative * float(scores.max()))
     for i in order:
-        if len(chosen) >= max_sentences or support[i] < min_support:
+        if len(chosen) >= max_sentences or scores[i] < floor:
             break
         if any(similarity[i, c] > redundancy for c in chosen):
             continue
@@ -232,6 +293,7 @@ def draft_report(
     text_column: str = "text",
     label_column: str = "label",
     max_sentences: int = 4,
+    support: str = "note",
     embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
     index: Any = None,
 ) -> ReportDraft:
@@ -242,6 +304,8 @@ def draft_report(
     table : rows (images or patients) with ``patient_id`` and ``text_column``; vectors :
         ndarray of shape (n_rows, dim) aligned with it (NaN rows have no vector).
     row : the selected row (0..n_rows-1); k : how many similar cases with notes to use.
+    support, embed_sentences : see ``assemble_draft``; pass a ``SentenceSpace`` of the whole
+        table's notes to judge word rarity over the corpus and embed each sentence once.
     index : an already fitted ``SimilarCases`` over ``vectors`` (cosine), to reuse.
 
     Returns a ``ReportDraft``. Neighbours of the same patient and neighbours without notes are
@@ -258,7 +322,7 @@ def draft_report(
     search = index if index is not None else SimilarCases(metric="cosine").fit(vectors)
     patients = table["patient_id"].astype(str).to_numpy()
     texts = table[text_column].to_numpy(dtype=object)
-    has_note = np.array([isinstance(t, str) and len(_WORD.findall(t)) >= MIN_WORDS for t in texts])
+    has_note = np.array([isinstance(t, str) and bool(note_sentences(t)) for t in texts])
     eligible = int((has_note & search.valid_ & (patients != patients[row])).sum()) if 0 <= row < len(table) else 0
     available = int(search.rows_.size) - 1
     neighbours = search.query(int(row), k=max(1, available)) if available >= 1 else pd.DataFrame(columns=["row", "distance"])
@@ -277,8 +341,8 @@ def draft_report(
         "note": [scrub_text(texts[r.row]) for r in keep],
     }, columns=NEIGHBOUR_COLUMNS)
     weights = [max(0.0, 1.0 - float(r.distance)) for r in keep]
-    chosen, candidates = assemble_draft([texts[r.row] for r in keep], weights=weights,
-                                        max_sentences=max_sentences, embed_sentences=embed_sentences)
+    chosen, candidates = assemble_draft([texts[r.row] for r in keep], weights=weights, max_sentences=max_sentences,
+                                        support=support, embed_sentences=embed_sentences)
     return ReportDraft(neighbours=used, sentences=candidates, chosen=chosen,
                        text=format_draft(chosen, used), notes=notes)
 
@@ -339,8 +403,10 @@ def evaluate_drafts(
     text_column: str = "text",
     label_column: str = "label",
     max_sentences: int = 4,
+    support: str = "note",
     embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
     terms: dict[str, str] | None = None,
+    rows: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Leave-one-patient-out: how often the draft for each scan names the scan's own finding,
     against drafts assembled the same way from ``k`` random other patients' notes.
@@ -358,30 +424,51 @@ def evaluate_drafts(
     patients = table["patient_id"].astype(str).to_numpy()
     texts = table[text_column].to_numpy(dtype=object)
     findings = table[label_column].to_numpy(dtype=object)
-    has_note = np.array([isinstance(t, str) and len(_WORD.findall(t)) >= MIN_WORDS for t in texts])
+    has_note = np.array([isinstance(t, str) and bool(note_sentences(t)) for t in texts])
     rng = np.random.default_rng(seed)
-    rows = []
-    for row in np.flatnonzero(index.valid_):
+    space = SentenceSpace(texts, embed=embed_sentences)
+    scored = np.flatnonzero(index.valid_)
+    if rows is not None:
+        scored = np.intersect1d(scored, np.asarray(rows, dtype=int))
+    results = []
+    for row in scored:
         if names_finding("", findings[row], terms) is None:
             continue
         draft = draft_report(table, matrix, int(row), k=k, text_column=text_column, label_column=label_column,
-                             max_sentences=max_sentences, embed_sentences=embed_sentences, index=index)
+                             max_sentences=max_sentences, support=support, embed_sentences=space, index=index)
         if draft.neighbours.empty:
             continue
         pool = np.flatnonzero(has_note & (patients != patients[row]))
         random_hits = []
         for _ in range(repeats):
             picked = rng.choice(pool, size=min(k, len(pool)), replace=False)
-            chosen, _ = assemble_draft([texts[i] for i in picked], max_sentences=max_sentences,
-                                       embed_sentences=embed_sentences)
+            chosen, _ = assemble_draft([texts[i] for i in picked], max_sentences=max_sentences, support=support,
+                                       embed_sentences=space)
             random_hits.append(bool(names_finding(" ".join(chosen), findings[row], terms)))
         labels = draft.neighbours["label"].dropna().astype(str)
-        rows.append({
+        results.append({
             "row": int(row), "patient_id": patients[row], "finding": findings[row],
             "draft_names": bool(names_finding(draft.body, findings[row], terms)),
             "random_names": float(np.mean(random_hits)),
             "neighbours_name": bool(names_finding(" ".join(draft.neighbours["note"]), findings[row], terms)),
             "majority_label": labels.mode().iloc[0] if len(labels) else None,
         })
-    return pd.DataFrame(rows, columns=["row", "patient_id", "finding", "draft_names", "random_names",
+    return pd.DataFrame(results, columns=["row", "patient_id", "finding", "draft_names", "random_names",
                                        "neighbours_name", "majority_label"])
+
+
+def notes_by_row(images: pd.DataFrame, table: pd.DataFrame, level: str, text_column: str = "text") -> pd.Series:
+    """The note of each row of ``table`` (a cohort's rows): the image's own at image level; at
+    patient level the patient's distinct image notes joined, in image order. Rows without a
+    note get None. Returns a Series aligned with ``table`` (same index)."""
+    if text_column not in images.columns:
+        return pd.Series([None] * len(table), index=table.index, dtype=object)
+    if level == "image":
+        values = images[text_column].to_numpy(dtype=object)[: len(table)]
+        return pd.Series([v if isinstance(v, str) else None for v in values], index=table.index, dtype=object)
+    notes = images[["patient_id", text_column]].dropna()
+    notes = notes[notes[text_column].map(lambda t: isinstance(t, str) and bool(t.strip()))]
+    joined = notes.groupby(notes["patient_id"].astype(str), sort=False)[text_column].agg(
+        lambda texts: " ".join(dict.fromkeys(t.strip() for t in texts)))
+    found = joined.to_dict()
+    return pd.Series([found.get(p) for p in table["patient_id"].astype(str)], index=table.index, dtype=object)
