@@ -137,7 +137,7 @@ class ReportDraft:
         return " ".join(self.chosen)
 
 
-SUPPORTS = ("note", "sentence")
+SUPPORTS = ("terms", "note", "sentence")
 
 
 @lru_cache(maxsize=65_536)
@@ -204,7 +204,7 @@ def assemble_draft(
     min_support: float = 0.03,
     relative: float = 0.5,
     redundancy: float = 0.5,
-    support: str = "note",
+    support: str = "terms",
     embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
 ) -> tuple[list[str], pd.DataFrame]:
     """The sentences that several notes share, best first.
@@ -217,7 +217,8 @@ def assemble_draft(
     min_support : a sentence the other notes support less than this is not drafted.
     relative : nor one supported less than this share of the best sentence's support.
     redundancy : a sentence whose similarity to one already chosen exceeds this is skipped.
-    support : "note": a sentence's support from another note is its cosine similarity to that
+    support : "terms" (default): the words most of the notes use, by document frequency and
+        corpus rarity, SumBasic-style (``_draft_by_terms``); "note": a sentence's support from another note is its cosine similarity to that
         whole note (the sum of its sentence vectors), so a sentence naming what the others say
         in their own words scores; "sentence": the similarity of that note's closest sentence
         (stricter: the others must say nearly the same sentence).
@@ -256,6 +257,9 @@ def assemble_draft(
     sources = np.unique(owner_array)
     # best[i, j]: similarity of sentence i to note sources[j]'s closest sentence
     best = np.stack([similarity[:, owner_array == j].max(axis=1) for j in sources], axis=1)
+    if support == "terms":
+        return _draft_by_terms(sentences, owner_array, weights, similarity, embed, max_sentences=max_sentences,
+                               min_support=min_support, relative=relative, redundancy=redundancy)
     if support == "note":
         # cos(sentence, note) with the note the sum of its unit sentence vectors
         # = sum of the sentence's similarities to the note's sentences / the note vector's norm.
@@ -284,6 +288,60 @@ def assemble_draft(
     return [sentences[i] for i in chosen], candidates.reset_index(drop=True)
 
 
+def _content_words(sentence: str) -> set[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return {w for w in re.findall(r"[a-z][a-z0-9]+", sentence.lower()) if len(w) > 2 and w not in ENGLISH_STOP_WORDS}
+
+
+def _draft_by_terms(sentences: list[str], owner: np.ndarray, weights: np.ndarray, similarity: np.ndarray,
+                    embed: Any, *, max_sentences: int, min_support: float, relative: float,
+                    redundancy: float) -> tuple[list[str], pd.DataFrame]:
+    """SumBasic-style (Nenkova & Vanderwende 2005), by document frequency: a word's weight is
+    the (similarity-weighted) share of the notes that use it, times its rarity in the corpus;
+    words in only one note count for nothing. A sentence scores the mean weight of its words;
+    after a sentence is chosen its words' shares are squared, so the next one adds news."""
+    words = [_content_words(s) for s in sentences]
+    sources = np.unique(owner)
+    total = float(weights[sources].sum()) or 1.0
+    share: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for j in sources:
+        for word in set().union(*(words[i] for i in np.flatnonzero(owner == j))):
+            share[word] = share.get(word, 0.0) + float(weights[j]) / total
+            count[word] = count.get(word, 0) + 1
+    vectorizer = getattr(embed, "vectorizer", None)
+    vocabulary = getattr(vectorizer, "vocabulary_", {})
+    idf = getattr(vectorizer, "idf_", None)
+    rarity = {w: float(idf[vocabulary[w]]) if idf is not None and w in vocabulary else 1.0 for w in share}
+    shared = {w: share[w] if count[w] >= 2 else 0.0 for w in share}
+
+    def score(i: int) -> float:
+        return float(np.mean([shared[w] * rarity[w] for w in words[i]])) if words[i] else 0.0
+
+    scores = np.array([score(i) for i in range(len(sentences))])
+    top = float(scores.max()) if len(scores) else 0.0
+    scale = top or 1.0
+    shared_by = np.array([max((count[w] - 1 for w in words[i] if shared[w] > 0), default=0) for i in range(len(sentences))])
+    order = np.lexsort((owner, -scores))
+    candidates = pd.DataFrame({"sentence": [sentences[i] for i in order], "support": (scores[order] / scale).round(4),
+                               "shared_by": shared_by[order], "from_rank": owner[order] + 1}, columns=SENTENCE_COLUMNS)
+    chosen: list[int] = []
+    floor = max(min_support * scale, relative * top)
+    while len(chosen) < max_sentences:
+        current = np.array([score(i) if i not in chosen else -1.0 for i in range(len(sentences))])
+        best = int(current.argmax())
+        if current[best] < floor or current[best] <= 0:
+            break
+        if any(similarity[best, c] > redundancy for c in chosen):
+            words[best] = set()  # a near-duplicate of a chosen sentence: never again
+            continue
+        chosen.append(best)
+        for word in words[best]:
+            shared[word] = shared[word] ** 2
+    return [sentences[i] for i in chosen], candidates.reset_index(drop=True)
+
+
 def draft_report(
     table: pd.DataFrame,
     vectors: np.ndarray,
@@ -293,7 +351,7 @@ def draft_report(
     text_column: str = "text",
     label_column: str = "label",
     max_sentences: int = 4,
-    support: str = "note",
+    support: str = "terms",
     embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
     index: Any = None,
 ) -> ReportDraft:
@@ -403,7 +461,7 @@ def evaluate_drafts(
     text_column: str = "text",
     label_column: str = "label",
     max_sentences: int = 4,
-    support: str = "note",
+    support: str = "terms",
     embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
     terms: dict[str, str] | None = None,
     rows: Sequence[int] | None = None,

@@ -49,6 +49,8 @@ __all__ = [
     "propagation_curve",
     "reject_proposals",
     "rejected_patients",
+    "propagation_curve_run",
+    "score_proposals",
     "stored_propagation",
 ]
 
@@ -438,3 +440,69 @@ def propagation_curve(
             })
     return pd.DataFrame(rows, columns=["fraction", "repeat", "n_labelled", "n_scored", "accuracy",
                                        "majority_accuracy", "unreached"])
+
+
+CURVE_KIND, CURVE_VERSION = "propagation-curve", "1"
+
+
+def propagation_curve_run(
+    vectors: np.ndarray,
+    truth: Sequence[Any],
+    *,
+    cohort_key: str,
+    dataset: str | None = None,
+    fractions: Iterable[float] = (0.05, 0.1, 0.2, 0.3, 0.5),
+    repeats: int = 5,
+    method: str = "spreading",
+    n_neighbors: int = 7,
+    alpha: float = 0.2,
+    store: RunStore | None = None,
+    compute: bool = True,
+) -> tuple[pd.DataFrame | None, str, bool]:
+    """``propagation_curve`` as a named run (kind ``propagation-curve``), keyed by the cohort, the
+    ground truth and the parameters. Returns ``(curve, key, from_store)``; with ``compute=False``
+    a curve not stored yet is ``None``."""
+    fractions = [float(f) for f in fractions]
+    labels = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in truth]
+    config = {"fractions": fractions, "repeats": int(repeats), "method": method, "n_neighbors": int(n_neighbors),
+              "alpha": float(alpha), "components": MAX_COMPONENTS}
+    key = run_key(CURVE_KIND, inputs={"cohort": cohort_key, "truth": labels}, config=config, version=CURVE_VERSION)
+
+    runs = store or RunStore()
+    if not compute:
+        stored = runs.load(CURVE_KIND, key, version=CURVE_VERSION)
+        return (None if stored is None else stored.load("curve")), key, stored is not None
+
+    def work() -> tuple[dict[str, Any], dict[str, Any]]:
+        curve = propagation_curve(vectors, labels, fractions=fractions, repeats=repeats, method=method,
+                                  n_neighbors=n_neighbors, alpha=alpha)
+        best = curve.groupby("fraction")["accuracy"].mean()
+        return {"curve": curve}, {"method": method, "max_fraction": float(best.index.max()),
+                                  "accuracy_at_max": round(float(best.iloc[-1]), 4)}
+
+    run, from_store = runs.compute_or_load(
+        CURVE_KIND, key, version=CURVE_VERSION, compute=work, config=config,
+        inputs={"cohort": cohort_key}, dataset=dataset)
+    return run.load("curve"), key, from_store
+
+
+def score_proposals(proposals: pd.DataFrame, truth: pd.Series) -> pd.DataFrame:
+    """How often open proposals match the ground truth, by confidence band.
+
+    proposals : ``Propagation.open_proposals``; truth : Series patient_id -> ground-truth label.
+    Returns ``band, proposals, with_truth, correct, accuracy`` (bands 0-0.5, 0.5-0.7, 0.7-0.9,
+    0.9-1 and "all"); proposals whose patient has no ground truth are counted but not scored.
+    """
+    frame = proposals[["patient_id", "disease", "confidence"]].copy()
+    known = pd.Series(truth.to_numpy(), index=truth.index.astype(str))
+    frame["truth"] = frame["patient_id"].astype(str).map(known)
+    frame["band"] = pd.cut(frame["confidence"], [0, 0.5, 0.7, 0.9, 1.0], include_lowest=True,
+                           labels=["0-0.5", "0.5-0.7", "0.7-0.9", "0.9-1"]).astype(str)
+    rows = []
+    for band, group in [*frame.groupby("band", sort=True), ("all", frame)]:
+        scored = group[group["truth"].notna()]
+        correct = int((scored["truth"].astype(str).str.casefold().str.strip()
+                       == scored["disease"].astype(str).str.casefold().str.strip()).sum())
+        rows.append({"band": band, "proposals": len(group), "with_truth": len(scored), "correct": correct,
+                     "accuracy": correct / len(scored) if len(scored) else float("nan")})
+    return pd.DataFrame(rows, columns=["band", "proposals", "with_truth", "correct", "accuracy"])
