@@ -75,7 +75,8 @@ def main() -> int:
     parser.add_argument("--encoders", default="efficientnet-lite0,pixels")
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--minilm", action="store_true", help="also score MiniLM sentence similarity")
+    parser.add_argument("--supports", default="terms,note", help="sentence support rules to compare")
+    parser.add_argument("--minilm", action="store_true", help="also score MiniLM sentence similarity ('note' support)")
     parser.add_argument("--cache", help="SCANATLAS_CACHE to use (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="scanatlas-drafts-") as temporary:
@@ -97,12 +98,15 @@ def main() -> int:
         results = []
         for encoder in [e.strip() for e in args.encoders.split(",") if e.strip()]:
             vectors = np.asarray(embed_dataset(dataset, encoder).vectors)
-            for name, embed in similarities.items():
+            variants = [("tfidf", support) for support in args.supports.split(",")]
+            variants += [("minilm", "note")] if args.minilm else []
+            for name, support in variants:
                 started = time.perf_counter()
-                scores = evaluate_drafts(table, vectors, k=args.k, repeats=args.repeats, embed_sentences=embed)
+                scores = evaluate_drafts(table, vectors, k=args.k, repeats=args.repeats, support=support,
+                                         embed_sentences=similarities[name])
                 seconds = time.perf_counter() - started
-                summary = {"encoder": encoder, "sentence_similarity": name, "seconds": round(seconds, 1),
-                           **summarise(scores)}
+                summary = {"encoder": encoder, "support": support, "sentence_similarity": name,
+                           "seconds": round(seconds, 1), **summarise(scores)}
                 results.append(summary)
                 print(json.dumps({k: v for k, v in summary.items() if k != "per_finding"}))
     record = {
