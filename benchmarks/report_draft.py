@@ -72,7 +72,11 @@ def summarise(scores: pd.DataFrame) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "report_draft.json"))
-    parser.add_argument("--encoders", default="efficientnet-lite0,pixels")
+    parser.add_argument("--encoders", default="efficientnet-lite0,pixels",
+                        help="neighbour spaces: image encoders, or 'minilm' for the notes' own text vectors "
+                        "(always scored leaving the scan's source publication out)")
+    parser.add_argument("--source-out", default="efficientnet-lite0",
+                        help="image encoders also scored leaving the scan's source publication out")
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--supports", default="terms,note", help="sentence support rules to compare")
@@ -89,6 +93,8 @@ def main() -> int:
         target = cache / "datasets" / "covid-chestxray"
         dataset = load_dataset(target) if (target / "images.parquet").exists() else ingest(COVID, target).dataset
         table = dataset.images.reset_index(drop=True)
+        # The source publication (DOI, else URL): notes of one paper's patients read alike.
+        table["source"] = table["doi"].where(table["doi"].notna(), table["url"]) if "doi" in table else None
         similarities = {"tfidf": None}
         if args.minilm:
             from core.encoders import get_encoder
@@ -98,20 +104,27 @@ def main() -> int:
         results = []
         for encoder in [e.strip() for e in args.encoders.split(",") if e.strip()]:
             vectors = np.asarray(embed_dataset(dataset, encoder).vectors)
-            variants = [("tfidf", support) for support in args.supports.split(",")]
-            variants += [("minilm", "note")] if args.minilm else []
-            for name, support in variants:
+            variants = [("tfidf", support, "patient") for support in args.supports.split(",")]
+            variants += [("minilm", "note", "patient")] if args.minilm else []
+            if encoder == "minilm":  # the notes' own space: leave the whole source publication out
+                variants = [(name, support, "source") for name, support, _ in variants]
+            elif encoder in args.source_out.split(","):
+                variants += [("tfidf", args.supports.split(",")[0], "source")]
+            for name, support, left_out in variants:
                 started = time.perf_counter()
                 scores = evaluate_drafts(table, vectors, k=args.k, repeats=args.repeats, support=support,
-                                         embed_sentences=similarities[name])
+                                         embed_sentences=similarities[name],
+                                         exclude_same="source" if left_out == "source" else None)
                 seconds = time.perf_counter() - started
                 summary = {"encoder": encoder, "support": support, "sentence_similarity": name,
+                           "left_out": "patient" if left_out == "patient" else "patient and source publication",
                            "seconds": round(seconds, 1), **summarise(scores)}
                 results.append(summary)
                 print(json.dumps({k: v for k, v in summary.items() if k != "per_finding"}))
     record = {
         "what": "share of covid-chestxray scans whose draft (from k similar other patients' notes) names the "
-                "scan's own finding, vs drafts from k random other patients' notes; image level, leave one patient out",
+                "scan's own finding, vs drafts from k random other patients' notes; image level, leaving the scan's "
+                "patient (and, where said, its source publication) out of both",
         "k": args.k, "random_repeats": args.repeats, "max_sentences": 4,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load": os.getloadavg()[0]},
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -232,7 +232,7 @@ def labeled_export(
 def _draft_column(patient_ids: pd.Series, drafts: Mapping[object, str], *, scrub: bool) -> pd.Series:
     """The ``report_draft`` cell of each patient (None without a draft), each starting with the
     draft mark so that no reader takes it for a report."""
-    from core.explain.report_draft import DRAFT_MARK, scrub_text
+    from core.notes import DRAFT_MARK, scrub_text
 
     by_id = {str(k): v for k, v in drafts.items() if isinstance(v, str) and v.strip()}
 

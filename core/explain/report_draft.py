@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.notes import DRAFT_MARK, scrub_text, split_sentences
+
 __all__ = [
     "DRAFT_MARK",
     "NEIGHBOUR_COLUMNS",
@@ -43,76 +45,10 @@ __all__ = [
     "split_sentences",
 ]
 
-DRAFT_MARK = "DRAFT FROM SIMILAR CASES, NOT A DIAGNOSIS"
 NEIGHBOUR_COLUMNS = ["rank", "patient_id", "distance", "label", "note"]
 SENTENCE_COLUMNS = ["sentence", "support", "shared_by", "from_rank"]
 MIN_WORDS = 4
-MAX_NOTE_CHARS = 20_000  # a longer note is cut: memory and time stay bounded whatever arrives
-
-_ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "prof", "e.g", "i.e", "vs", "approx", "fig", "no", "st", "dept", "etc",
-                  "al", "cf", "resp", "pt", "pts", "hr", "min", "max", "sat", "temp"}
-# A sentence ends at . ! ? followed by space(s) and a capital, digit or opening bracket/quote,
-# or at a full stop glued to a capitalised word ("in progress.Heart"), or at a line break.
-_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])|(?<=[a-z]{2}\.)(?=[A-Z][a-z])|\n+")
-_MONTHS = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
-           r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
-_SCRUB: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"), "[email]"),
-    (re.compile(r"\b(?:https?://|www\.)\S+", re.I), "[link]"),
-    (re.compile(r"(?<!\d)(?:\+?\d[\d\s().-]{8,}\d)(?!\d)"), "[number]"),
-    (re.compile(rf"\b{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{{2}}\b", re.I), "[date]"),
-    (re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS}\.?,?\s+(?:19|20)\d{{2}}\b", re.I), "[date]"),
-    (re.compile(rf"\b{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b", re.I), "[date]"),
-    (re.compile(r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b"), "[date]"),
-    (re.compile(rf"\b(?:in\s+)?{_MONTHS}\s+(?:of\s+)?(?:19|20)\d{{2}}\b", re.I), "[date]"),
-    (re.compile(r"(?<![\d.])(?:19|20)\d{2}(?![\d.])"), "[year]"),
-    (re.compile(r"\b\d{1,3}[- ](?:year|yr|month|week|day)s?[- ]old\b", re.I), "[age]"),
-    (re.compile(r"\b\d{1,3}\s*(?:years?|yrs?|y)\s*(?:old|/o|o)\b", re.I), "[age]"),
-    (re.compile(r"\b(?:aged?)\s+\d{1,3}\b", re.I), "[age]"),
-    (re.compile(r"\b\d{1,3}\s*(?:yo|y/o|y\.o\.)", re.I), "[age]"),
-    (re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)?"), "[name]"),
-    (re.compile(r"\b(?:[A-Z][\w'-]+\s+){1,4}(?:Hospital|Clinic|Medical Center|Medical Centre|Infirmary|"
-                r"University|Institute)\b"), "[hospital]"),
-    (re.compile(r"\b(?:Hospital|Clinic|University|Institute)\s+(?:of\s+)?(?:[A-Z][\w'-]+\s*){1,4}"), "[hospital]"),
-]
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]+")
-
-
-def scrub_text(text: str) -> str:
-    """``text`` with dates, years, ages, e-mails, phone numbers, links, titled names and
-    hospital names replaced by ``[date]``, ``[year]``, ``[age]``, ``[email]``, ``[number]``,
-    ``[link]``, ``[name]``, ``[hospital]``. A safety net for display, not a guarantee: free text
-    can name people in ways no pattern knows, which is why exports drop notes by default."""
-    out = str(text)
-    for pattern, placeholder in _SCRUB:
-        out = pattern.sub(placeholder, out)
-    return re.sub(r"[ \t]+", " ", out).strip()
-
-
-def split_sentences(text: Any) -> list[str]:
-    """The sentences of a note, in order: split at ``.``, ``!`` or ``?`` before a capital or a
-    digit, at a full stop glued to the next capitalised word, and at line breaks; not after
-    abbreviations (``Dr.``, ``e.g.``, ``vs.``) or initials (``S. pneumoniae``). Missing or
-    blank text gives ``[]``; text beyond ``MAX_NOTE_CHARS`` is ignored."""
-    if not isinstance(text, str) or not text.strip():
-        return []
-    text = text[:MAX_NOTE_CHARS].replace("\r\n", "\n").replace("\r", "\n")
-    pieces: list[str] = []
-    carry = ""
-    for part in _BOUNDARY.split(text):
-        part = (part or "").strip()
-        if not part:
-            continue
-        current = f"{carry} {part}".strip() if carry else part
-        last = current.rstrip(".").rsplit(None, 1)[-1].lower() if current.endswith(".") else ""
-        if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
-            carry = current  # "Dr." or "S." does not end a sentence: join the next piece
-            continue
-        pieces.append(current)
-        carry = ""
-    if carry:
-        pieces.append(carry)
-    return [re.sub(r"\s+", " ", p) for p in pieces]
 
 
 @dataclass
@@ -354,6 +290,7 @@ def draft_report(
     support: str = "terms",
     embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
     index: Any = None,
+    exclude_same: str | None = None,
 ) -> ReportDraft:
     """A draft report for row ``row`` of ``table`` from its ``k`` most similar cases.
 
@@ -365,6 +302,8 @@ def draft_report(
     support, embed_sentences : see ``assemble_draft``; pass a ``SentenceSpace`` of the whole
         table's notes to judge word rarity over the corpus and embed each sentence once.
     index : an already fitted ``SimilarCases`` over ``vectors`` (cosine), to reuse.
+    exclude_same : a column (e.g. the source publication); neighbours sharing the row's
+        non-missing value are skipped too.
 
     Returns a ``ReportDraft``. Neighbours of the same patient and neighbours without notes are
     skipped; when fewer than ``k`` remain, fewer are used (and ``notes`` says so). Raises
@@ -381,10 +320,15 @@ def draft_report(
     patients = table["patient_id"].astype(str).to_numpy()
     texts = table[text_column].to_numpy(dtype=object)
     has_note = np.array([isinstance(t, str) and bool(note_sentences(t)) for t in texts])
-    eligible = int((has_note & search.valid_ & (patients != patients[row])).sum()) if 0 <= row < len(table) else 0
+    allowed = has_note & (patients != patients[row]) if 0 <= row < len(table) else np.zeros(len(table), dtype=bool)
+    if exclude_same is not None and 0 <= row < len(table):
+        groups = table[exclude_same].to_numpy(dtype=object)
+        if not pd.isna(groups[row]):
+            allowed &= groups != groups[row]
+    eligible = int((allowed & search.valid_).sum())
     available = int(search.rows_.size) - 1
     neighbours = search.query(int(row), k=max(1, available)) if available >= 1 else pd.DataFrame(columns=["row", "distance"])
-    keep = [r for r in neighbours.itertuples() if has_note[r.row] and patients[r.row] != patients[row]][:k]
+    keep = [r for r in neighbours.itertuples() if allowed[r.row]][:k]
     notes: list[str] = []
     if eligible == 0:
         notes.append("no other patient with notes has a vector; nothing to draft from")
@@ -465,6 +409,7 @@ def evaluate_drafts(
     embed_sentences: Callable[[list[str]], np.ndarray] | None = None,
     terms: dict[str, str] | None = None,
     rows: Sequence[int] | None = None,
+    exclude_same: str | None = None,
 ) -> pd.DataFrame:
     """Leave-one-patient-out: how often the draft for each scan names the scan's own finding,
     against drafts assembled the same way from ``k`` random other patients' notes.
@@ -493,10 +438,14 @@ def evaluate_drafts(
         if names_finding("", findings[row], terms) is None:
             continue
         draft = draft_report(table, matrix, int(row), k=k, text_column=text_column, label_column=label_column,
-                             max_sentences=max_sentences, support=support, embed_sentences=space, index=index)
+                             max_sentences=max_sentences, support=support, embed_sentences=space, index=index,
+                             exclude_same=exclude_same)
         if draft.neighbours.empty:
             continue
-        pool = np.flatnonzero(has_note & (patients != patients[row]))
+        allowed = has_note & (patients != patients[row])
+        if exclude_same is not None and not pd.isna(table[exclude_same].iloc[row]):
+            allowed &= table[exclude_same].to_numpy(dtype=object) != table[exclude_same].iloc[row]
+        pool = np.flatnonzero(allowed)
         random_hits = []
         for _ in range(repeats):
             picked = rng.choice(pool, size=min(k, len(pool)), replace=False)

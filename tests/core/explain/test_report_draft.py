@@ -131,15 +131,29 @@ def test_export_carries_the_draft_scrubbed_and_marked(tmp_path):
     assert raw.table.set_index("patient_id").loc["p2", "report_draft"] == f"{DRAFT_MARK}.\nMy own words."
 
 
-def test_on_real_covid_notes_similar_cases_beat_random_cases(covid_dataset, cache_env):
-    """Leave one patient out over the real collection, pixel-statistics vectors (cheap and real);
-    benchmarks/report_draft.py measures the CNN encoders."""
+def test_on_real_covid_notes_drafts_carry_what_the_neighbours_share(covid_dataset, cache_env):
+    """Leave one patient (and, in the notes' own space, its source publication) out over the real
+    collection. With neighbours that share the scan's finding (the notes' MiniLM space), the draft
+    names it far more often than a draft from random cases. With image neighbours it cannot do
+    better than the neighbours: this collection's image vectors barely follow the finding (their
+    majority label is the finding about as often as the COVID-19 base rate), so overall the draft
+    is only level with random; on the rarer findings it still names them more often. Numbers for
+    efficientnet-lite0 in benchmarks/results/report_draft.json."""
     from core.embed import embed_dataset
 
     table = covid_dataset.images.reset_index(drop=True)
-    vectors = np.asarray(embed_dataset(covid_dataset, "pixels").vectors)
-    scores = evaluate_drafts(table, vectors, k=8, repeats=2)
-    assert len(scores) > 400 and scores["patient_id"].nunique() > 200
-    assert scores["draft_names"].mean() > scores["random_names"].mean()
-    non_covid = scores[scores["finding"] != "COVID-19"]
-    assert non_covid["draft_names"].mean() > non_covid["random_names"].mean()
+    table["source"] = table["doi"].where(table["doi"].notna(), table["url"])
+
+    text_vectors = np.asarray(embed_dataset(covid_dataset, "minilm").vectors)
+    by_notes = evaluate_drafts(table, text_vectors, k=8, repeats=2, exclude_same="source")
+    assert len(by_notes) > 300
+    assert by_notes["draft_names"].mean() > by_notes["random_names"].mean() + 0.1, by_notes.mean(numeric_only=True)
+
+    image_vectors = np.asarray(embed_dataset(covid_dataset, "pixels").vectors)
+    by_image = evaluate_drafts(table, image_vectors, k=8, repeats=2)
+    assert len(by_image) > 400 and by_image["patient_id"].nunique() > 200
+    base_rate = (by_image["finding"] == "COVID-19").mean()
+    assert (by_image["majority_label"] == by_image["finding"]).mean() < base_rate + 0.05
+    assert abs(by_image["draft_names"].mean() - by_image["random_names"].mean()) < 0.08
+    rare = by_image[by_image["finding"] != "COVID-19"]
+    assert rare["draft_names"].mean() > rare["random_names"].mean()
