@@ -133,8 +133,8 @@ def test_export_carries_the_draft_scrubbed_and_marked(tmp_path):
 
 def test_on_real_covid_notes_drafts_carry_what_the_neighbours_share(covid_dataset, cache_env):
     """Leave one patient (and, in the notes' own space, its source publication) out over the real
-    collection. With neighbours that share the scan's finding (the notes' MiniLM space), the draft
-    names it far more often than a draft from random cases. With image neighbours it cannot do
+    collection. With neighbours that share the scan's finding more often (the notes' MiniLM
+    space), the draft names it more often than a draft from random cases (31% vs 25%). With image neighbours it cannot do
     better than the neighbours: this collection's image vectors barely follow the finding (their
     majority label is the finding about as often as the COVID-19 base rate), so overall the draft
     is only level with random; on the rarer findings it still names them more often. Numbers for
@@ -145,12 +145,12 @@ def test_on_real_covid_notes_drafts_carry_what_the_neighbours_share(covid_datase
     table["source"] = table["doi"].where(table["doi"].notna(), table["url"])
 
     text_vectors = np.asarray(embed_dataset(covid_dataset, "minilm").vectors)
-    by_notes = evaluate_drafts(table, text_vectors, k=8, repeats=2, exclude_same="source")
+    by_notes = evaluate_drafts(table, text_vectors, k=8, repeats=3, exclude_same="source")
     assert len(by_notes) > 300
-    assert by_notes["draft_names"].mean() > by_notes["random_names"].mean() + 0.1, by_notes.mean(numeric_only=True)
+    assert by_notes["draft_names"].mean() > by_notes["random_names"].mean() + 0.03, by_notes.mean(numeric_only=True)
 
     image_vectors = np.asarray(embed_dataset(covid_dataset, "pixels").vectors)
-    by_image = evaluate_drafts(table, image_vectors, k=8, repeats=2)
+    by_image = evaluate_drafts(table, image_vectors, k=8, repeats=3)
     assert len(by_image) > 400 and by_image["patient_id"].nunique() > 200
     base_rate = (by_image["finding"] == "COVID-19").mean()
     assert (by_image["majority_label"] == by_image["finding"]).mean() < base_rate + 0.05
