@@ -213,3 +213,23 @@ def test_curve_validates_its_inputs():
         propagation_curve(vectors, np.zeros(len(truth)))
     with pytest.raises(ValueError, match="repeats=0"):
         propagation_curve(vectors, truth, repeats=0)
+
+
+def test_curve_run_is_stored_and_proposals_are_scored_by_confidence(tmp_path):
+    from core.labels.propagate import propagation_curve_run, score_proposals
+
+    vectors, truth = blobs(n_per=10)
+    runs = RunStore(tmp_path / "runs")
+    names = np.array(["A", "B", "C"])[truth]
+    assert propagation_curve_run(vectors, names, cohort_key="c1", store=runs, compute=False)[0] is None
+    curve, key, from_store = propagation_curve_run(vectors, names, cohort_key="c1", fractions=(0.2,), repeats=2, store=runs)
+    assert not from_store and key.startswith("propagation-curve-") and len(curve) == 2
+    again, _, from_store = propagation_curve_run(vectors, names, cohort_key="c1", fractions=(0.2,), repeats=2, store=runs)
+    assert from_store and again.equals(curve)
+    proposals = pd.DataFrame({"patient_id": ["p1", "p2", "p3", "p4"], "disease": ["A", "b ", "C", "A"],
+                              "confidence": [0.95, 0.92, 0.6, 0.3]})
+    truth_by_patient = pd.Series(["A", "B", "A", None], index=["p1", "p2", "p3", "p4"])
+    scored = score_proposals(proposals, truth_by_patient).set_index("band")
+    assert scored.loc["0.9-1", ["proposals", "with_truth", "correct"]].tolist() == [2, 2, 2]
+    assert scored.loc["0.5-0.7", "accuracy"] == 0.0
+    assert scored.loc["all", ["proposals", "with_truth", "correct"]].tolist() == [4, 3, 2]
