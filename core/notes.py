@@ -66,7 +66,7 @@ def split_sentences(text: Any) -> list[str]:
         if not part:
             continue
         current = f"{carry} {part}".strip() if carry else part
-        last = current.rstrip(".").rsplit(None, 1)[-1].lower() if current.endswith(".") else ""
+        last = current.rstrip(".").rsplit(None, 1)[-1].lower().lstrip("([\"'") if current.endswith(".") else ""
         if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
             carry = current  # "Dr." or "S." does not end a sentence: join the next piece
             continue

@@ -1,6 +1,7 @@
-"""AppTest of label propagation in the app (issue 11.4): the Label page proposes labels from a
-few hand-labelled patients and saves accepted ones as versioned overrides under the user; the
-Agreement page scores propagation against the demo cohort's ground truth as a curve."""
+"""AppTest of label propagation and report drafts in the app (issue 11.4, 11.7): the Label page
+proposes labels from a few hand-labelled patients and saves accepted ones as versioned overrides
+under the user; the Agreement page scores propagation against the demo cohort's ground truth as
+a curve; the Map page drafts a report for a selected scan from its similar cases' notes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.auth import local_user
 from core.datasets import DEMO_NAME, ensure_demo_dataset, open_dataset
+from core.ingest import ingest
 from core.labels import LabelStore
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -98,3 +100,28 @@ def test_agreement_page_draws_the_propagation_curve() -> None:
     again = open_page("drift", encoder="pixels")
     assert not any(b.key == "drift_propagation" for b in again.button)
     assert any("propagation-curve-" in c.value for c in again.caption)
+
+
+def test_map_selection_shows_similar_cases_notes_and_an_editable_marked_draft(covid_dir: Path, tmp_path_factory) -> None:
+    from streamlit.util import AttributeDictionary as Attributes
+
+    cache = tmp_path_factory.getbasetemp() / "scanatlas-app-cache"
+    if not (cache / "datasets" / "covid" / "images.parquet").is_file():
+        ingest(covid_dir, cache / "datasets" / "covid", name="covid")
+    at = open_page("map", dataset="covid", encoder="pixels", level="image", method="pca")
+    # One point selected, as the browser sends it (the scan in row 5 of the map's table).
+    point = Attributes({"customdata": [5], "point_index": 5})
+    at.session_state["map_chart"] = Attributes({"selection": Attributes(
+        {"points": [point], "box": [], "lasso": [], "point_indices": [5]})})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("not a diagnosis" in w.value for w in at.warning)
+    draft = at.text_area[0].value
+    assert draft.startswith("DRAFT FROM SIMILAR CASES, NOT A DIAGNOSIS.") and "similar cases" in draft
+    neighbours = next(d.value for d in at.dataframe if "note" in d.value.columns)
+    assert list(neighbours.columns) == ["rank", "patient_id", "distance", "label", "note"]
+    assert len(neighbours) == 8
+    assert not neighbours.astype(str).apply(lambda c: c.str.contains(str(cache))).any().any()
+    assert [b.label for b in at.get("download_button")] == ["Download this patient's row with the draft (CSV, de-identified)"]
+    at.text_area[0].input("DRAFT FROM SIMILAR CASES, NOT A DIAGNOSIS.\nMy corrected draft.").run()
+    assert at.text_area[0].value.endswith("My corrected draft.")
