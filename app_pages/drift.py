@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from core.columns import CONFOUNDER_COLUMNS
@@ -18,6 +19,7 @@ from core.drift.study import (
     stored_drift_study,
 )
 from core.encoders import DEFAULT_DRIFT_ENCODERS, encoder_availability
+from core.labels.propagate import propagation_curve_run, score_proposals
 from ui import charts, data, widgets
 from ui.jobs import wait_for
 
@@ -101,3 +103,36 @@ if study is not None:
         pivot = grid.pivot_table(index="encoder", columns="algorithm", values="ari")
         st.plotly_chart(charts.readable(px.imshow(pivot, text_auto=".2f", aspect="auto", color_continuous_scale="Greens",
                                   labels={"color": "ARI"}, title="ARI per encoder and algorithm", height=300)), key="drift_grid_heatmap")
+
+st.subheader("Label propagation: how many hand labels does it take?")
+st.caption("Hide the diagnoses, hand-label a random share of patients (5 draws per share), spread their labels to the "
+           "rest over the embeddings (Label page, 'Proposed labels'), and score the proposals against the diagnoses. "
+           "The dashed line gives every patient the commonest hand label.")
+curve, curve_key, _ = propagation_curve_run(cohort.masked(), truth, cohort_key=cohort.key, dataset=dataset.name,
+                                            compute=False)
+if curve is None and st.button("Score label propagation", key="drift_propagation"):
+    with st.spinner("Propagating labels from each share of hand-labelled patients..."):
+        try:
+            curve, curve_key, _ = propagation_curve_run(cohort.masked(), truth, cohort_key=cohort.key, dataset=dataset.name)
+        except ValueError as error:
+            st.error(f"Cannot score propagation: {error}")
+if curve is not None:
+    mean = curve.groupby("fraction").agg(accuracy=("accuracy", "mean"), sd=("accuracy", "std"),
+                                         majority=("majority_accuracy", "mean"), labelled=("n_labelled", "mean")).reset_index()
+    percent = (mean["fraction"] * 100).round(0)
+    figure = go.Figure([
+        go.Scatter(x=percent, y=mean["accuracy"], mode="lines+markers", name="propagated labels",
+                   error_y={"type": "data", "array": mean["sd"].fillna(0)},
+                   customdata=mean["labelled"], hovertemplate="%{x:.0f}% hand-labelled (%{customdata:.0f} patients): "
+                   "accuracy %{y:.2f}<extra></extra>"),
+        go.Scatter(x=percent, y=mean["majority"], mode="lines", name="commonest label (baseline)", line={"dash": "dash"}),
+    ])
+    figure.update_layout(xaxis_title="patients hand-labelled (%)", yaxis_title="accuracy on the other patients",
+                         yaxis_range=[0, 1.02], height=360)
+    st.plotly_chart(charts.readable(figure), key="drift_propagation_curve")
+    st.caption(f"Saved run `{curve_key}`; error bars: one standard deviation over the draws.")
+proposed = st.session_state.get(f"label_propagation::{dataset.name}::{cluster_key}")
+if proposed is not None and len(proposed.open_proposals):
+    st.markdown("**Your current proposals** (Label page) against the diagnoses, by confidence:")
+    st.dataframe(score_proposals(proposed.open_proposals, cohort.table.set_index("patient_id")["label"].groupby(level=0).first()),
+                 hide_index=True, width="stretch")

@@ -19,6 +19,12 @@ from core.labels import (
     validate_icd10,
 )
 from core.labels.merge import merge_mappings
+from core.labels.propagate import (
+    accept_proposals,
+    propagate_labels,
+    reject_proposals,
+    rejected_patients,
+)
 from ui import auth, charts, data, widgets
 
 widgets.page_header("Label")
@@ -254,6 +260,55 @@ with st.expander("Override single patients"):
             overrides = store.patient_overrides(dataset.name)
     if len(overrides):
         st.dataframe(overrides, hide_index=True, width="stretch")
+
+with st.expander("Proposed labels for the rest (label propagation)"):
+    st.caption("Spreads the diseases you gave to clusters and patients to the patients nobody labelled, over "
+               "their nearest neighbours in embedding space, each with a confidence. Accepted proposals are "
+               "saved as patient overrides (versioned, under your name); rejected ones are not offered again.")
+    propose_key = f"label_propagation::{dataset.name}::{clustering_key}"
+    if st.button("Propose labels", key="label_propose"):
+        try:
+            st.session_state[propose_key] = propagate_labels(
+                table, cohort.masked(), result.labels, store.current_mapping(dataset.name, clustering_key),
+                store.patient_overrides(dataset.name), cohort_key=cohort.key, clustering_key=clustering_key,
+                dataset=dataset.name)
+        except ValueError as error:
+            st.info(f"No proposals yet: {error}")
+        else:  # the override versions seen now: accepting later must not overwrite a newer edit
+            history = store.override_history(dataset.name)
+            st.session_state[f"{propose_key}::versions"] = history.groupby("patient_id")["version"].max().to_dict()
+    proposed = st.session_state.get(propose_key)
+    if proposed is not None:
+        hand = set(store.patient_overrides(dataset.name)["patient_id"].astype(str))
+        rejected = rejected_patients(auth.access_store(), dataset.name, proposed.key)
+        open_ = proposed.open_proposals
+        open_ = open_[~open_["patient_id"].astype(str).isin(hand | rejected)].reset_index(drop=True)
+        unreached = proposed.proposals["reason"].notna().sum()
+        st.caption(f"{len(open_)} proposals from {int(proposed.proposals['seed'].sum())} hand-labelled patients"
+                   + (f"; {unreached} patients could not be reached" if unreached else "")
+                   + f" (run `{proposed.key}`).")
+        if len(open_):
+            threshold = st.slider("Tick every proposal with confidence at least", 0.0, 1.0, 0.9, 0.05, key="label_propose_min")
+            review = open_[["patient_id", "disease", "icd10_code", "confidence"]].assign(
+                accept=open_["confidence"] >= threshold, reject=False)
+            decided = st.data_editor(review, hide_index=True, width="stretch", disabled=["patient_id", "disease", "icd10_code", "confidence"],
+                                     key=f"label_propose_editor_{proposed.key}_{threshold}",
+                                     column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0, format="%.2f")})
+            p1, p2 = st.columns(2)
+            to_accept = decided[decided["accept"] & ~decided["reject"]]
+            to_reject = decided[decided["reject"]]
+            if p1.button(f"Accept {len(to_accept)} ticked", type="primary", key="label_propose_accept", disabled=to_accept.empty):
+                versions = st.session_state.get(f"{propose_key}::versions", {})
+                outcome = accept_proposals(store, dataset.name, to_accept.assign(base_version=[versions.get(str(p)) for p in to_accept["patient_id"]]),
+                                           user=user, run_key=proposed.key)
+                counts = outcome["status"].value_counts().to_dict()
+                st.session_state["label_flash"] = "Proposals: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."
+                if counts.get("conflict"):
+                    st.session_state["label_flash"] += " Conflicts: a colleague changed those patients since; nothing of theirs was overwritten."
+                st.rerun()
+            if p2.button(f"Reject {len(to_reject)} ticked", key="label_propose_reject", disabled=to_reject.empty):
+                reject_proposals(auth.access_store(), dataset.name, to_reject, user=user, run_key=proposed.key)
+                st.rerun()
 
 with st.expander("History"):
     st.dataframe(store.history(dataset.name, clustering_key), hide_index=True, width="stretch")

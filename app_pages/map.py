@@ -3,10 +3,60 @@ column; box or lasso points to see the scans behind them."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core.columns import column_role
-from ui import charts, data, jobs, state, widgets
+from core.explain.report_draft import SentenceSpace, draft_report, notes_by_row
+from core.export import export_file_name, labeled_export, to_csv_bytes
+from ui import auth, charts, data, jobs, state, widgets
+
+
+@st.cache_resource(show_spinner="Reading the notes...", max_entries=8)
+def draft_notes(token: str, cohort_key: str, level: str, _images: pd.DataFrame, _table: pd.DataFrame):
+    """``(table with each row's note, SentenceSpace over every note)``, or None without notes."""
+    notes = notes_by_row(_images, _table, level)
+    if not notes.map(lambda t: isinstance(t, str) and bool(t.strip())).any():
+        return None
+    return _table.assign(text=notes.to_numpy()), SentenceSpace(notes.to_numpy(dtype=object))
+
+
+def report_draft_section(anchor: int) -> None:
+    """The notes of the anchor's most similar cases and a draft from the sentences they share:
+    editable, never a diagnosis, downloadable with the patient's row (de-identified)."""
+    found = draft_notes(token, cohort.key, level, dataset.images, table)
+    st.markdown("**Report draft from similar cases**")
+    if found is None:
+        st.caption("This dataset has no reports or notes to draft from.")
+        return
+    noted, space = found
+    try:
+        draft = draft_report(noted, cohort.masked("image"), int(anchor), k=8, embed_sentences=space)
+    except ValueError as error:
+        st.info(f"No draft: {error}")
+        return
+    for note in draft.notes:
+        st.caption(note)
+    st.dataframe(draft.neighbours, hide_index=True, width="stretch", height=220,
+                 column_config={"note": st.column_config.TextColumn("note (dates, ages, names, places removed)")})
+    st.warning("Draft from similar cases, not a diagnosis: sentences the notes of the most similar scans share. "
+               "Read the scan; edit or discard the draft.", icon=":material/edit_note:")
+    patient = str(table.iloc[int(anchor)]["patient_id"])
+    edited = st.text_area("Draft (editable)", draft.text, height=200, key=f"map_draft_{cohort.key}_{anchor}")
+    if auth.can("export_patients"):
+        store = data.label_store()
+        try:
+            row = labeled_export(dataset.patients[dataset.patients["patient_id"].astype(str) == patient],
+                                 cohort.table["patient_id"].values, clustering.labels,
+                                 store.current_mapping(dataset.name, cluster_key), store.patient_overrides(dataset.name),
+                                 drafts={patient: edited})
+        except (ValueError, PermissionError, OSError) as error:
+            st.error(f"Cannot export this row: {error}.")
+            return
+        st.download_button("Download this patient's row with the draft (CSV, de-identified)", to_csv_bytes(row.table, bom=True),
+                           file_name=export_file_name(dataset.name, "csv"), mime="text/csv", key=f"map_draft_csv_{anchor}")
+
+
 
 widgets.page_header("Map")
 dataset = data.current_dataset()
@@ -67,8 +117,9 @@ if selected_rows:
                               format_func=lambda i: f"{table.iloc[i]['patient_id']} · {table.iloc[i].get('label') or ''}")
         similar = data.similar_cases(cohort, anchor, k=8)
         neighbours = table.iloc[similar["row"]].assign(distance=similar["distance"].round(3).values)
-        keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view", "text") if c in neighbours]
+        keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view") if c in neighbours]
         st.dataframe(neighbours[keep], hide_index=True, width="stretch")
         widgets.gallery(data.representative_images(dataset, neighbours, level), columns=8, limit=8, key="map_similar")
+        report_draft_section(anchor)
 else:
     st.info("Select points with the lasso or box tool to open their scans.")

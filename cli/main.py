@@ -7,8 +7,8 @@ import importlib
 import sys
 
 # Subcommand modules under cli.commands, in the order `scanatlas --help` lists them.
-COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "runs", "roles",
-            "serve", "serve_app"]
+COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "runs",
+            "roles", "serve", "serve_app", "propagate", "draft"]
 
 
 def build_parser() -> argparse.ArgumentParser:

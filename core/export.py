@@ -40,7 +40,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -182,6 +182,7 @@ def labeled_export(
     keep_free_text: bool = False,
     is_admin: bool = False,
     salt: bytes | None = None,
+    drafts: Mapping[object, str] | None = None,
 ) -> ExportTable:
     """The labelled patient table, ready to download.
 
@@ -193,6 +194,10 @@ def labeled_export(
     deidentify : apply ``core.deid.deidentify`` (the default); False needs ``is_admin``
     keep_free_text : keep notes and other free text in a de-identified export; needs ``is_admin``
     salt : the pseudonym salt (default: ``core.deid.deployment_salt()``)
+    drafts : patient_id -> report draft (``core.explain.report_draft``, as the analyst edited
+        it), exported as the ``report_draft`` column. It is added after de-identification, which
+        would drop it as free text: in a de-identified export it is scrubbed again (dates, ages,
+        names, places become placeholders) and always starts with the draft mark.
 
     Returns an ``ExportTable`` with one row per patient; server paths are always left out.
     Raises ``PermissionError`` when a non-admin asks for identifiable data or free text, and
@@ -210,11 +215,35 @@ def labeled_export(
     left_out = {column: "server path" for column in private_columns(table)}
     table = export_columns(table)
     if not deidentify:
+        if drafts:
+            table = table.assign(report_draft=_draft_column(table["patient_id"], drafts, scrub=False).to_numpy())
         return ExportTable(table=_first_columns(table), deidentified=False, left_out=left_out)
     result = deidentify_table(table, salt=salt if salt is not None else deployment_salt(),
                               keep_free_text=keep_free_text)
-    return ExportTable(table=_first_columns(result.table), deidentified=True,
-                       left_out={**left_out, **result.dropped}, changed=result.changed)
+    changed = dict(result.changed)
+    out = result.table
+    if drafts:
+        out = out.assign(report_draft=_draft_column(table["patient_id"], drafts, scrub=True).to_numpy())
+        changed["report_draft"] = "draft from similar cases; dates, ages, names and places replaced by placeholders"
+    return ExportTable(table=_first_columns(out), deidentified=True,
+                       left_out={**left_out, **result.dropped}, changed=changed)
+
+
+def _draft_column(patient_ids: pd.Series, drafts: Mapping[object, str], *, scrub: bool) -> pd.Series:
+    """The ``report_draft`` cell of each patient (None without a draft), each starting with the
+    draft mark so that no reader takes it for a report."""
+    from core.notes import DRAFT_MARK, scrub_text
+
+    by_id = {str(k): v for k, v in drafts.items() if isinstance(v, str) and v.strip()}
+
+    def cell(patient: object) -> str | None:
+        text = by_id.get(str(patient))
+        if text is None:
+            return None
+        text = scrub_text(text) if scrub else text.strip()
+        return text if text.upper().startswith(DRAFT_MARK) else f"{DRAFT_MARK}.\n{text}"
+
+    return pd.Series([cell(p) for p in patient_ids], index=patient_ids.index, dtype=object)
 
 
 def _first_columns(table: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,8 @@ which cases are alike.
 - :mod:`core.explain.gradcam`: :func:`gradcam_heatmap` / :func:`gradcam_with_encoder`,
   :func:`overlay_heatmap` (Grad-CAM for CNN encoders + a linear head).
 - :mod:`core.explain.similar`: :class:`SimilarCases` (nearest neighbours in embedding space).
+- :mod:`core.explain.report_draft`: ``draft_report`` (a report draft from the sentences the
+  notes of the most similar cases share; not a diagnosis), ``evaluate_drafts``.
 - :mod:`core.metadata`: :func:`encode_metadata` (metadata -> numeric features; the one encoder).
 - :mod:`core.explain.study`: :func:`study_shap`, :func:`gradcam_head`, :func:`study_gradcam`
   (the explanations of a classifier study, kept in the run store).

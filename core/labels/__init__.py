@@ -4,6 +4,8 @@
 * ``core.labels.defaults``: ``suggest_default_mapping`` from each cluster's majority label.
 * ``core.labels.store``: ``LabelStore``, versioned mappings and patient overrides in SQL.
 * ``core.labels.combine``: ``labeled_patients``, the labelled patient table.
+* ``core.labels.propagate``: ``propagate_labels`` (proposals from the hand labels, a named run),
+  ``accept_proposals`` / ``reject_proposals``, ``propagation_curve`` (accuracy vs share labelled).
 """
 
 from __future__ import annotations
