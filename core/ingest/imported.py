@@ -1,0 +1,576 @@
+"""Bring your own embeddings: vectors made elsewhere + a metadata CSV -> a dataset folder.
+
+``import_embeddings`` reads vectors from Parquet (a list/array column, or one numeric column per
+dimension), ``.npy`` (+ an id list), ``.npz`` (ids and vectors inside, or + an id list) or CSV (an
+id column and one column per dimension), joins the metadata CSV on an id column, and writes a
+dataset folder that the rest of ScanAtlas opens like an ingested one:
+
+    images.parquet      one row per vector (image_id = the given id, no path: there are no pixels)
+    patients.parquet    one row per patient (patient_id from the metadata, else the id)
+    ingest_report.csv   warnings (only with ``allow_unmatched``)
+    manifest.json       layout "imported-embeddings", and under "imported" each encoder's file,
+                        dimension and sha256
+    embeddings/<encoder>.npy   float32 of shape (n_images, dim), aligned with images.parquet
+
+``core.embed.embed_dataset(dataset, encoder)`` returns these vectors for that encoder name, so
+cohorts, maps, clusters, drift, classifiers and fairness work unchanged.
+
+Nothing is half-written: the folder is built beside ``out_dir`` and renamed into place only when
+every check has passed (``core.atomic.atomic_folder``). Refused, with counts and example ids:
+ragged or non-numeric vectors, rows with NaN or infinite values, duplicate ids (in either file),
+vector ids missing from the metadata and metadata ids without a vector (both allowed, and
+reported, with ``allow_unmatched``), and a dimension that differs from the vectors already
+stored under the same encoder name (a built-in encoder's, or another imported dataset's).
+The vectors are streamed in batches, so memory stays around one batch plus the ids and metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.atomic import atomic_folder, atomic_write, is_temp
+from core.ingest.dataset import (
+    FORMAT_VERSION,
+    IMAGE_COLUMNS,
+    REPORT_COLUMNS,
+    Dataset,
+    write_dataset,
+)
+from core.ingest.layouts import read_csv, report_row
+from core.ingest.normalize import canonical_column_map, normalize_age, normalize_sex
+from core.ingest.pipeline import _parquet_safe, _patients_table
+
+LAYOUT = "imported-embeddings"
+VECTORS_DIR = "embeddings"
+ENCODER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ID_COLUMNS = ("image_id", "id", "dicom_id", "sample_id")
+VECTOR_COLUMNS = ("embedding", "embeddings", "vector", "vectors", "features", "x")
+SUFFIXES = (".parquet", ".npy", ".npz", ".csv")
+BATCH_ROWS = 4096
+EXAMPLES = 5  # ids named in a message
+
+
+class EmbeddingImportError(ValueError):
+    """The vectors or the metadata cannot be imported; the message names the file, the reason,
+    how many rows and a few example ids. Nothing was written."""
+
+
+@dataclass
+class ImportResult:
+    dataset: Dataset
+    encoder: str
+    dim: int
+    n_vectors: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Vectors:
+    """A vectors file opened for streaming: ids in row order, the dimension, and batches of
+    shape (rows, dim) float32 in the same order (NaN for values that are missing)."""
+
+    path: Path
+    ids: np.ndarray
+    dim: int
+    batches: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]  # (vectors, ragged mask)
+
+
+def _examples(values) -> str:
+    values = [str(v) for v in values]
+    shown = ", ".join(repr(v) for v in values[:EXAMPLES])
+    return shown + (f" and {len(values) - EXAMPLES} more" if len(values) > EXAMPLES else "")
+
+
+def _check_ids(ids: np.ndarray, where: str) -> None:
+    blank = [i for i, v in enumerate(ids) if v is None or str(v).strip() == "" or str(v) == "nan"]
+    if blank:
+        raise EmbeddingImportError(f"{where}: {len(blank)} rows have no id (rows {_examples(blank)})")
+    counts = pd.Series(ids).value_counts()
+    repeated = counts[counts > 1]
+    if len(repeated):
+        raise EmbeddingImportError(
+            f"{where}: {len(repeated)} ids appear more than once ({int(repeated.sum())} rows), e.g. "
+            f"{_examples(repeated.index)}; every id must name one vector"
+        )
+
+
+def _pick(names: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, where: Path) -> str:
+    if wanted is not None:
+        if wanted not in names:
+            raise EmbeddingImportError(f"{where}: no {what} column {wanted!r}; columns found: {names[:30]}")
+        return wanted
+    lowered = {n.lower(): n for n in names}
+    for candidate in candidates:
+        if candidate in lowered:
+            return lowered[candidate]
+    raise EmbeddingImportError(
+        f"{where}: cannot tell the {what} column (tried {list(candidates)}); columns found: {names[:30]}; "
+        "name it with --id-column"
+    )
+
+
+def _read_id_list(path: Path) -> np.ndarray:
+    """One id per line (a header line 'id' or 'image_id' is skipped)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise EmbeddingImportError(f"{path}: cannot read the id list ({error})") from error
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and lines[0].strip().lower() in ID_COLUMNS:
+        lines = lines[1:]
+    return np.array([line.strip() for line in lines], dtype=object)
+
+
+def _none_ragged(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return batch, np.zeros(len(batch), dtype=bool)
+
+
+def _open_numpy(path: Path, ids_path: Path | None) -> _Vectors:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            ids = None
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.files)
+                vector_key = next((n for n in names if n.lower() in VECTOR_COLUMNS), None)
+                if vector_key is None:
+                    two_d = [n for n in names if archive[n].ndim == 2]
+                    if len(two_d) != 1:
+                        raise EmbeddingImportError(
+                            f"{path}: cannot tell which array holds the vectors (arrays: {names}); "
+                            f"name it one of {list(VECTOR_COLUMNS)}")
+                    vector_key = two_d[0]
+                id_key = next((n for n in names if n.lower() in ("ids", *ID_COLUMNS)), None)
+                array = archive[vector_key]
+                ids = archive[id_key] if id_key is not None else None
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise EmbeddingImportError(
+                f"{path}: holds Python objects (ragged rows or object ids), which are never unpickled; "
+                "save a 2-D float array and ids as a string array") from error
+        raise EmbeddingImportError(f"{path}: not a readable NumPy file ({error})") from error
+    except OSError as error:
+        raise EmbeddingImportError(f"{path}: cannot read ({error})") from error
+    if array.ndim != 2:
+        raise EmbeddingImportError(f"{path}: vectors must be a 2-D array (rows x dimensions), got shape {array.shape}")
+    if array.dtype.kind not in "fiu":
+        raise EmbeddingImportError(f"{path}: vectors must be numbers, got dtype {array.dtype}")
+    if ids_path is not None:
+        ids = _read_id_list(ids_path)
+        where = ids_path
+    elif ids is None:
+        raise EmbeddingImportError(f"{path}: no ids; give the id list (one id per line) with --ids")
+    else:
+        if ids.dtype.kind not in "USiu":
+            raise EmbeddingImportError(f"{path}: ids must be strings or integers, got dtype {ids.dtype}")
+        ids = ids.astype(str).astype(object)
+        where = path
+    if len(ids) != len(array):
+        raise EmbeddingImportError(f"{where}: {len(ids)} ids for {len(array)} vectors in {path.name}; they must match row for row")
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(array), BATCH_ROWS):
+            yield _none_ragged(np.asarray(array[start:start + BATCH_ROWS], dtype=np.float32))
+
+    return _Vectors(path, ids, int(array.shape[1]), batches)
+
+
+def _list_values(column, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of an Arrow list column as (rows, dim) float32 and a mask of rows whose length is
+    not ``dim`` (or that are null); those rows are NaN."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy(zero_copy_only=False)
+    ragged = lengths != dim
+    values = np.full((n, dim), np.nan, dtype=np.float32)
+    if not ragged.any():
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        return flat.astype(np.float32, copy=False).reshape(n, dim), ragged
+    for row in np.flatnonzero(~ragged):
+        values[row] = np.asarray(column[int(row)].values.to_numpy(zero_copy_only=False), dtype=np.float32)
+    return values, ragged
+
+
+def _open_parquet(path: Path, id_column: str | None) -> _Vectors:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as error:
+        raise EmbeddingImportError(f"{path}: not a readable Parquet file ({error})") from error
+    schema = parquet.schema_arrow
+    names = list(schema.names)
+    id_name = _pick(names, id_column, ID_COLUMNS, "id", path)
+    is_list = [n for n in names if n != id_name and (pa.types.is_list(schema.field(n).type)
+               or pa.types.is_large_list(schema.field(n).type) or pa.types.is_fixed_size_list(schema.field(n).type))]
+    ids = parquet.read(columns=[id_name]).column(0).to_pylist()
+    ids = np.array([None if v is None else str(v) for v in ids], dtype=object)
+    if is_list:
+        vector_name = is_list[0] if len(is_list) == 1 else next((n for n in is_list if n.lower() in VECTOR_COLUMNS), None)
+        if vector_name is None:
+            raise EmbeddingImportError(f"{path}: several list columns {is_list}; name the vector column one of {list(VECTOR_COLUMNS)}")
+        value_type = schema.field(vector_name).type.value_type
+        if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+            raise EmbeddingImportError(f"{path}: column {vector_name!r} holds {value_type}, not numbers")
+        first = next(parquet.iter_batches(batch_size=64, columns=[vector_name]), None)
+        lengths = [] if first is None else [len(v) for v in first.column(0).to_pylist() if v is not None]
+        if not lengths:
+            raise EmbeddingImportError(f"{path}: column {vector_name!r} has no vectors")
+        dim = max(set(lengths), key=lengths.count)  # the common length; others are ragged rows
+
+        def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=[vector_name]):
+                yield _list_values(batch.column(0), dim)
+
+        return _Vectors(path, ids, dim, batches)
+    columns = [n for n in names if n != id_name]
+    text = [n for n in columns if not (pa.types.is_floating(schema.field(n).type) or pa.types.is_integer(schema.field(n).type))]
+    if text:
+        raise EmbeddingImportError(
+            f"{path}: one column per dimension expected, but {len(text)} columns are not numbers "
+            f"({_examples(text)}); vectors must be numeric (or one list column)")
+    if not columns:
+        raise EmbeddingImportError(f"{path}: no vector columns besides the id column {id_name!r}")
+
+    def column_batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            values = np.column_stack([c.to_numpy(zero_copy_only=False) for c in batch.columns]).astype(np.float32)
+            yield _none_ragged(values)
+
+    return _Vectors(path, ids, len(columns), column_batches)
+
+
+def _open_csv(path: Path, id_column: str | None) -> _Vectors:
+    try:
+        header = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise EmbeddingImportError(f"{path}: not a readable CSV ({error})") from error
+    names = [str(c) for c in header.columns]
+    id_name = _pick(names, id_column, ID_COLUMNS, "id", path)
+    columns = [n for n in names if n != id_name]
+    if not columns:
+        raise EmbeddingImportError(f"{path}: no vector columns besides the id column {id_name!r}")
+    try:
+        ids = pd.read_csv(path, usecols=[id_name], dtype=str, keep_default_na=False, encoding="utf-8-sig")[id_name]
+    except (UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise EmbeddingImportError(f"{path}: ragged or unreadable CSV ({error})") from error
+    ids = ids.to_numpy(dtype=object)
+    dtypes = {name: np.float32 for name in columns}
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        try:
+            reader = pd.read_csv(path, usecols=columns, dtype=dtypes, chunksize=BATCH_ROWS, encoding="utf-8-sig")
+            for chunk in reader:
+                yield _none_ragged(chunk[columns].to_numpy(dtype=np.float32))
+        except pd.errors.ParserError as error:
+            raise EmbeddingImportError(f"{path}: ragged rows ({error})") from error
+        except ValueError as error:
+            raise EmbeddingImportError(f"{path}: non-numeric vector values ({error})") from error
+
+    return _Vectors(path, ids, len(columns), batches)
+
+
+def open_vectors(path: str | os.PathLike[str], *, id_column: str | None = None,
+                 ids_path: str | os.PathLike[str] | None = None) -> _Vectors:
+    """Open a vectors file for streaming (see the module docstring for the formats)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such vectors file")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise EmbeddingImportError(f"{path}: unknown vectors format {suffix!r}; use one of {list(SUFFIXES)}")
+    if suffix in (".npy", ".npz"):
+        vectors = _open_numpy(path, Path(ids_path) if ids_path else None)
+    elif suffix == ".parquet":
+        vectors = _open_parquet(path, id_column)
+    else:
+        vectors = _open_csv(path, id_column)
+    if len(vectors.ids) == 0:
+        raise EmbeddingImportError(f"{path}: no vectors")
+    if vectors.dim < 1:
+        raise EmbeddingImportError(f"{path}: vectors have no dimensions")
+    _check_ids(vectors.ids, str(path))
+    return vectors
+
+
+def imported_dims(roots) -> dict[str, tuple[int, Path]]:
+    """``{encoder: (dim, dataset folder)}`` for the imported datasets directly under ``roots``."""
+    found: dict[str, tuple[int, Path]] = {}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            manifest = folder / "manifest.json"
+            if is_temp(folder) or not manifest.is_file():
+                continue
+            try:
+                encoders = json.loads(manifest.read_text()).get("imported", {}).get("encoders", {})
+            except (OSError, ValueError, AttributeError):
+                continue
+            for name, entry in encoders.items():
+                found.setdefault(name, (int(entry.get("dim", 0)), folder))
+    return found
+
+
+def _check_dimension(encoder: str, dim: int, out_dir: Path, roots) -> None:
+    from core.encoders.registry import ENCODERS
+
+    spec = ENCODERS.get(encoder)
+    if spec is not None and spec.dim != dim:
+        raise EmbeddingImportError(
+            f"encoder name {encoder!r} is the built-in {spec.dim}-dimensional encoder; these vectors have "
+            f"{dim} dimensions. Give them their own name (--encoder), e.g. the model that made them")
+    known = imported_dims(roots).get(encoder)
+    if known is not None and known[0] != dim and known[1].resolve() != out_dir.resolve():
+        raise EmbeddingImportError(
+            f"vectors under encoder name {encoder!r} have {known[0]} dimensions (dataset {known[1].name}); "
+            f"these have {dim}. Use another --encoder name for a different model")
+
+
+def _metadata_frame(metadata_csv: Path, id_column: str | None, column_map: Mapping[str, str] | None) -> tuple[pd.DataFrame, str]:
+    frame = read_csv(Path(metadata_csv))  # hostile-safe decoding, strings, repaired text
+    names = list(frame.columns)
+    id_name = _pick(names, id_column, ID_COLUMNS, "id", Path(metadata_csv))
+    mapping = {k: v for k, v in canonical_column_map([n for n in names if n != id_name], column_map).items() if v != "path"}
+    frame = frame.rename(columns=mapping)
+    # A file-name column means nothing without the files (and may name the patient).
+    frame = frame.rename(columns={"path": "source_path"})
+    ids = frame[id_name].astype(object).where(frame[id_name].notna(), None).map(lambda v: None if v is None else str(v).strip())
+    _check_ids(ids.to_numpy(dtype=object), str(metadata_csv))
+    frame = frame.assign(**{id_name: ids}).set_index(id_name)
+    frame.index.name = "image_id"
+    return frame.drop(columns=[c for c in ("image_id",) if c in frame.columns]), id_name
+
+
+def _images_table(ids: np.ndarray, metadata: pd.DataFrame) -> pd.DataFrame:
+    joined = metadata.reindex(pd.Index(ids, name="image_id")).reset_index()
+    for column in ("patient_id", "modality", "view", "label"):
+        if column in joined:
+            joined[column] = joined[column].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                                                or str(v).strip() == "" else str(v).strip())
+        else:
+            joined[column] = None
+    joined["patient_id"] = joined["patient_id"].where(joined["patient_id"].notna(), joined["image_id"])
+    joined["age"] = joined["age"].map(normalize_age) if "age" in joined else np.nan
+    joined["sex"] = joined["sex"].map(normalize_sex) if "sex" in joined else "unknown"
+    if "text" not in joined:
+        joined["text"] = None
+    joined = joined.assign(sha256=None, path=None, frame=0, n_frames=1, rows=None, columns=None,
+                           burned_in_annotation=False)
+    ordered = IMAGE_COLUMNS + [c for c in joined.columns if c not in IMAGE_COLUMNS]
+    return _parquet_safe(joined[ordered])
+
+
+def import_embeddings(
+    vectors_path: str | os.PathLike[str],
+    metadata_csv: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    encoder: str,
+    id_column: str | None = None,
+    ids_path: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    column_map: Mapping[str, str] | None = None,
+    allow_unmatched: bool = False,
+    replace: bool = False,
+    dataset_roots=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportResult:
+    """Import vectors made elsewhere as a dataset folder ``out_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    vectors_path : .parquet, .npy, .npz or .csv file with n rows of dim values
+    metadata_csv : CSV with the id column and metadata (patient id, sex, age, label, report...);
+        column names are mapped to ScanAtlas fields as ingest does (``column_map`` = ``--map``)
+    encoder : the name these vectors go by (e.g. ``cxr-foundation``); a built-in encoder's name
+        only with that encoder's dimension
+    id_column : the id column in both files (default: the first of ``ID_COLUMNS`` present)
+    ids_path : id list, one per line, for .npy (and .npz without ids)
+    allow_unmatched : keep vectors without a metadata row (patient id = the id) and ignore
+        metadata rows without a vector; both are then listed in ``ingest_report.csv``
+    replace : replace an existing dataset folder (else a non-empty ``out_dir`` is refused)
+    dataset_roots : folders whose imported datasets fix each encoder name's dimension
+        (default: ``out_dir``'s parent and ``core.settings.datasets_root()``)
+    progress : ``progress(done, total)`` over the vectors
+
+    Returns ImportResult. Raises ``EmbeddingImportError`` (a ValueError) for bad input, with
+    counts and example ids, and ``FileNotFoundError`` for a missing file; nothing is written then.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    if not isinstance(encoder, str) or ENCODER_NAME.fullmatch(encoder) is None:
+        raise EmbeddingImportError(
+            f"encoder name {encoder!r} is not allowed: a letter or digit first, then letters, digits, "
+            "'-', '_' or '.' (64 characters at most)")
+    if out_dir.exists() and any(p for p in out_dir.iterdir() if p.name != "owner.json") and not replace:
+        raise EmbeddingImportError(f"{out_dir} already holds files; pick another folder or replace it")
+    if not Path(metadata_csv).is_file():
+        raise FileNotFoundError(f"{metadata_csv}: no such metadata CSV")
+    vectors = open_vectors(vectors_path, id_column=id_column, ids_path=ids_path)
+    if dataset_roots is None:
+        from core.settings import datasets_root
+
+        dataset_roots = {out_dir.resolve().parent, Path(datasets_root()).resolve()}
+    _check_dimension(encoder, vectors.dim, out_dir, dataset_roots)
+    metadata, _ = _metadata_frame(Path(metadata_csv), id_column, column_map)
+
+    vector_ids = pd.Index(vectors.ids)
+    without_metadata = vector_ids.difference(metadata.index)
+    without_vector = metadata.index.difference(vector_ids)
+    report: list[dict] = []
+    warnings: list[str] = []
+    if len(without_metadata) or len(without_vector):
+        counts = (f"{len(without_metadata)} of {len(vector_ids)} vector ids have no metadata row "
+                  f"({_examples(without_metadata)})" if len(without_metadata) else "every vector has a metadata row")
+        reverse = (f"{len(without_vector)} of {len(metadata)} metadata rows have no vector "
+                   f"({_examples(without_vector)})" if len(without_vector) else "every metadata row has a vector")
+        if not allow_unmatched:
+            raise EmbeddingImportError(
+                f"{Path(vectors_path).name} and {Path(metadata_csv).name} do not match: {counts}; {reverse}. "
+                "Check the id column, or import anyway with the unmatched rows reported (--allow-unmatched)")
+        warnings.append(f"{counts}; {reverse}")
+        report += [report_row(Path(vectors_path).name, None, "unmatched_metadata",
+                              f"vector id {i!r} has no metadata row (kept; patient id = the id)") for i in without_metadata]
+        report += [report_row(Path(metadata_csv).name, None, "unmatched_metadata",
+                              f"id {i!r} has no vector") for i in without_vector]
+    images = _images_table(vectors.ids, metadata)
+    patients = _parquet_safe(_patients_table(images))
+    vector_file = f"{VECTORS_DIR}/{encoder}.npy"
+    digest = hashlib.sha256()
+    n, dim = len(vectors.ids), vectors.dim
+
+    with atomic_folder(out_dir, keep=("owner.json",)) as folder:
+
+        def write_vectors(handle) -> None:
+            np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+                                                          "fortran_order": False, "shape": (n, dim)})
+            done, ragged_rows, bad_rows, wrong_shape = 0, [], [], None
+            for batch, ragged in vectors.batches():
+                if batch.ndim != 2 or batch.shape[1] != dim:
+                    wrong_shape = batch.shape
+                    break
+                ragged_rows += (done + np.flatnonzero(ragged)).tolist()
+                bad = ~np.isfinite(batch).all(axis=1) & ~ragged
+                bad_rows += (done + np.flatnonzero(bad)).tolist()
+                data = np.ascontiguousarray(batch, dtype="<f4").tobytes()
+                digest.update(data)
+                handle.write(data)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, n)
+            if wrong_shape is not None or done != n:
+                raise EmbeddingImportError(f"{vectors.path}: {done} vectors read for {n} ids (shape {wrong_shape})")
+            problems = []
+            if ragged_rows:
+                problems.append(f"{len(ragged_rows)} rows are ragged (not {dim} values, or no vector), e.g. ids "
+                                f"{_examples(vectors.ids[ragged_rows])}")
+            if bad_rows:
+                problems.append(f"{len(bad_rows)} rows hold NaN, infinite or missing values, e.g. ids "
+                                f"{_examples(vectors.ids[bad_rows])}")
+            if problems:
+                raise EmbeddingImportError(f"{vectors.path}: " + "; ".join(problems)
+                                           + ". Nothing was imported; fix or remove those rows")
+
+        atomic_write(folder / vector_file, write_vectors)
+        manifest = {
+            "name": name or out_dir.name,
+            "source": Path(vectors_path).name,
+            "layout": LAYOUT,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "format_version": FORMAT_VERSION,
+            "n_images": len(images),
+            "n_patients": len(patients),
+            "n_reported": len(report),
+            "imported": {"encoders": {encoder: {
+                "file": vector_file, "dim": dim, "n": n, "sha256": digest.hexdigest(),
+                "source": Path(vectors_path).name, "metadata": Path(metadata_csv).name}}},
+        }
+        write_dataset(folder, images, patients, pd.DataFrame(report, columns=REPORT_COLUMNS), manifest)
+    dataset = Dataset(root=out_dir, images=images, patients=patients,
+                      report=pd.DataFrame(report, columns=REPORT_COLUMNS), manifest=manifest)
+    return ImportResult(dataset=dataset, encoder=encoder, dim=dim, n_vectors=n,
+                        seconds=time.perf_counter() - started, warnings=warnings)
+
+
+def imported_encoders(dataset) -> dict[str, dict]:
+    """``{encoder: {file, dim, n, sha256, ...}}`` of an imported dataset; ``{}`` otherwise."""
+    manifest = getattr(dataset, "manifest", None) or {}
+    encoders = manifest.get("imported", {}).get("encoders", {}) if isinstance(manifest, dict) else {}
+    return dict(encoders) if isinstance(encoders, dict) else {}
+
+
+def has_images(dataset) -> bool:
+    """False for a dataset with no pixels to show (imported embeddings)."""
+    if imported_encoders(dataset):
+        return False
+    images = getattr(dataset, "images", None)
+    return images is None or "path" not in images or bool(images["path"].notna().any())
+
+
+NO_IMAGES = ("This dataset has no images: it was imported as embedding vectors ({encoders}), so scans, "
+             "the viewer and Grad-CAM cannot be shown. Maps, clusters, labels, drift, classifiers and "
+             "fairness work on the vectors.")
+
+
+def no_images_message(dataset) -> str:
+    return NO_IMAGES.format(encoders=", ".join(imported_encoders(dataset)) or "no encoder")
+
+
+def load_imported_vectors(dataset, encoder: str) -> tuple[np.ndarray, str, str, np.ndarray]:
+    """The imported vectors of ``encoder`` for the rows of ``dataset.images`` (a filtered subset
+    included): ``(vectors of shape (n_images, dim) float32, namespace, version, missing mask)``.
+    Rows whose id is not in the stored file are NaN and flagged in ``missing``.
+
+    Raises ``ValueError`` when ``encoder`` was not imported into this dataset (naming those that
+    were), or when the stored file does not match the manifest.
+    """
+    encoders = imported_encoders(dataset)
+    if encoder not in encoders:
+        raise ValueError(
+            f"dataset {dataset.name!r} has no images, only imported vectors ({', '.join(encoders)}); "
+            f"{encoder!r} cannot embed it. Pick {' or '.join(repr(e) for e in encoders)}")
+    entry = encoders[encoder]
+    root = Path(dataset.root)
+    path = (root / entry["file"]).resolve()
+    if path.parent != (root / VECTORS_DIR).resolve():
+        raise ValueError(f"dataset {dataset.name!r}: vectors file {entry['file']!r} is outside its folder")
+    stored = np.load(path, mmap_mode="r", allow_pickle=False)
+    if stored.ndim != 2 or stored.shape[1] != int(entry["dim"]):
+        raise ValueError(f"{path}: shape {stored.shape} does not match the manifest (dim {entry['dim']})")
+    stored_ids = pd.read_parquet(root / "images.parquet", columns=["image_id"])["image_id"].astype(str)
+    if len(stored_ids) != len(stored):
+        raise ValueError(f"{path}: {len(stored)} vectors for {len(stored_ids)} images")
+    wanted = dataset.images["image_id"].astype(str)
+    if len(wanted) == len(stored_ids) and (wanted.to_numpy() == stored_ids.to_numpy()).all():
+        vectors = np.array(stored, dtype=np.float32)
+        missing = np.zeros(len(wanted), dtype=bool)
+    else:
+        rows = pd.Index(stored_ids).get_indexer(wanted)
+        missing = rows < 0
+        vectors = np.full((len(wanted), stored.shape[1]), np.nan, dtype=np.float32)
+        vectors[~missing] = stored[np.sort(rows[~missing])][np.argsort(np.argsort(rows[~missing]))]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder)
+    version = f"imported-{entry['sha256'][:12]}"
+    return vectors, f"{slug}-{version}", version, missing
