@@ -55,7 +55,7 @@ class Condition:
     values: tuple
 
     def __str__(self) -> str:
-        shown = [_format_value(v) for v in self.values]
+        shown = [quote_value(_format_value(v)) for v in self.values]
         if self.op in ("in", "not in"):
             return f"{self.column} {self.op} [{', '.join(shown)}]"
         return f"{self.column} {self.op} {shown[0]}"
@@ -74,6 +74,36 @@ def _unquote(text: str) -> str:
     return text
 
 
+def _split_values(raw: str, text: str) -> list[str]:
+    """``a, 'b, c', "d"`` -> ``["a", "b, c", "d"]``: commas split, quotes keep a value whole."""
+    values, current, quote, quoted = [], [], None, False
+    for char in raw:
+        if quote is not None:
+            if char == quote:
+                quote = None
+            else:
+                current.append(char)
+        elif char in "'\"" and not "".join(current).strip():
+            quote, quoted, current = char, True, []
+        elif char == ",":
+            values.append("".join(current) if quoted else "".join(current).strip())
+            current, quoted = [], False
+        elif not (quoted and char.isspace()):
+            current.append(char)
+    if quote is not None:
+        raise FilterError(f"{text!r}: a quote ({quote}) is not closed")
+    values.append("".join(current) if quoted else "".join(current).strip())
+    return values
+
+
+def quote_value(value: object) -> str:
+    """``value`` as it must be written inside ``[...]`` (quoted when it holds , [ ] or quotes)."""
+    text = str(value)
+    if re.search(r"[,\[\]'\"]", text) or text != text.strip():
+        return f"'{text}'" if '"' in text else f'"{text}"'
+    return text
+
+
 def parse_condition(text: str) -> Condition:
     """One condition from its text form, e.g. ``"view in [PA, AP]"`` or ``"age >= 18"``.
 
@@ -87,9 +117,7 @@ def parse_condition(text: str) -> Condition:
     match = _LIST_RE.match(text)
     if match:
         op = "not in" if match["op"].lower().startswith("not") else "in"
-        raw = match["values"].strip()
-        values = tuple(_unquote(v) for v in raw.split(",")) if raw else ()
-        values = tuple(dict.fromkeys(v for v in values if v != ""))
+        values = tuple(dict.fromkeys(v for v in _split_values(match["values"], text) if v != ""))
         if not values:
             raise FilterError(f"{text!r}: the list is empty; give at least one value, e.g. [PA, AP]")
         if len(values) > MAX_VALUES:
