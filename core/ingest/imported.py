@@ -48,8 +48,8 @@ from core.ingest.dataset import (
     write_dataset,
 )
 from core.ingest.layouts import read_csv, report_row
-from core.ingest.normalize import canonical_column_map, normalize_age, normalize_sex
-from core.ingest.pipeline import _parquet_safe, _patients_table
+from core.ingest.normalize import canonical_column_map, clean_text, normalize_age, normalize_sex
+from core.ingest.pipeline import _parquet_safe
 
 LAYOUT = "imported-embeddings"
 VECTORS_DIR = "embeddings"
@@ -348,8 +348,29 @@ def _check_dimension(encoder: str, dim: int, out_dir: Path, roots) -> None:
             f"these have {dim}. Use another --encoder name for a different model")
 
 
+# Printable ASCII without "&": text that ftfy leaves as it is (no mojibake, no HTML entity, no
+# control character), so the repair skips it; at 50,000 rows the repair is otherwise most of an import.
+_PLAIN = r"[ -%'-~]*"
+
+
+def _repaired(frame: pd.DataFrame) -> pd.DataFrame:
+    """``clean_text`` (as ``read_csv`` applies it) on the cells that may need it; the rest stripped."""
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        text = values.map(lambda v: v if isinstance(v, str) else None)
+        plain = text.notna() & text.fillna("").str.fullmatch(_PLAIN)
+        repaired = values.copy()
+        repaired[plain] = text[plain].str.strip()
+        rest = text.notna() & ~plain
+        if rest.any():
+            repaired[rest] = values[rest].map(clean_text)
+        frame[column] = repaired
+    return frame
+
+
 def _metadata_frame(metadata_csv: Path, id_column: str | None, column_map: Mapping[str, str] | None) -> tuple[pd.DataFrame, str]:
-    frame = read_csv(Path(metadata_csv))  # hostile-safe decoding, strings, repaired text
+    frame = _repaired(read_csv(Path(metadata_csv), clean=False))  # hostile-safe decoding, strings
     names = list(frame.columns)
     id_name = _pick(names, id_column, ID_COLUMNS, "id", Path(metadata_csv))
     mapping = {k: v for k, v in canonical_column_map([n for n in names if n != id_name], column_map).items() if v != "path"}
@@ -380,6 +401,42 @@ def _images_table(ids: np.ndarray, metadata: pd.DataFrame) -> pd.DataFrame:
                            burned_in_annotation=False)
     ordered = IMAGE_COLUMNS + [c for c in joined.columns if c not in IMAGE_COLUMNS]
     return _parquet_safe(joined[ordered])
+
+
+def _most_common(images: pd.DataFrame, column: str, patient_ids: pd.Index, unknown: object = None) -> list:
+    """Per patient, the most common known value of ``column`` (ties: the smallest), as ingest's
+    patient table has it, without a Python call per patient."""
+    known = images[["patient_id", column]].dropna()
+    known = known[known[column].astype(str) != "unknown"]
+    if known.empty:
+        return [unknown] * len(patient_ids)
+    counts = known.groupby(["patient_id", column], sort=False).size().rename("n").reset_index()
+    counts = counts.sort_values(["patient_id", "n", column], ascending=[True, False, True], kind="stable")
+    best = counts.drop_duplicates("patient_id").set_index("patient_id")[column]
+    return [unknown if pd.isna(v) else v for v in best.reindex(patient_ids).tolist()]
+
+
+def _patients(images: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient, as ``core.ingest.pipeline._patients_table`` makes it (first known age,
+    most common known sex and label, image count, every column constant over the patient's
+    images), vectorised: an import can hold hundreds of thousands of vectors."""
+    grouped = images.groupby("patient_id", sort=False)
+    patient_ids = pd.Index(images["patient_id"].drop_duplicates(), name="patient_id")  # first-seen order
+    patients = pd.DataFrame({"patient_id": patient_ids})
+    patients["age"] = grouped["age"].first().reindex(patient_ids).to_numpy()
+    patients["sex"] = _most_common(images, "sex", patient_ids, "unknown")
+    patients["label"] = _most_common(images, "label", patient_ids)
+    patients["n_images"] = grouped.size().reindex(patient_ids).to_numpy()
+    skip = {"image_id", "sha256", "path", "frame", "n_frames", "rows", "columns", "age", "sex", "label",
+            "patient_id", "burned_in_annotation"}
+    others = [c for c in images.columns if c not in skip]
+    if others:
+        distinct = grouped[others].nunique(dropna=False).reindex(patient_ids)
+        firsts = grouped[others].first().reindex(patient_ids)
+        for column in others:
+            if (distinct[column] <= 1).all():
+                patients[column] = firsts[column].to_numpy()
+    return patients
 
 
 def import_embeddings(
@@ -456,7 +513,7 @@ def import_embeddings(
         report += [report_row(Path(metadata_csv).name, None, "unmatched_metadata",
                               f"id {i!r} has no vector") for i in without_vector]
     images = _images_table(vectors.ids, metadata)
-    patients = _parquet_safe(_patients_table(images))
+    patients = _parquet_safe(_patients(images))
     vector_file = f"{VECTORS_DIR}/{encoder}.npy"
     digest = hashlib.sha256()
     n, dim = len(vectors.ids), vectors.dim

@@ -61,7 +61,9 @@ def files(tmp_path: Path):
 
 
 def test_parquet_list_column_opens_like_an_ingested_dataset(files):
-    folder, metadata, vectors = files
+    folder, _, vectors = files
+    notes = ["Fever 38Â°C, cafÃ© worker", "plain & simple", *["clear"] * (N - 2)]  # mojibake is repaired
+    metadata = _metadata(folder, _ids(), Report=notes)
     _list_parquet(folder / "v.parquet", _ids(), vectors)
     result = import_embeddings(folder / "v.parquet", metadata, folder / "out", encoder="cxr-test", dataset_roots=[folder])
     assert (result.n_vectors, result.dim, result.encoder) == (N, DIM, "cxr-test")
@@ -71,6 +73,7 @@ def test_parquet_list_column_opens_like_an_ingested_dataset(files):
     assert dataset.images["patient_id"].tolist()[:3] == ["p0", "p0", "p1"]  # PatientID -> patient_id
     assert set(dataset.images["sex"]) == {"M", "F"} and dataset.images["label"].iloc[1] == "b"
     assert len(dataset.patients) == N // 2
+    assert dataset.images["text"].tolist()[:3] == ["Fever 38°C, café worker", "plain & simple", "clear"]
     assert imported_encoders(dataset)["cxr-test"]["dim"] == DIM
     embedded = embed_dataset(dataset, "cxr-test")
     np.testing.assert_array_equal(embedded.vectors, vectors)
@@ -194,6 +197,22 @@ def test_replacing_keeps_the_old_folder_until_the_new_one_is_complete(tmp_path: 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_patient_table_matches_ingests():
+    from core.ingest.imported import _patients
+    from core.ingest.pipeline import _patients_table
+
+    rng = np.random.default_rng(0)
+    n = 600
+    images = pd.DataFrame({
+        "patient_id": [f"p{i}" for i in rng.integers(0, 150, n)], "image_id": [str(i) for i in range(n)],
+        "age": np.where(rng.random(n) < 0.3, np.nan, rng.integers(0, 90, n).astype(float)),
+        "sex": rng.choice(["M", "F", "unknown"], n), "label": rng.choice(["a", "b", "c"], n), "site": "X",
+        "view": rng.choice(["PA", "AP"], n)}).astype({"patient_id": object, "sex": object, "label": object,
+                                                      "site": object, "view": object})
+    images.loc[rng.random(n) < 0.2, "label"] = None
+    pd.testing.assert_frame_equal(_patients(images), _patients_table(images), check_dtype=False)
+
+
 def test_fifty_thousand_vectors_of_1376_dimensions(tmp_path: Path, capsys):
     """50,000 x 1376 float32 (275 MB, the size of a common CXR foundation model's embeddings),
     written in chunks so the test itself stays bounded; the import streams it in batches."""
@@ -211,6 +230,8 @@ def test_fifty_thousand_vectors_of_1376_dimensions(tmp_path: Path, capsys):
     pd.DataFrame({"image_id": ids, "subject_id": [f"s{i // 3}" for i in range(n)], "sex": np.where(np.arange(n) % 2, "F", "M"),
                   "age": 18 + np.arange(n) % 70, "label": np.where(np.arange(n) % 7 == 0, "Effusion", "No Finding"),
                   "site": np.where(np.arange(n) % 4 == 0, "B", "A")}).to_csv(tmp_path / "meta.csv", index=False)
+    import core.encoders.registry  # noqa: F401 (loads torch once; the app has it loaded already)
+
     tracemalloc.start()
     started = time.perf_counter()
     result = import_embeddings(path, tmp_path / "meta.csv", tmp_path / "out", encoder="cxr-foundation",
