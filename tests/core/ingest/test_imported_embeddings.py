@@ -18,7 +18,12 @@ from sklearn.metrics import adjusted_rand_score
 
 from core.embed import embed_dataset
 from core.ingest import load_dataset
-from core.ingest.imported import EmbeddingImportError, has_images, import_embeddings, imported_encoders
+from core.ingest.imported import (
+    EmbeddingImportError,
+    has_images,
+    import_embeddings,
+    imported_encoders,
+)
 
 N, DIM = 60, 8
 
