@@ -43,6 +43,8 @@ def imported_app(tmp_path_factory: pytest.TempPathFactory):
                        folder / "vectors.parquet")
         demo.images[["image_id", "patient_id", "age", "sex", "label", "modality"]].to_csv(folder / "meta.csv", index=False)
         import_embeddings(folder / "vectors.parquet", folder / "meta.csv", dataset_path(IMPORTED), encoder=ENCODER)
+        patch.setenv("SCANATLAS_DATA_ROOTS", str(folder))  # the Data page may import from there
+        demo.exported = folder
         yield demo
         st.cache_data.clear()
         st.cache_resource.clear()
@@ -144,3 +146,28 @@ def test_adding_conditions_in_the_sidebar(imported_app):
     settle(at.sidebar.button(key="filter_remove_0").click().run())
     assert at.session_state["where"] == [] and url_where(at) == []
     assert any(f"{len(patients)} patients · pixels" in c for c in texts(at.caption))
+
+
+def test_data_page_imports_vectors_from_the_server_and_switches_to_them(imported_app):
+    at = open_app("data")
+    assert "Import embeddings" in at.radio(key="data_source").options  # admin (single-user mode)
+    at.radio(key="data_source").set_value("Import embeddings").run()
+    assert any("Import is disabled until you give a valid dataset name" in c for c in texts(at.caption))
+    at.text_input(key="import_name").input("demo-again").run()
+    at.text_input(key="import_encoder").input("demo-pixels-2").run()
+    at.toggle(key="import_on_server").set_value(True).run()
+    at.text_input(key="import_vectors_path").input(str(imported_app.exported / "vectors.parquet")).run()
+    at.text_input(key="import_metadata_path").input(str(imported_app.exported / "meta.csv")).run()
+    at.button(key="import_run").click().run()
+    assert not at.error, texts(at.error)
+    assert any(f"Imported {len(imported_app.images)} vectors of dimension" in s for s in texts(at.success))
+    assert at.selectbox(key="widget_dataset").value == "demo-again"
+    assert at.selectbox(key="widget_encoder").value == "demo-pixels-2"
+
+    # Outside the allowed folders: refused with the reason, nothing imported.
+    at.radio(key="data_source").set_value("Import embeddings").run()
+    at.text_input(key="import_name").input("nowhere").run()
+    at.text_input(key="import_vectors_path").input("/etc/passwd").run()
+    at.button(key="import_run").click().run()
+    assert any("Could not import" in e for e in texts(at.error))
+    assert "nowhere" not in at.selectbox(key="widget_dataset").options
