@@ -51,9 +51,14 @@ def _remove(index: int) -> None:
 
 
 def columns_to_filter(table: pd.DataFrame) -> list[str]:
-    """Columns worth filtering on: metadata and the label (no ids, paths or free text)."""
-    return [c for c in filterable_columns(table) if column_role(c) in ("metadata", "target")
-            and table[c].notna().any()]
+    """Columns worth filtering on: metadata and the label (no ids, paths or free text), with a
+    value in some row, and numbers or at most ``MAX_CHOICES`` distinct values (not URLs, DOIs)."""
+    def useful(column: str) -> bool:
+        values = table[column]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        return values.notna().any() and (numeric or values.nunique() <= MAX_CHOICES)
+
+    return [c for c in filterable_columns(table) if column_role(c) in ("metadata", "target") and useful(c)]
 
 
 def _new_condition(table: pd.DataFrame) -> str | None:
