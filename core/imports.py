@@ -20,7 +20,8 @@ from pathlib import Path
 from core.atomic import atomic_write_bytes
 from core.auth import AccessStore, User, require
 from core.datasets import claim_dataset, release_dataset, validate_dataset_name
-from core.ingest.imported import SUFFIXES, ImportResult, import_embeddings
+from core.ingest.imported import ImportResult, import_embeddings
+from core.ingest.vector_files import SUFFIXES
 from core.roots import allowed_roots, resolve_inside, user_staging_root
 from core.uploads import MAX_BYTES_ENV, Upload, UploadRejected, upload_limits
 

@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from cli.commands.ingest import _parse_map
 from core.ingest import summarize
-from core.ingest.imported import SUFFIXES, import_embeddings
+from core.ingest.imported import import_embeddings
+from core.ingest.vector_files import SUFFIXES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
