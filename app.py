@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.encoders import ENCODERS
-from ui import auth, data, errors, server, state
+from ui import auth, data, errors, filters, server, state
 
 # An emoji favicon is inlined; a :material: one is fetched from fonts.gstatic.com, which
 # offline hospital networks cannot reach.
@@ -41,12 +40,13 @@ with st.sidebar:
     st.markdown("### ScanAtlas")
     names = data.dataset_names()
     state.choice("Dataset", names, "dataset", help="Ingested datasets; add one on the Data page.")
-    image_encoders = [name for name, spec in ENCODERS.items() if spec.kind == "image"]
-    state.choice("Image encoder", image_encoders, "encoder", help="Pretrained network that turns each scan into a vector.")
+    state.choice("Image encoder", data.encoder_options(), "encoder",
+                 help="Pretrained network that turns each scan into a vector (an imported dataset: its own vectors).")
     state.choice(
         "Rows", ["patient", "image"], "level",
         format_func=lambda v: {"patient": "Patients (slices averaged)", "image": "Images"}[v],
     )
+    filters.sidebar(data.whole_dataset())  # cohort filter (core.filters), kept in the URL
 
 with st.sidebar:
     auth.sidebar(user)  # sign-in and roles: who is signed in, sign-out

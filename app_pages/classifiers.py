@@ -29,6 +29,7 @@ from core.explain import (
     shap_beeswarm_figure,
     shap_waterfall_figure,
 )
+from core.ingest.imported import has_images, no_images_message
 from ui import charts, data, widgets
 from ui.jobs import wait_for
 
@@ -212,7 +213,9 @@ with st.expander("How the model decides (SHAP, principal components, threshold, 
         except ValueError as error:
             st.info(f"No explanation for this row: {error}")
         encoder = study.config["encoder"]
-        if encoder in SUPPORTED_CAM_ENCODERS:
+        if not has_images(dataset):
+            st.caption(f"No Grad-CAM: {no_images_message(dataset)}")
+        elif encoder in SUPPORTED_CAM_ENCODERS:
             scans = data.representative_images(dataset, rows.iloc[[row]], level)
             scan = scans.iloc[0]
             heat = data.gradcam_for(study.key, study, str(scan["path"]), int(scan["frame"]), classes.index(explained))

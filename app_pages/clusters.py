@@ -16,7 +16,9 @@ from core.clustering import (
     suggestion_sentence,
 )
 from core.clustering.runs import suggested_k
+from core.columns import DESCRIBING_COLUMNS
 from core.encoders import WeightsUnavailableError
+from core.ingest.imported import has_images, no_images_message
 from ui import charts, data, state, widgets
 
 widgets.page_header("Clusters")
@@ -124,7 +126,13 @@ with st.expander("What drives these clusters? Metadata that predicts membership 
                                height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""})), key="clusters_drivers")
 
 st.subheader("Most central scans per cluster")
+pixels = has_images(dataset)
+if not pixels:  # imported vectors: the central rows as a table instead of scans
+    st.info(no_images_message(dataset), icon=":material/hide_image:")
 for cluster_id, scans in charts.central_scans(dataset.token, cluster_key, dataset, cohort, result.labels).items():
     st.markdown(f"**Cluster {cluster_id}** ({int((result.labels == cluster_id).sum())} {level}s)")
-    widgets.gallery(scans, columns=5, limit=5, key=f"clusters_medoids_{cluster_id}")
+    if pixels:
+        widgets.gallery(scans, columns=5, limit=5, key=f"clusters_medoids_{cluster_id}")
+    else:
+        st.dataframe(scans[[c for c in DESCRIBING_COLUMNS if c in scans]], hide_index=True, width="stretch")
 st.caption("Next: **Label** maps each cluster to a disease and an ICD-10-CM code.")

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import datasets, roots, uploads
+from core import datasets, imports, roots, uploads
 from core.ingest import LAYOUTS, summarize
 from core.ingest.normalize import CANONICAL_FIELDS, FIELD_NAMES
 from ui import auth, data, state, widgets
 
 USER = auth.current_user()
 USER_ID, IS_ADMIN = USER.id, USER.is_admin
+IMPORT = "Import embeddings"
 
 widgets.page_header("Data")
 st.caption("Load scans and patient metadata. Several datasets can live side by side; switch in the sidebar.")
 # Only what the role may do is offered: uploads need "ingest", server folders "server_folders".
 sources = ["Built-in demo cohort", *(["Folder on the server"] if auth.can("server_folders", USER) else []),
-           *(["Upload files"] if auth.can("ingest", USER) else [])]
+           *(["Upload files", IMPORT] if auth.can("ingest", USER) else [])]
 # A widget's own state is dropped when its page is left, so the last choice is kept under a
 # plain session key and handed back to the radio on every visit.
 if st.session_state.get("data_source_kept") in sources:
@@ -158,6 +159,77 @@ def add_dataset(source_kind: str) -> None:
             bar.empty()
 
 
+def import_embeddings() -> None:
+    """Vectors made elsewhere + their metadata CSV -> a dataset without images (core.imports)."""
+    st.caption("Already have vectors (a foundation model's, a vendor's export)? Import them with their metadata; "
+               "maps, clusters, labels, drift, classifiers and fairness then work without the images.")
+    text = st.text_input("Dataset name", key="import_name", placeholder="e.g. mimic-cxr-foundation", help=datasets.NAME_RULES)
+    encoder = st.text_input("Encoder name (the model that made the vectors)", key="import_encoder",
+                            placeholder="e.g. cxr-foundation", help="Letters, digits, '-', '_' and '.'; pages list it as the encoder.")
+    on_server = auth.can("server_folders", USER) and st.toggle("Files on the server", key="import_on_server",
+                                                               help="For files over the upload limit: paths inside the allowed folders.")
+    if on_server:
+        vectors = st.text_input("Vectors file (.parquet, .npy, .npz, .csv)", key="import_vectors_path")
+        ids = st.text_input("Id list for .npy, one id per line (optional)", key="import_ids_path")
+        metadata = st.text_input("Metadata CSV", key="import_metadata_path")
+    else:
+        vectors = st.file_uploader("Vectors: Parquet (a list column or one column per dimension), .npy, .npz or CSV",
+                                   type=["parquet", "npy", "npz", "csv"], key="import_vectors")
+        ids = st.file_uploader("Id list for .npy (one id per line; optional)", type=["txt", "csv"], key="import_ids")
+        metadata = st.file_uploader("Metadata CSV: the id column, then patient id, sex, age, label, report...",
+                                    type=["csv"], key="import_metadata")
+    id_column = st.text_input("Id column in both files (blank: image_id, id, dicom_id or sample_id)", key="import_id_column")
+    allow = st.checkbox("Import even when some ids have no metadata row or no vector (listed in the report)",
+                        key="import_allow_unmatched")
+    name = None
+    if text:
+        try:
+            name = datasets.validate_dataset_name(text)
+        except ValueError as error:
+            st.error(f"{error}.")
+    replace = confirmed = False
+    if name:
+        try:
+            datasets.check_dataset_target(name, user_id=USER_ID, is_admin=IS_ADMIN)
+            confirmed = True
+        except datasets.DatasetExistsError:
+            replace = confirmed = st.checkbox(f"Replace the existing dataset **{name}**", key="import_replace")
+        except PermissionError as error:
+            st.error(f"{error}.")
+            return
+    missing = [what for what, ok in (("a valid dataset name", name), ("an encoder name", encoder.strip()),
+                                     ("a vectors file", vectors), ("a metadata CSV", metadata),
+                                     ("the 'Replace' box ticked", confirmed or not name)) if not ok]
+    if missing:
+        st.caption(f"Import is disabled until you give {' and '.join(missing)}.")
+    if not st.button("Import", type="primary", disabled=bool(missing), key="import_run"):
+        return
+    bar = st.progress(0.0, text="Reading vectors...")
+    try:
+        if not on_server:
+            vectors, metadata, ids = imports.stage_import(
+                USER_ID, name, uploads.Upload(vectors.name, vectors.getbuffer()),
+                uploads.Upload(metadata.name, metadata.getbuffer()),
+                uploads.Upload(ids.name, ids.getbuffer()) if ids is not None else None)
+        result = imports.import_dataset(
+            vectors, metadata, name, user=USER, encoder=encoder.strip(), ids=ids or None, id_column=id_column.strip() or None,
+            allow_unmatched=allow, replace=replace,
+            progress=lambda done, total: bar.progress(done / max(total, 1), text=f"{done}/{total} vectors"))
+    except (ValueError, OSError, PermissionError) as error:
+        st.error(f"Could not import: {error}")
+    else:
+        state.remember("dataset", name)
+        state.remember("encoder", result.encoder)
+        message = (f"Imported {result.n_vectors} vectors of dimension {result.dim} as **{name}** (encoder "
+                   f"{result.encoder}, {len(result.dataset.patients)} patients) in {result.seconds:.1f} s.")
+        st.session_state["data_ingest_summary"] = (
+            ("warning", f"{message} {' '.join(result.warnings)}; see the ingest report below.") if result.warnings
+            else ("success", message))
+        st.rerun()
+    finally:
+        bar.empty()
+
+
 summary = st.session_state.pop("data_ingest_summary", None)
 if summary is not None:
     level, message = summary
@@ -171,6 +243,8 @@ if source_kind == "Built-in demo cohort":
     if not on_demo and st.button("Use the demo cohort", key="data_use_demo", type="primary"):
         state.remember("dataset", data.demo_ready())
         st.rerun()
+elif source_kind == IMPORT:
+    import_embeddings()
 else:
     add_dataset(source_kind)
 

@@ -19,6 +19,7 @@ from core.drift.study import (
     stored_drift_study,
 )
 from core.encoders import DEFAULT_DRIFT_ENCODERS, encoder_availability
+from core.ingest.imported import imported_encoders
 from core.labels.propagate import propagation_curve_run, score_proposals
 from ui import charts, data, widgets
 from ui.jobs import wait_for
@@ -77,7 +78,9 @@ st.subheader("Study: encoders x algorithms")
 st.caption("Which embedding and clustering algorithm agree with the diagnoses best? Each pair is scored as above.")
 available = encoder_availability()
 usable = available.loc[available["weights_available"] & (available["kind"] == "image"), "name"].tolist()
-encoders = st.multiselect("Encoders", usable, default=[e for e in DEFAULT_DRIFT_ENCODERS if e in usable], key="drift_encoders")
+usable = list(imported_encoders(dataset)) or usable  # an imported dataset: its own vectors only
+encoders = st.multiselect("Encoders", usable, default=[e for e in DEFAULT_DRIFT_ENCODERS if e in usable] or usable[:1],
+                          key="drift_encoders")
 algorithms = st.multiselect("Algorithms", list(STUDY_ALGORITHMS) + ["dbscan"], default=list(STUDY_ALGORITHMS), key="drift_algorithms")
 key = drift_study_key(dataset, encoders, algorithms, level, "label")
 runner = data.job_runner()

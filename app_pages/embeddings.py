@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.encoders import admin_action, encoder_availability, get_spec, recommended_encoder
+from core.ingest.imported import imported_encoders
 from core.settings import embeddings_root
 from ui import data, widgets
 
@@ -15,6 +16,14 @@ widgets.page_header("Embeddings")
 st.caption("Each scan becomes a vector from a pretrained network. Vectors are cached: nothing is computed twice.")
 
 dataset = data.current_dataset()
+imported = imported_encoders(dataset)
+if imported:
+    st.info(f"**{dataset.name}** was imported as vectors, not images: there is nothing to embed. "
+            "Pick its encoder in the sidebar; every page then uses these vectors.")
+    st.dataframe(pd.DataFrame([{"encoder": name, "dim": entry.get("dim"), "vectors": entry.get("n"),
+                                "from file": entry.get("source"), "metadata": entry.get("metadata")}
+                               for name, entry in imported.items()]), hide_index=True, width="stretch")
+    st.stop()
 availability = encoder_availability()
 usable = availability.loc[availability["weights_available"], "name"].tolist()
 recommended = recommended_encoder(dataset, set(usable))

@@ -8,7 +8,7 @@ import sys
 
 # Subcommand modules under cli.commands, in the order `scanatlas --help` lists them.
 COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "runs",
-            "roles", "serve", "serve_app", "propagate", "draft"]
+            "roles", "serve", "serve_app", "propagate", "draft", "import_embeddings"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,8 +12,10 @@ cohort) calls :func:`atomic_write`; tests check the protocol through :data:`faul
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -89,3 +91,40 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def is_temp(path: Path) -> bool:
     """True for a temp file left by an interrupted :func:`atomic_write`."""
     return path.name.startswith(TEMP_PREFIX)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str], *, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Build a whole folder and put it at ``path`` only when every file is written.
+
+    Yields a new empty temp folder beside ``path`` (``.tmp-...``, ignored by readers); fill it
+    (with :func:`atomic_write`). When the block ends without error the temp folder is renamed to
+    ``path`` (one atomic rename when ``path`` does not exist; otherwise the old folder is renamed
+    aside first and removed after, so ``path`` is never a mix of old and new files). Files named
+    in ``keep`` (e.g. ``owner.json``) are carried over from the old folder. On any error the temp
+    folder is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_name(final)
+    temp.mkdir()
+    old = None
+    try:
+        yield temp
+        if final.exists():
+            for name in keep:
+                if (final / name).is_file() and not (temp / name).exists():
+                    shutil.copy2(final / name, temp / name)
+            old = temp_name(final)
+            os.replace(final, old)
+        _hook("synced", temp)
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+        _hook("renamed", final)
+    except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old, final)  # the new folder never arrived: the old one goes back
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

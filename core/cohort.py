@@ -109,6 +109,8 @@ def build_cohort(
     key = short_hash(
         "cohort", image_set.key, None if text_set is None else text_set.key, level, pooling,
         list(metadata), dict(weights or {}), *([METADATA_ENCODING] if metadata else []),
+        # A filtered dataset (core.filters) keys its cohorts by the filter; the whole one as before.
+        *([f"where {dataset.selection}"] if getattr(dataset, "selection", "") else []),
     )
     return Cohort(table=table, features=features, level=level, key=f"{level}-{key}", has_vector=has_vector)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.atomic import atomic_write_text
+from core.atomic import atomic_write_text, is_temp
 from core.ingest import WARNING_STATUSES, Dataset, IngestResult, ingest, load_dataset
 from core.settings import cache_root, datasets_root
 
@@ -84,7 +84,7 @@ def list_datasets(root: Path | None = None) -> list[str]:
     root = Path(root or datasets_root())
     if not root.is_dir():
         return []
-    names = sorted(p.name for p in root.iterdir() if (p / "images.parquet").is_file())
+    names = sorted(p.name for p in root.iterdir() if (p / "images.parquet").is_file() and not is_temp(p))
     return sorted(names, key=lambda n: (n != DEMO_NAME, n))
 
 

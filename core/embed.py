@@ -88,6 +88,23 @@ def _set_key(namespace: str, image_ids: np.ndarray) -> str:
     return f"{namespace}-{digest}"
 
 
+def _imported_set(dataset: Any, encoder_name: str, progress: Callable[[int, int], None] | None) -> EmbeddingSet:
+    """The vectors imported under ``encoder_name`` (``core.ingest.imported``), as a set; raises
+    ValueError when the dataset has none under that name (it has no images to embed)."""
+    from core.ingest.imported import load_imported_vectors
+
+    vectors, namespace, version, missing = load_imported_vectors(dataset, encoder_name)
+    image_ids = dataset.images["image_id"].astype(str).to_numpy(dtype=object)
+    failed = np.flatnonzero(missing | ~np.isfinite(vectors).all(axis=1))
+    failures = pd.DataFrame({"image_id": image_ids[failed], "path": "",
+                             "reason": "no imported vector for this id"}, columns=FAILURE_COLUMNS)
+    if progress is not None:
+        progress(len(image_ids), len(image_ids))
+    return EmbeddingSet(image_ids=image_ids, vectors=vectors, encoder=encoder_name, version=version,
+                        n_cached=len(image_ids) - len(failed), n_computed=0, failures=failures,
+                        key=_set_key(namespace, image_ids), namespace=namespace)
+
+
 def _default_cache_root() -> Path:
     from core.settings import embeddings_root
 
@@ -131,9 +148,14 @@ def embed_dataset(
     Raises ``ValueError`` for an unknown encoder, a bad device or missing columns, and
     ``core.encoders.WeightsUnavailableError`` when the encoder's weights are not here.
     """
-    from core.encoders import get_encoder, iter_image_embeddings
+    from core.encoders import ENCODERS, get_encoder, iter_image_embeddings
+    from core.ingest.imported import imported_encoders
 
     images = _images_frame(dataset)
+    imported = imported_encoders(dataset)
+    spec = ENCODERS.get(encoder_name)
+    if imported and (encoder_name in imported or spec is None or spec.kind == "image"):
+        return _imported_set(dataset, encoder_name, progress)  # no images: the imported vectors
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     encoder = get_encoder(encoder_name, device=device, weights_path=weights_path)
@@ -289,14 +311,17 @@ def embed_middle_slices_first(
     ``set`` is the EmbeddingSet of ``images.iloc[rows]`` (its own key). Pass 2 embeds every row;
     pass 1's vectors come back from the cache, so the result is the same EmbeddingSet a single
     ``embed_dataset`` call returns (``n_cached`` / ``n_computed`` count both passes together).
-    When every patient has one image (nothing to gain) there is one pass and no callback.
+    When every patient has one image (nothing to gain), or the dataset's vectors were imported
+    (nothing to embed), there is one pass and no callback.
 
     ``progress(done, total)`` counts over all rows through both passes; other keyword
     arguments go to ``embed_dataset``. Raises what ``embed_dataset`` raises.
     """
+    from core.ingest.imported import imported_encoders
+
     images = _images_frame(dataset)
     rows = middle_slice_rows(images) if "patient_id" in images.columns else np.arange(len(images))
-    if len(rows) == len(images):
+    if len(rows) == len(images) or imported_encoders(dataset):  # imported vectors: nothing to embed
         return embed_dataset(dataset, encoder_name, progress=progress, **kwargs)
     total = len(images)
     first_progress = None if progress is None else (lambda done, _n: progress(done, total))

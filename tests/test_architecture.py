@@ -18,7 +18,7 @@ FRONT_ENDS = ("app_pages", "ui", "cli")
 # Task modules compose primitives into named runs; primitives never import them.
 TASK_MODULES = {
     "core.cohort", "core.datasets", "core.embed", "core.clustering.runs", "core.drift.study",
-    "core.classify.study", "core.uploads",
+    "core.classify.study", "core.uploads", "core.imports",
 }
 HEAVY = ("sklearn", "umap", "torch", "torchvision", "shap", "scipy", "pytorch_grad_cam")
 
@@ -149,6 +149,6 @@ def test_the_cli_lists_every_subcommand():
     from cli.main import COMMANDS, build_parser
 
     help_text = build_parser().format_help()
-    for name in COMMANDS:
-        assert name.replace("_", "-") in help_text  # serve_app.py is `scanatlas serve-app`
+    for name in COMMANDS:  # serve_app.py is `scanatlas serve-app`, import_embeddings `import-embeddings`
+        assert name.replace("_", "-") in help_text
     assert set(COMMANDS) == {p.stem for p in (ROOT / "cli" / "commands").glob("*.py")} - {"__init__"}

@@ -36,8 +36,10 @@ from core.datasets import (
 )
 from core.demo import DEMO_PATIENTS, DEMO_SLICES
 from core.embed import EmbeddingSet, embed_middle_slices_first
-from core.encoders import DEFAULT_TEXT_ENCODER
+from core.encoders import DEFAULT_TEXT_ENCODER, ENCODERS
+from core.filters import FilterError, parse_where, select_dataset
 from core.ingest import Dataset, load_dataset
+from core.ingest.imported import imported_encoders
 from core.labels import LabelStore
 from core.pixels import PixelError, load_pixels
 from core.projection import compute_or_load, estimate_seconds, map_params, stored_projection
@@ -104,9 +106,37 @@ def _load(name: str, stamp: float) -> Dataset:
     return load_dataset(dataset_path(name))
 
 
-def current_dataset() -> Dataset:
+def whole_dataset() -> Dataset:
+    """The sidebar's dataset, every row (no cohort filter)."""
     name = st.session_state["dataset"]
     return _load(name, _stamp(name))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _selected(name: str, stamp: float, where: tuple[str, ...], excluded: tuple[str, ...], _whole: Dataset) -> Dataset:
+    return select_dataset(_whole, parse_where(where), exclude_ids=excluded)
+
+
+def current_dataset() -> Dataset:
+    """The sidebar's dataset restricted by the cohort filter (``ui.filters``; the whole dataset
+    when the filter is empty or invalid, which the sidebar reports). ``st.session_state
+    ["exclude_ids"]``, a ``{dataset name: image ids}`` mapping, is the hook through which another
+    page (e.g. an audit) leaves single images out of every study."""
+    whole = whole_dataset()
+    where = tuple(st.session_state.get("where") or ())
+    excluded = tuple(sorted((st.session_state.get("exclude_ids") or {}).get(whole.name, ())))
+    if not where and not excluded:
+        return whole
+    try:
+        return _selected(whole.name, _stamp(st.session_state["dataset"]), where, excluded, whole)
+    except FilterError:
+        return whole
+
+
+def encoder_options() -> list[str]:
+    """Image encoders the sidebar offers: an imported dataset's own vectors, else the registry's."""
+    imported = list(imported_encoders(whole_dataset()))
+    return imported or [name for name, spec in ENCODERS.items() if spec.kind == "image"]
 
 
 def _progress_reporter(job_report, label: str):

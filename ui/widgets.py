@@ -18,6 +18,7 @@ from PIL import Image
 from core.columns import DESCRIBING_COLUMNS
 from core.deid import obscure_image
 from core.ingest import Dataset
+from core.ingest.imported import no_images_message
 from core.windowing import CT_WINDOW_PRESETS, ScanValues, apply_window
 from ui import data
 
@@ -62,6 +63,8 @@ def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key:
             reveal_burned_in: bool | None = None) -> None:
     """Thumbnails of ``image_rows`` (rows of an images table) with their key metadata; scans with
     burned-in text are pixelated unless ``reveal_burned_in`` (default: the session's choice)."""
+    if _without_pixels(image_rows):
+        return
     reveal = _revealed(reveal_burned_in)
     shown = image_rows.head(limit)
     if len(image_rows) > limit:
@@ -99,10 +102,18 @@ def thumbnail_jpeg(path: str, frame: int, obscured: bool) -> bytes | None:
     return buffer.getvalue()
 
 
+def _without_pixels(image_rows: pd.DataFrame) -> bool:
+    """True (and says so, plainly) when the rows have no image files: an imported dataset."""
+    if len(image_rows) and ("path" not in image_rows or image_rows["path"].isna().all()):
+        st.info(no_images_message(data.whole_dataset()), icon=":material/hide_image:")
+        return True
+    return False
+
+
 def scan_viewer(dataset: Dataset, image_rows: pd.DataFrame, *, key: str, reveal_burned_in: bool | None = None) -> None:
     """One scan at a time, with window/level sliders (DICOM-style) and its metadata; a scan with
     burned-in text is pixelated (and has no Grad-CAM) unless ``reveal_burned_in``."""
-    if image_rows.empty:
+    if image_rows.empty or _without_pixels(image_rows):
         return
     options = list(range(len(image_rows)))
     index = st.selectbox("Scan", options, key=f"{key}_scan", format_func=lambda i: scan_label(image_rows.iloc[i]))

@@ -4,6 +4,7 @@ A subcommand's ``add_parser`` registers its arguments and sets ``func`` to a cal
 taking the parsed ``argparse.Namespace`` and returning an exit code.
 """
 
+import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -21,3 +22,27 @@ def fraction_bar(desc: str) -> Iterator[Callable[[float, str], None]]:
             bar.update(round(fraction * 100) - bar.n)
 
         yield progress
+
+
+def add_where_argument(parser: argparse.ArgumentParser) -> None:
+    """``--where "view in [PA, AP]" --where "age >= 18"``: a cohort filter (``core.filters``)."""
+    parser.add_argument("--where", action="append", default=[], metavar="CONDITION",
+                        help='restrict to rows that meet CONDITION, e.g. "view in [PA, AP]" or "age >= 18" '
+                        "(COLUMN in/not in [V, ...], or COLUMN ==, !=, >=, <=, >, < VALUE); repeat to "
+                        "combine with AND. Runs are keyed by the filter.")
+
+
+def load_filtered(path: str, where: list[str]):
+    """The dataset folder ``path``, restricted by the ``--where`` conditions; says how many rows
+    the filter kept. Raises ``core.filters.FilterError`` (a ValueError) for an invalid filter."""
+    from core.filters import parse_where, select_dataset
+    from core.ingest import load_dataset
+
+    dataset = load_dataset(path)
+    conditions = parse_where(where)
+    if not conditions:
+        return dataset
+    selected = select_dataset(dataset, conditions)
+    print(f"Filter {selected.selection}: {len(selected.images)} of {len(dataset.images)} images, "
+          f"{len(selected.patients)} of {len(dataset.patients)} patients")
+    return selected

@@ -10,11 +10,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.commands import fraction_bar
+from cli.commands import add_where_argument, fraction_bar, load_filtered
 from core.classify.models import MODELS
 from core.classify.study import ClassifierStudy, classifier_study, write_study
 from core.encoders import DEFAULT_IMAGE_ENCODER
-from core.ingest import Dataset, load_dataset
+from core.ingest import Dataset
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dataset", help="ingested dataset folder")
     add_study_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
+    add_where_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -74,7 +75,7 @@ def run_study(dataset: Dataset, args: argparse.Namespace) -> ClassifierStudy:
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset)
+    dataset = load_filtered(args.dataset, args.where)
     study = run_study(dataset, args)
     fmt = {"float_format": lambda v: f"{v:.3f}"}
     columns = [c for c in ("class", "support", "auc", "auc_lo", "auc_hi", "f1", "f1_lo", "f1_hi", "precision", "recall") if c in study.report.per_class]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from cli.commands import fraction_bar
+from cli.commands import add_where_argument, fraction_bar, load_filtered
 from core.drift.study import STUDY_ALGORITHMS, drift_study, write_drift_study
 from core.encoders import DEFAULT_DRIFT_ENCODERS
-from core.ingest import load_dataset
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,11 +25,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--level", choices=["image", "patient"], default="image")
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--out", help="also write the study as CSV files to this folder")
+    add_where_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset)
+    dataset = load_filtered(args.dataset, args.where)
     encoders = args.encoders or list(DEFAULT_DRIFT_ENCODERS)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
     with fraction_bar("drift") as progress:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cli.commands import add_where_argument, load_filtered
 from core.embed import embed_dataset
 from core.encoders import DEFAULT_IMAGE_ENCODER, encoder_names
 
@@ -37,13 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights", default=None, metavar="PATH", help="weights file for encoders that take one"
     )
+    add_where_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.ingest import load_dataset
-
-    dataset = load_dataset(args.dataset)
+    dataset = load_filtered(args.dataset, args.where)
     bar = tqdm(total=len(dataset.images), unit="img", desc=f"embed {args.encoder}", leave=False)
 
     def progress(done: int, total: int) -> None:

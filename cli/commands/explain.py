@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cli.commands import add_where_argument, load_filtered
 from cli.commands.classify import add_study_arguments, run_study
 from core.clustering import cluster
 from core.embed import embed_dataset
@@ -23,7 +24,6 @@ from core.explain import (
     study_gradcam,
     study_shap,
 )
-from core.ingest import load_dataset
 from core.pixels import PixelError
 
 METADATA = ("age", "sex", "view", "modality")
@@ -45,11 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--neighbours", type=int, default=5)
     parser.add_argument("--gradcam", type=int, default=4, help="how many Grad-CAM overlays to write")
     parser.add_argument("--out", required=True)
+    add_where_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args.dataset)
+    dataset = load_filtered(args.dataset, args.where)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = dataset.images.reset_index(drop=True)

@@ -8,7 +8,8 @@ Modules, by concept: :mod:`~core.ingest.layouts` (which files, which metadata),
 :mod:`~core.ingest.normalize` (canonical values), :mod:`~core.ingest.safety` (paths, names,
 ZIPs), :mod:`~core.ingest.join` (``--metadata``), :mod:`~core.ingest.budget` (decode memory),
 :mod:`~core.ingest.pipeline` (probe, rows, ``ingest``) and :mod:`~core.ingest.dataset`
-(the folder's files, ``load_dataset``, ``summarize``).
+(the folder's files, ``load_dataset``, ``summarize``); :mod:`~core.ingest.imported` writes the
+same folder from vectors made elsewhere (read by :mod:`~core.ingest.vector_files`), without images.
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ class Dataset:
     patients: pd.DataFrame
     report: pd.DataFrame
     manifest: dict = field(default_factory=dict)
+    # The cohort filter this is a subset by (``core.filters.select_dataset``); "" for the whole.
+    selection: str = ""
 
     @property
     def name(self) -> str:
@@ -61,8 +63,9 @@ class Dataset:
     @property
     def token(self) -> str:
         """Names one ingest of this folder: it changes whenever the folder is re-ingested, so
-        every run keyed by it is recomputed for new data."""
-        return f"{self.root.resolve()}@{self.manifest.get('created', '')}"
+        every run keyed by it is recomputed for new data. A filtered subset adds its filter."""
+        whole = f"{self.root.resolve()}@{self.manifest.get('created', '')}"
+        return f"{whole}#{self.selection}" if self.selection else whole
 
 
 @dataclass

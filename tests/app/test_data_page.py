@@ -87,7 +87,7 @@ def test_server_folder_outside_the_roots_is_refused(cache: Path) -> None:
     at.text_input(key="data_folder").input("/etc").run()
     message = errors(at)
     assert "outside the folders the app may read" in message and str(cache.resolve() / "demo-cohort") in message
-    assert not at.button  # no Ingest button to press
+    assert not at.main.button  # no Ingest button to press (the sidebar has the filter's)
     assert "etc" not in list_datasets()
 
 
@@ -127,7 +127,7 @@ def test_upload_named_like_the_demo_never_replaces_it(cache: Path, demo_dir: Pat
     at.file_uploader(key="data_upload").set_value(scan_files(demo_dir, 2)).run()
     at.text_input(key="data_name").input(DEMO_NAME).run()
     assert "never replaced" in errors(at)
-    assert not at.button  # no Ingest button to press
+    assert not at.main.button  # no Ingest button to press (the sidebar has the filter's)
     assert demo_images.stat().st_mtime_ns == stamp
     assert len(open_dataset(DEMO_NAME).images) == 64
 
