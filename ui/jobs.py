@@ -21,6 +21,9 @@ def wait_for(key: str | None, *, intro: str | None = None):
     """
     job = data.job_runner().get(key) if key else None
     if job is None:
+        record = data.job_runner().record(key) if key else None
+        if record is not None and record.status == "interrupted":
+            st.warning(f"This job was {record.message}; start it again to finish it.")
         return None
     # The intro is drawn before the short wait, so that a first start never shows an empty page.
     shown = st.empty() if intro and not job.done else None
