@@ -291,6 +291,12 @@ def _raster_to_array(image: Image.Image) -> tuple[np.ndarray, bool]:
     return _rgb8_to_unit(np.asarray(image if mode == "RGB" else image.convert("RGB"))), True
 
 
+def _channel_spread(rgb: np.ndarray) -> int:
+    red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
+    return max(int(np.abs(red - green).max()), int(np.abs(red - blue).max()),
+               int(np.abs(green - blue).max()))
+
+
 def _rgb8_to_unit(rgb: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) -> float32 in [0, 1]: grey (H, W), the channel mean, when the channels
     agree within ``GREY_TOLERANCE``, else (H, W, 3).
@@ -298,6 +304,9 @@ def _rgb8_to_unit(rgb: np.ndarray) -> np.ndarray:
     The check runs on the 8-bit values: a 2,500 px RGB radiograph is 19 MB as bytes but 75 MB
     as float32, and most "RGB" radiographs are grey, so the float colour copy is never made.
     """
+    if rgb.size and _channel_spread(rgb[::8, ::8]) > _GREY_TOLERANCE_LEVELS:
+        # One differing pixel proves colour: a 1/64 sample usually finds it without a full pass.
+        return rgb.astype(np.float32) / np.float32(255.0)
     red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
     spread = 0
     if rgb.size:
