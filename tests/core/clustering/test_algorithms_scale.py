@@ -37,6 +37,7 @@ def test_limits_count_only_rows_that_are_fitted():
 
 def test_hdbscan_on_a_sample_in_reduced_dimensions(monkeypatch):
     X, y = make_blobs(n_samples=1500, centers=4, n_features=30, cluster_std=1.0, random_state=0)
+    monkeypatch.setattr(algorithms, "HDBSCAN_REDUCE_ROWS", 300)
     monkeypatch.setattr(algorithms, "HDBSCAN_FIT_ROWS", 400)
     result = cluster(X, algorithm="hdbscan", min_cluster_size=20)
     assert result.labels.shape == (1500,)
@@ -47,6 +48,15 @@ def test_hdbscan_on_a_sample_in_reduced_dimensions(monkeypatch):
                for note in result.notes)
     again = cluster(X, algorithm="hdbscan", min_cluster_size=20)
     assert np.array_equal(result.labels, again.labels)
+
+
+def test_mid_sized_hdbscan_runs_on_reduced_dimensions_unsampled(monkeypatch):
+    X, y = make_blobs(n_samples=1000, centers=4, n_features=30, cluster_std=1.0, random_state=4)
+    monkeypatch.setattr(algorithms, "HDBSCAN_REDUCE_ROWS", 300)
+    result = cluster(X, algorithm="hdbscan", min_cluster_size=20)
+    assert adjusted_rand_score(y, result.labels) > 0.95
+    assert any("HDBSCAN of 1000 rows ran on 10 PCA dimensions" in note for note in result.notes)
+    assert not any("sample" in note for note in result.notes)
 
 
 def test_small_hdbscan_is_unchanged_and_has_no_note():
