@@ -18,7 +18,8 @@ process, stages timed one after the other (ratios within one run):
     ``end_to_end_over_serial`` is the speed-up from overlapping decode with the model, and
     ``decode_share`` = load_pixels / (load_pixels + model).
 
-Images/s for every stage, cores and the load average. Not a test: it measures.
+Images/s for every stage, cores and the load average. ``--decode-only`` times the first two
+stages only (for a quick check of ``load_over_decoder``). Not a test: it measures.
 """
 
 from __future__ import annotations
@@ -78,12 +79,18 @@ def timed(function, items) -> float:
     return time.perf_counter() - started
 
 
-def measure(paths: list[Path], encoder, batch_size: int) -> dict:
+def measure(paths: list[Path], encoder, batch_size: int, *, model: bool = True) -> dict:
     size = encoder.spec.input_size
     n = len(paths)
     decoder_s = timed(lambda p: decoder_only(p, size), paths)
     arrays: list[np.ndarray] = []
     load_s = timed(lambda p: arrays.append(load_pixels(p, min_size=size)), paths)
+    if not model:
+        return {"images": n, "seconds": {"decoder": round(decoder_s, 2),
+                                         "load_pixels": round(load_s, 2)},
+                "images_per_s": {"decoder": round(n / decoder_s, 2),
+                                 "load_pixels": round(n / load_s, 2)},
+                "load_over_decoder": round(load_s / decoder_s, 2)}
     started = time.perf_counter()
     import torch
 
@@ -119,16 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoder", default="efficientnet-lite0")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--decode-only", action="store_true",
+                        help="time the decoder and load_pixels only (no model, no end to end)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "decode.json"))
     args = parser.parse_args(argv)
     encoder = get_encoder(args.encoder, device="cpu")
     load_before = os.getloadavg()[0]
     sets = {"covid-chestxray-fullsize": covid_fullsize(), "pydicom-data radiographs": pydicom_large()}
     # Warm-up: model weights, Pillow plugins, pydicom decoders.
-    measure(sets["covid-chestxray-fullsize"][:2], encoder, args.batch_size)
+    measure(sets["covid-chestxray-fullsize"][:2], encoder, args.batch_size,
+            model=not args.decode_only)
     report = {"encoder": args.encoder, "sets": {}}
     for name, paths in sets.items():
-        report["sets"][name] = measure(paths, encoder, args.batch_size)
+        report["sets"][name] = measure(paths, encoder, args.batch_size,
+                                       model=not args.decode_only)
         print(name, json.dumps(report["sets"][name]), flush=True)
     report.update({
         "cores": os.cpu_count(),
