@@ -46,6 +46,7 @@ DEFAULT_MAX_PIXELS = 64_000_000  # per frame; an 8000 x 8000 image, larger than 
 # Colour images whose channels never differ by more than this are grey: radiographs saved as
 # RGB JPEG carry a level or two of chroma noise that is not colour.
 GREY_TOLERANCE = 2 / 255
+_GREY_TOLERANCE_LEVELS = 2  # the same tolerance in 8-bit levels, checked before any float copy
 
 # Formats a scan export plausibly arrives in. Naming them stops Pillow from guessing among its
 # ~40 readers, some of which accept almost any bytes (TGA, for one).
@@ -254,32 +255,69 @@ def _raster_check_size(path: str | os.PathLike[str], image: Image.Image, max_pix
         raise PixelError(path, "unreadable", f"image has empty size {width}x{height}")
 
 
-def _raster_to_array(image: Image.Image) -> np.ndarray:
-    """Pillow image -> float32 (H, W) or (H, W, 3) in [0, 1], scaled by the mode's bit depth."""
+def _raster_to_array(image: Image.Image) -> tuple[np.ndarray, bool]:
+    """Pillow image -> float32 (H, W) or (H, W, 3) in [0, 1], scaled by the mode's bit depth.
+
+    Also returns whether the array is final: made from integers by division (finite, in
+    [0, 1]) with the grey check already done, so that ``_finish`` has nothing left to do.
+    """
     mode = image.mode
     if mode in _SIXTEEN_BIT_MODES:
-        return np.asarray(image).astype(np.float32) / 65535.0
+        return np.asarray(image).astype(np.float32) / np.float32(65535.0), True
     if mode == "I":
         values = np.asarray(image).astype(np.float64)
         # 16-bit PNGs open as "I" in some Pillow versions; wider integer data has no fixed
         # depth, so it falls back to the frame's own range.
         if values.size and values.min() >= 0 and values.max() <= 65535:
-            return (values / 65535.0).astype(np.float32)
-        return to_unit_range(values)
+            return (values / 65535.0).astype(np.float32), False
+        return to_unit_range(values), False
     if mode == "F":
         values = np.asarray(image).astype(np.float64)
         finite = values[np.isfinite(values)]
         if finite.size == values.size and finite.size and finite.min() >= 0 and finite.max() <= 1:
-            return values.astype(np.float32)
-        return to_unit_range(values)
+            return values.astype(np.float32), False
+        return to_unit_range(values), False
     if mode in ("1", "L"):
-        return np.asarray(image.convert("L")).astype(np.float32) / 255.0
+        grey = np.asarray(image if mode == "L" else image.convert("L"))
+        return grey.astype(np.float32) / np.float32(255.0), True
     has_alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info)
     if has_alpha:
-        rgba = np.asarray(image.convert("RGBA")).astype(np.float32) / 255.0
+        rgba = np.asarray(image.convert("RGBA"))
+        if rgba.size and rgba[..., 3].min() == 255:  # opaque: an RGB image with a spare channel
+            return _rgb8_to_unit(rgba[..., :3]), True
+        rgba = rgba.astype(np.float32) / 255.0
         # Transparent regions become black, the "no signal" value of a radiograph.
-        return rgba[..., :3] * rgba[..., 3:4]
-    return np.asarray(image.convert("RGB")).astype(np.float32) / 255.0
+        return rgba[..., :3] * rgba[..., 3:4], False
+    return _rgb8_to_unit(np.asarray(image if mode == "RGB" else image.convert("RGB"))), True
+
+
+def _channel_spread(rgb: np.ndarray) -> int:
+    red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
+    return max(int(np.abs(red - green).max()), int(np.abs(red - blue).max()),
+               int(np.abs(green - blue).max()))
+
+
+def _rgb8_to_unit(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 in [0, 1]: grey (H, W), the channel mean, when the channels
+    agree within ``GREY_TOLERANCE``, else (H, W, 3).
+
+    The check runs on the 8-bit values: a 2,500 px RGB radiograph is 19 MB as bytes but 75 MB
+    as float32, and most "RGB" radiographs are grey, so the float colour copy is never made.
+    """
+    if rgb.size and _channel_spread(rgb[::8, ::8]) > _GREY_TOLERANCE_LEVELS:
+        # One differing pixel proves colour: a 1/64 sample usually finds it without a full pass.
+        return rgb.astype(np.float32) / np.float32(255.0)
+    red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
+    spread = 0
+    if rgb.size:
+        spread = max(int(np.abs(red - green).max()), int(np.abs(red - blue).max()),
+                     int(np.abs(green - blue).max()))
+    if spread <= _GREY_TOLERANCE_LEVELS:
+        total = red
+        total += green
+        total += blue
+        return total.astype(np.float32) / np.float32(3 * 255)
+    return rgb.astype(np.float32) / np.float32(255.0)
 
 
 def _probe_raster(path: str | os.PathLike[str], max_pixels: int) -> ImageInfo:
@@ -357,7 +395,8 @@ def verify_pixels(
         raise _raster_error(path, exc) from exc
 
 
-def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int, min_size: int | None = None) -> np.ndarray:
+def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int,
+                 min_size: int | None = None) -> tuple[np.ndarray, bool]:
     with _open_raster(path) as image:
         n_frames = _raster_frames(image)
         if not 0 <= frame < n_frames:
@@ -405,8 +444,14 @@ def to_unit_range(values: np.ndarray) -> np.ndarray:
     return ((values - low) / (high - low)).astype(np.float32)
 
 
-def _finish(values: np.ndarray) -> np.ndarray:
-    """Grey out colour images whose channels agree, and guarantee finite [0, 1] float32."""
+def _finish(values: np.ndarray, *, in_range: bool = False) -> np.ndarray:
+    """Grey out colour images whose channels agree, and guarantee finite [0, 1] float32.
+
+    ``in_range``: the caller made ``values`` from integers by division and already decided
+    grey or colour, so the full-size grey, NaN and clip passes are skipped.
+    """
+    if in_range and values.dtype == np.float32:
+        return np.ascontiguousarray(values)
     if values.ndim == 3 and values.shape[2] == 1:
         values = values[..., 0]
     if values.ndim == 3 and values.size:
@@ -492,7 +537,8 @@ def load_pixels(
         except Exception as exc:
             raise PixelError(path, "unreadable", f"cannot scale decoded pixels ({exc})") from exc
     try:
-        return _finish(_load_raster(path, int(frame), max_pixels, min_size))
+        values, in_range = _load_raster(path, int(frame), max_pixels, min_size)
+        return _finish(values, in_range=in_range)
     except (PixelError, FrameRangeError):
         raise
     except Exception as exc:

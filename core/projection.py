@@ -13,6 +13,13 @@ neighbourhood structure (the usual recipe for t-SNE/UMAP on CNN embeddings) and 
 faster. PCA itself runs on the matrix as given: features arrive already scaled from
 ``core.features``. Rows with any NaN/inf (images that failed to load) are left out of the fit
 and get NaN coordinates, so ``coords[i]`` always belongs to ``X[i]``.
+
+Scale (issue 12). Above ``LARGE_ROWS`` (20,000) valid rows a run switches to what holds at
+archive size, and says so in ``notes``: the matrix stays float32 (200,000 x 1,280 is 1 GB, not
+2), PCA (the map itself and the pre-reduction) uses the randomized solver, and t-SNE runs
+through openTSNE's FFT-accelerated gradient (O(n)) instead of scikit-learn's Barnes-Hut; a 3-D
+t-SNE, or any t-SNE above ``SKLEARN_TSNE_MAX_ROWS`` rows without openTSNE installed, is refused
+with a message naming UMAP. Below ``LARGE_ROWS`` every run is exactly what it was.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ PROJECTION_VERSION = "1"
 RUN_KIND = "projection"
 METHODS = ("umap", "pca", "tsne")
 DEFAULT_PRE_PCA_DIMS = 50
+# Above this many valid rows: float32, randomized PCA, openTSNE (see the module docstring).
+LARGE_ROWS = 20_000
+# scikit-learn's Barnes-Hut t-SNE takes hours beyond this on two cores.
+SKLEARN_TSNE_MAX_ROWS = 50_000
 
 # The defaults each method is run with; they are part of every key so that leaving a
 # parameter out and passing its default name the same run.
@@ -172,6 +183,17 @@ def _validate_for_data(method: str, params: dict[str, Any], n_valid: int, n_feat
                 f"perplexity={perplexity} must be > 0 and < n_samples={n_valid} for tsne; "
                 f"try perplexity={max(1, min(30, (n_valid - 1) // 3))}"
             )
+    if method == "tsne" and n_valid > LARGE_ROWS:
+        if n_components != 2:
+            raise ValueError(
+                f"3-D t-SNE of n_samples={n_valid} rows is too slow (more than {LARGE_ROWS}); "
+                "use method='umap' with n_components=3, or a 2-D t-SNE"
+            )
+        if n_valid > SKLEARN_TSNE_MAX_ROWS and not _opentsne_available():
+            raise ValueError(
+                f"t-SNE of n_samples={n_valid} rows needs openTSNE (pip install openTSNE) above "
+                f"{SKLEARN_TSNE_MAX_ROWS} rows; use method='umap', which scales to this size"
+            )
     if method == "umap":
         n_neighbors = params["n_neighbors"]
         if not 2 <= n_neighbors < n_valid:
@@ -186,21 +208,55 @@ def _validate_for_data(method: str, params: dict[str, Any], n_valid: int, n_feat
         )
 
 
+def _opentsne_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openTSNE") is not None
+
+
 def _pre_reduce(X: np.ndarray, dims: int | None, random_state: int, notes: list[str]) -> np.ndarray:
     if dims is None or X.shape[1] <= dims:
         return X
     from sklearn.decomposition import PCA
 
+    large = X.shape[0] > LARGE_ROWS
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
     scale[scale == 0] = 1.0  # constant columns carry no neighbourhood information
-    standardized = (X - mean) / scale
+    if large:  # in place on a float32 copy: one extra matrix, not three
+        standardized = X - mean
+        standardized /= scale
+    else:
+        standardized = (X - mean) / scale
     n_keep = min(dims, X.shape[0] - 1)
-    reduced = PCA(n_components=n_keep, svd_solver="full", random_state=random_state)
+    # The full SVD of 200,000 x 1,280 takes minutes; the randomized one (Halko et al.) seconds,
+    # and its leading components agree to well within what a map can show.
+    solver = "randomized" if large else "full"
+    reduced = PCA(n_components=n_keep, svd_solver=solver, random_state=random_state)
     notes.append(
         f"standardised and PCA-reduced {X.shape[1]} -> {n_keep} dimensions before projection"
+        + (" (randomized SVD)" if large else "")
     )
     return reduced.fit_transform(standardized)
+
+
+def _fit_opentsne(data: np.ndarray, params: dict[str, Any], notes: list[str]) -> np.ndarray:
+    """2-D t-SNE through openTSNE (FFT-accelerated interpolation, Linderman et al. 2019)."""
+    from openTSNE import TSNE as OpenTSNE
+
+    # openTSNE counts the 250 early-exaggeration iterations apart; max_iter is the total, as in
+    # scikit-learn.
+    n_iter = max(1, int(params["max_iter"]) - 250)
+    estimator = OpenTSNE(
+        n_components=2, perplexity=float(params["perplexity"]),
+        learning_rate=params["learning_rate"], n_iter=n_iter, metric=params["metric"],
+        random_state=params["random_state"], n_jobs=1, negative_gradient_method="fft",
+        neighbors="auto",
+    )
+    notes.append(
+        f"t-SNE of {len(data)} rows by openTSNE (FFT gradients) instead of scikit-learn"
+    )
+    return np.asarray(estimator.fit(data), dtype=np.float32)
 
 
 def project(
@@ -229,28 +285,35 @@ def project(
     resolved = resolve_params(
         method, n_components=n_components, random_state=random_state, **params
     )
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
     valid = np.isfinite(X).all(axis=1)
     n_valid = int(valid.sum())
+    large = n_valid > LARGE_ROWS
+    X = X.astype(np.float32 if large else np.float64, copy=False)
     _validate_for_data(method, resolved, n_valid, X.shape[1])
 
     notes: list[str] = []
     estimator_params = {k: v for k, v in resolved.items() if k != "pre_pca_dims"}
-    data = X[valid]
+    data = X if valid.all() else X[valid]
     if method == "pca":
-        estimator_params.setdefault("svd_solver", "full")  # deterministic, unlike randomized
+        # "full" is deterministic; at archive size the randomized solver (seeded) is the one
+        # that finishes in seconds.
+        estimator_params.setdefault("svd_solver", "randomized" if large else "full")
     else:
         data = _pre_reduce(data, resolved["pre_pca_dims"], random_state, notes)
     if method == "umap":
         # umap-learn forces one thread when random_state is set; saying so avoids its warning.
         estimator_params["n_jobs"] = 1
-    estimator = _estimator_class(method)(**estimator_params)
-    with warnings.catch_warnings():
-        # UMAP's "spectral initialisation failed" and numba notices are not actionable here.
-        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
-        fitted = estimator.fit_transform(data)
+    if method == "tsne" and large and _opentsne_available():
+        fitted = _fit_opentsne(data, resolved, notes)
+    else:
+        estimator = _estimator_class(method)(**estimator_params)
+        with warnings.catch_warnings():
+            # UMAP's "spectral initialisation failed" and numba notices are not actionable here.
+            warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+            fitted = estimator.fit_transform(data)
 
     coords = np.full((X.shape[0], n_components), np.nan, dtype=np.float32)
     coords[valid] = np.asarray(fitted, dtype=np.float32)

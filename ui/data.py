@@ -413,8 +413,10 @@ def job_runner():
     """One background job runner per server (embeddings, drift studies, classifier runs). Two
     workers, so that one long study does not hold every other user's embedding back."""
     from core.jobs import JobRunner
+    from core.settings import cache_root
 
-    return JobRunner(max_workers=2)
+    # The journal lets a restarted server say which jobs it lost (ui.jobs.wait_for).
+    return JobRunner(max_workers=2, journal=cache_root() / "jobs")
 
 
 @st.cache_data(show_spinner="Computing SHAP values...", max_entries=16)

@@ -24,6 +24,9 @@ def wait_for(key: str | None, *, intro: str | None = None, until: Callable[[], b
     """
     job = data.job_runner().get(key) if key else None
     if job is None:
+        record = data.job_runner().record(key) if key else None
+        if record is not None and record.status == "interrupted":
+            st.warning(f"This job was {record.message}; start it again to finish it.")
         return None
 
     def ready() -> bool:

@@ -9,6 +9,16 @@ Scaling: features arrive already scaled from ``core.features`` (per-block standa
 weights), and re-standardising here would undo those block weights, so inputs are used as given.
 ``standardize=True`` z-scores each column over the fitted rows for matrices that were not
 prepared that way (e.g. raw metadata columns).
+
+Scale (issue 12). Algorithms whose time or memory grows with n^2 declare ``max_rows`` and
+refuse larger inputs with a message that names a scalable alternative (``scalable_with``):
+agglomerative and spectral above 20,000 rows, k-medoids above 20,000, DBSCAN above 50,000.
+``minibatch-kmeans`` is linear in rows. HDBSCAN above ``HDBSCAN_REDUCE_ROWS`` (5,000) runs on
+``HDBSCAN_REDUCED_DIMS`` (10) PCA components, and above ``HDBSCAN_FIT_ROWS`` (20,000) also on a
+sample: HDBSCAN on a seeded random sample of ``HDBSCAN_FIT_ROWS`` rows, and every other row takes the label (cluster or noise) of
+its nearest sampled row in the reduced space; ``notes`` says so. Above ``LARGE_ROWS`` rows the
+matrix stays float32 instead of being copied to float64. Below these sizes every run is exactly
+what it was.
 """
 
 from __future__ import annotations
@@ -26,6 +36,24 @@ NOISE = -1
 SILHOUETTE_SAMPLE = 5000
 # FasterPAM needs the full distance matrix (n^2 float32): 20,000 rows is 1.6 GB.
 KMEDOIDS_MAX_SAMPLES = 20_000
+# Ward/complete/average linkage keep n^2/2 distances (20,000 rows: 1.6 GB); spectral
+# clustering's eigen-solve and rbf affinity are O(n^2) as well.
+QUADRATIC_MAX_ROWS = 20_000
+# DBSCAN stores every point's eps-neighbourhood: up to n^2 indices for a generous eps.
+DBSCAN_MAX_ROWS = 50_000
+# HDBSCAN's minimum spanning tree is O(n^2) distance evaluations in scikit-learn; above this it
+# runs on a sample in reduced dimensions (module docstring).
+HDBSCAN_FIT_ROWS = 20_000
+HDBSCAN_REDUCED_DIMS = 10
+# ...and above this many rows it runs on HDBSCAN_REDUCED_DIMS PCA dimensions even unsampled:
+# measured, 10,000 rows x 512 dims took more than 10 minutes on the 2-core machine.
+HDBSCAN_REDUCE_ROWS = 5_000
+# Above this many rows matrices stay float32 (a float64 copy of 200,000 x 1,280 is 2 GB).
+LARGE_ROWS = 20_000
+
+
+class ScaleNote(UserWarning):
+    """How a large input was handled (a sample, reduced dimensions); ends up in ``notes``."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +125,8 @@ class AlgorithmSpec:
     params: tuple[ParamSpec, ...]
     fit: Callable[[np.ndarray, dict[str, Any], int], _Fit] = field(repr=False)
     finds_noise: bool = False
+    max_rows: int | None = None  # refuses more rows than this (O(n^2) time or memory)
+    scalable_with: str = ""  # what to use instead above max_rows, in words
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
@@ -106,6 +136,16 @@ def _fit_kmeans(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
     from sklearn.cluster import KMeans
 
     model = KMeans(n_clusters=p["k"], n_init=p["n_init"], random_state=random_state).fit(X)
+    return _Fit(model.labels_, centers=model.cluster_centers_)
+
+
+def _fit_minibatch_kmeans(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
+    from sklearn.cluster import MiniBatchKMeans
+
+    model = MiniBatchKMeans(
+        n_clusters=p["k"], batch_size=p["batch_size"], n_init=p["n_init"],
+        random_state=random_state,
+    ).fit(X)
     return _Fit(model.labels_, centers=model.cluster_centers_)
 
 
@@ -151,13 +191,46 @@ def _fit_dbscan(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
 def _fit_hdbscan(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
     from sklearn.cluster import HDBSCAN
 
-    model = HDBSCAN(
-        min_cluster_size=p["min_cluster_size"],
-        min_samples=p["min_samples"],
-        cluster_selection_epsilon=p["cluster_selection_epsilon"],
-        copy=True,
-    ).fit(X)
-    return _Fit(model.labels_)
+    def fit(data: np.ndarray) -> np.ndarray:
+        return HDBSCAN(
+            min_cluster_size=p["min_cluster_size"],
+            min_samples=p["min_samples"],
+            cluster_selection_epsilon=p["cluster_selection_epsilon"],
+            copy=True,
+        ).fit(data).labels_
+
+    n = X.shape[0]
+    if n <= HDBSCAN_REDUCE_ROWS:
+        return _Fit(fit(X))
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import KDTree
+
+    dims = min(HDBSCAN_REDUCED_DIMS, X.shape[1])
+    reduced = X
+    if X.shape[1] > dims:
+        reduced = PCA(n_components=dims, svd_solver="randomized",
+                      random_state=random_state).fit_transform(X).astype(np.float32)
+    if n <= HDBSCAN_FIT_ROWS:
+        if dims < X.shape[1]:
+            warnings.warn(f"HDBSCAN of {n} rows ran on {dims} PCA dimensions", ScaleNote,
+                          stacklevel=2)
+        return _Fit(fit(reduced))
+    sample = np.sort(np.random.default_rng(random_state).choice(n, HDBSCAN_FIT_ROWS,
+                                                                 replace=False))
+    sample_labels = fit(reduced[sample])
+    labels = np.empty(n, dtype=np.int64)
+    labels[sample] = sample_labels
+    rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
+    nearest = KDTree(reduced[sample]).query(reduced[rest], k=1, return_distance=False)[:, 0]
+    labels[rest] = sample_labels[nearest]
+    warnings.warn(
+        f"HDBSCAN of {n} rows: fitted on a random sample of {HDBSCAN_FIT_ROWS} rows in "
+        f"{dims} PCA dimensions; the other {len(rest)} rows took the label of their nearest "
+        "sampled row",
+        ScaleNote,
+        stacklevel=2,
+    )
+    return _Fit(labels)
 
 
 def _fit_birch(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
@@ -173,11 +246,6 @@ def _fit_kmedoids(X: np.ndarray, p: dict[str, Any], random_state: int) -> _Fit:
     import kmedoids
     from sklearn.metrics import pairwise_distances
 
-    if X.shape[0] > KMEDOIDS_MAX_SAMPLES:
-        raise ValueError(
-            f"kmedoids needs an n x n distance matrix; n_samples={X.shape[0]} exceeds "
-            f"{KMEDOIDS_MAX_SAMPLES}; use kmeans or a sample"
-        )
     distances = pairwise_distances(X, metric=p["metric"]).astype(np.float32)
     result = kmedoids.fasterpam(
         distances, p["k"], max_iter=p["max_iter"], init="random", random_state=random_state, n_cpu=1
@@ -204,6 +272,19 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             True,
             (_k(), ParamSpec("n_init", "int", 10, low=1, high=100, help="restarts; best kept")),
             _fit_kmeans,
+        ),
+        AlgorithmSpec(
+            "minibatch-kmeans",
+            "mini-batch k-means (Sculley 2010): k-means on random batches, linear in rows; "
+            "for 100,000+ scans",
+            True,
+            (
+                _k(),
+                ParamSpec("batch_size", "int", 4096, low=64, high=1_000_000, ui_high=65536,
+                          help="rows per update"),
+                ParamSpec("n_init", "int", 3, low=1, high=100, help="restarts; best kept"),
+            ),
+            _fit_minibatch_kmeans,
         ),
         AlgorithmSpec(
             "gmm",
@@ -234,6 +315,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                 ),
             ),
             _fit_agglomerative,
+            max_rows=QUADRATIC_MAX_ROWS,
+            scalable_with="birch (a CF-tree summary, then agglomerative on its subclusters) or "
+            "minibatch-kmeans",
         ),
         AlgorithmSpec(
             "spectral",
@@ -247,6 +331,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                 ParamSpec("n_neighbors", "int", 10, low=2, ui_high=100, help="graph neighbours"),
             ),
             _fit_spectral,
+            max_rows=QUADRATIC_MAX_ROWS,
+            scalable_with="hdbscan (non-convex shapes, sampled above 20,000 rows) or "
+            "minibatch-kmeans",
         ),
         AlgorithmSpec(
             "dbscan",
@@ -261,6 +348,8 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             ),
             _fit_dbscan,
             finds_noise=True,
+            max_rows=DBSCAN_MAX_ROWS,
+            scalable_with="hdbscan (density clusters, sampled above 20,000 rows)",
         ),
         AlgorithmSpec(
             "hdbscan",
@@ -307,6 +396,8 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
                 ParamSpec("max_iter", "int", 100, low=1, high=10_000),
             ),
             _fit_kmedoids,
+            max_rows=KMEDOIDS_MAX_SAMPLES,
+            scalable_with="minibatch-kmeans or kmeans (centres are means, not scans)",
         ),
         AlgorithmSpec(
             "fuzzy-cmeans",
@@ -401,10 +492,18 @@ def _check_against_data(algorithm: str, params: dict[str, Any], n: int) -> None:
 
 
 def _as_matrix(X: Any) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}")
-    return X
+    return X.astype(np.float32 if X.shape[0] > LARGE_ROWS else np.float64, copy=False)
+
+
+def _check_size(spec: AlgorithmSpec, n: int) -> None:
+    if spec.max_rows is not None and n > spec.max_rows:
+        raise ValueError(
+            f"{spec.name} grows with n^2 in time or memory: n_samples={n} exceeds its limit of "
+            f"{spec.max_rows}; use {spec.scalable_with}"
+        )
 
 
 def _standardize(X: np.ndarray) -> np.ndarray:
@@ -479,7 +578,9 @@ def cluster(
     if n_valid < 2:
         raise ValueError(f"clustering needs at least 2 rows without NaN; got n_samples={n_valid}")
     _check_against_data(algorithm, resolved, n_valid)
-    data = _standardize(X[valid]) if standardize else X[valid]
+    _check_size(spec, n_valid)
+    data = X if valid.all() else X[valid]
+    data = _standardize(data) if standardize else data
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -489,8 +590,7 @@ def cluster(
     raw = np.asarray(fit.labels, dtype=np.int64)
     # Renumber to 0..m-1: fuzzy/GMM argmax can leave a component empty.
     kept_ids = np.unique(raw[raw != NOISE])
-    renumber = {int(old): new for new, old in enumerate(kept_ids)}
-    fitted_labels = np.array([renumber.get(int(v), NOISE) for v in raw], dtype=np.int64)
+    fitted_labels = np.where(raw == NOISE, NOISE, np.searchsorted(kept_ids, raw)).astype(np.int64)
     centers = fit.centers[kept_ids] if fit.centers is not None else None
     membership = None
     if fit.membership is not None:

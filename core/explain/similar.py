@@ -1,7 +1,15 @@
-"""Similar cases: the nearest rows to a scan or patient in embedding space."""
+"""Similar cases: the nearest rows to a scan or patient in embedding space.
+
+Up to ``INDEX_MIN_ROWS`` rows the search is exact (brute force, float64). Above, ``index="auto"``
+builds an approximate index in float32: faiss HNSW (Malkov & Yashunin) for cosine and euclidean
+when faiss is installed, pynndescent (umap's own dependency) otherwise and for manhattan.
+``benchmarks/bench_scale.py`` measures build time, query time and recall against the exact
+answer at 10k, 50k and 200k rows.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -9,7 +17,66 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 METRICS = ("cosine", "euclidean", "manhattan")
+INDEXES = ("auto", "exact", "hnsw", "nndescent")
 RESULT_COLUMNS = ["rank", "id", "distance", "row"]
+# Above this many rows "auto" uses an approximate index; below, a query is a few ms exact.
+INDEX_MIN_ROWS = 50_000
+HNSW_NEIGHBOURS = 32  # graph degree M: recall ~0.99 at 200k rows with ef_search 128
+
+
+def faiss_available() -> bool:
+    """Whether faiss (``pip install faiss-cpu``) can be imported here."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+class _HnswIndex:
+    """faiss HNSW over float32 rows; cosine as inner product of unit vectors."""
+
+    def __init__(self, data: np.ndarray, metric: str) -> None:
+        import faiss
+
+        self.metric = metric
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if metric == "cosine":
+            data = _unit(data)
+            self.index = faiss.IndexHNSWFlat(data.shape[1], HNSW_NEIGHBOURS,
+                                             faiss.METRIC_INNER_PRODUCT)
+        else:
+            self.index = faiss.IndexHNSWFlat(data.shape[1], HNSW_NEIGHBOURS)
+        self.index.hnsw.efConstruction = 64
+        self.index.add(data)
+
+    def kneighbors(self, query: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        if self.metric == "cosine":
+            query = _unit(query)
+        self.index.hnsw.efSearch = max(128, 2 * n_neighbors)
+        scores, positions = self.index.search(query, n_neighbors)
+        # faiss gives inner products of unit vectors (cosine) or squared L2 distances.
+        distances = 1.0 - scores if self.metric == "cosine" else np.sqrt(np.maximum(scores, 0.0))
+        return distances.astype(np.float64), positions
+
+
+class _NNDescentIndex:
+    """pynndescent's neighbour graph, prepared for queries."""
+
+    def __init__(self, data: np.ndarray, metric: str, random_state: int) -> None:
+        from pynndescent import NNDescent
+
+        self.index = NNDescent(np.asarray(data, dtype=np.float32), metric=metric,
+                               random_state=random_state, n_jobs=1, low_memory=True)
+        self.index.prepare()
+
+    def kneighbors(self, query: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        positions, distances = self.index.query(np.asarray(query, dtype=np.float32),
+                                                k=n_neighbors)
+        return distances.astype(np.float64), positions
+
+
+def _unit(data: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(data, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return data / norms
 
 
 class SimilarCases:
@@ -17,13 +84,21 @@ class SimilarCases:
 
     metric : "cosine" (default; angle between embeddings, the usual choice for CNN
     features), "euclidean" or "manhattan".
+    index : "auto" (default: exact up to ``INDEX_MIN_ROWS`` rows, then "hnsw" where faiss is
+    installed and the metric allows, else "nndescent"), "exact", "hnsw" (faiss) or
+    "nndescent" (pynndescent). The approximate indexes may miss a true neighbour now and
+    then (recall measured in ``benchmarks/results/scale.json``); distances are exact for
+    the rows they return.
 
     Rows with NaN vectors (images that failed to embed) are left out of the index but keep
     their place: ``row`` positions and ``ids`` refer to the vectors as given to ``fit``.
     """
 
-    def __init__(self, metric: str = "cosine") -> None:
+    def __init__(self, metric: str = "cosine", *, index: str = "auto",
+                 random_state: int = 0) -> None:
         self.metric = metric
+        self.index = index
+        self.random_state = random_state
 
     def fit(self, vectors: np.ndarray, ids: Any = None) -> SimilarCases:
         """vectors : ndarray of shape (n_rows, dim); ids : n_rows ids (default 0..n_rows-1).
@@ -33,7 +108,9 @@ class SimilarCases:
         """
         if self.metric not in METRICS:
             raise ValueError(f"metric={self.metric!r} is not supported; use one of {list(METRICS)}")
-        matrix = np.asarray(vectors, dtype=np.float64)
+        if self.index not in INDEXES:
+            raise ValueError(f"index={self.index!r} is not supported; use one of {list(INDEXES)}")
+        matrix = np.asarray(vectors)
         if matrix.ndim != 2 or matrix.shape[1] < 1:
             raise ValueError(f"vectors must have shape (n_rows, dim), got {matrix.shape}")
         n_rows = matrix.shape[0]
@@ -43,13 +120,36 @@ class SimilarCases:
         valid = np.isfinite(matrix).all(axis=1)
         if not valid.any():
             raise ValueError(f"all {n_rows} vectors contain NaN or inf; nothing to search")
+        kind = self._index_kind(int(valid.sum()))
+        if kind == "hnsw" and not faiss_available():
+            raise ValueError("index='hnsw' needs faiss (pip install faiss-cpu); "
+                             "use index='nndescent' or 'exact'")
+        if kind == "hnsw" and self.metric == "manhattan":
+            raise ValueError("index='hnsw' supports cosine and euclidean; use index='nndescent' "
+                             "for manhattan")
+        # float32 for the approximate indexes: 200,000 x 1,280 is 1 GB instead of 2.
+        matrix = matrix.astype(np.float64 if kind == "exact" else np.float32, copy=False)
+        fitted = matrix if valid.all() else matrix[valid]
         self.vectors_ = matrix
         self.ids_ = row_ids
         self.valid_ = valid
         self.rows_ = np.flatnonzero(valid)
         self.excluded_ids_ = list(row_ids[~valid])
-        self.index_ = NearestNeighbors(metric=self.metric, algorithm="brute").fit(matrix[valid])
+        self.index_kind_ = kind
+        if kind == "hnsw":
+            self.index_ = _HnswIndex(fitted, self.metric)
+        elif kind == "nndescent":
+            self.index_ = _NNDescentIndex(fitted, self.metric, self.random_state)
+        else:
+            self.index_ = NearestNeighbors(metric=self.metric, algorithm="brute").fit(fitted)
         return self
+
+    def _index_kind(self, n_valid: int) -> str:
+        if self.index != "auto":
+            return self.index
+        if n_valid <= INDEX_MIN_ROWS:
+            return "exact"
+        return "hnsw" if faiss_available() and self.metric != "manhattan" else "nndescent"
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "index_"):
@@ -79,7 +179,7 @@ class SimilarCases:
             exclude = int(query)
             vector = self.vectors_[query]
         else:
-            vector = np.asarray(query, dtype=np.float64).reshape(-1)
+            vector = np.asarray(query, dtype=self.vectors_.dtype).reshape(-1)
             if vector.shape != (dim,):
                 raise ValueError(
                     f"query must be a row position or a vector of length {dim}, got shape "
@@ -92,8 +192,9 @@ class SimilarCases:
             raise ValueError(f"k={k!r} must be an integer in 1..{available} (rows available)")
         asked = min(k + (exclude is not None), self.rows_.size)
         distances, positions = self.index_.kneighbors(vector[None, :], n_neighbors=asked)
-        rows = self.rows_[positions[0]]
-        distances = distances[0]
+        found = positions[0] >= 0  # an approximate index may return fewer than asked (-1)
+        rows = self.rows_[positions[0][found]]
+        distances = distances[0][found]
         if exclude is not None:
             # Drop the query row by position, not by distance 0: exact duplicates of it are
             # real answers ("the same image ingested twice").

@@ -20,6 +20,7 @@ from core.clustering import (
 # Parameters that suit three tight blobs in 5-D (pairwise distances inside a blob ~1.5).
 BLOB_PARAMS = {
     "kmeans": {"k": 3},
+    "minibatch-kmeans": {"k": 3, "batch_size": 64},
     "gmm": {"k": 3},
     "agglomerative": {"k": 3},
     "spectral": {"k": 3},
@@ -209,7 +210,7 @@ def test_validation_messages(blobs):
     with pytest.raises(ValueError, match="^k=91 must be <= n_samples=90$"):
         cluster(X, k=91)
     with pytest.raises(
-        ValueError, match="unknown clustering algorithm 'optics'; valid: kmeans, gmm"
+        ValueError, match="unknown clustering algorithm 'optics'; valid: kmeans, minibatch-kmeans, gmm"
     ):
         cluster(X, algorithm="optics")
     with pytest.raises(
