@@ -151,7 +151,18 @@ def test_the_first_map_is_each_patients_middle_slice_while_the_rest_embed(monkey
     assert data.job_runner().get(data.projection_job_key(full, "umap", 2)) is not None  # now UMAP starts
 
 
-def test_umap_not_stored_yet_draws_pca_with_a_note_then_switches_to_umap() -> None:
+def test_umap_not_stored_yet_draws_pca_with_a_note_then_switches_to_umap(monkeypatch) -> None:
+    # The UMAP job is held until its note has been checked: with numba's code already compiled
+    # (by an earlier test in the same process), 80 points could otherwise finish first.
+    gate = threading.Event()
+    real = data.compute_or_load
+
+    def held(vectors, key, method, **kwargs):
+        if method == "umap":
+            gate.wait(TIMEOUT_S)
+        return real(vectors, key, method, **kwargs)
+
+    monkeypatch.setattr(data, "compute_or_load", held)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
     at.query_params.update({"encoder": "pixels", "method": "umap"})
     at.run()
@@ -177,9 +188,10 @@ def test_umap_not_stored_yet_draws_pca_with_a_note_then_switches_to_umap() -> No
     assert pca is not None
     np.testing.assert_allclose(map_x(at), np.sort(pca.coords[:, 0]), rtol=1e-5, atol=1e-6)
     assert any("· PCA ·" in c.value for c in at.caption)
-    assert stored_projection(len(cohort.has_vector), cohort.key, "umap", **umap_params) is None or job.done
+    assert stored_projection(len(cohort.has_vector), cohort.key, "umap", **umap_params) is None and not job.done
 
     # The job ends: the rerun (the page's fragment would trigger it) draws the stored UMAP map.
+    gate.set()
     job.future.result(timeout=TIMEOUT_S)
     at.run()
     assert_clean(at)
