@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.encoders import ENCODERS
+from core.finetune.encoder import register_finetuned_encoders
 from ui import auth, data, errors, state
 
 # An emoji favicon is inlined; a :material: one is fetched from fonts.gstatic.com, which
@@ -41,6 +42,7 @@ with st.sidebar:
     st.markdown("### ScanAtlas")
     names = data.dataset_names()
     state.choice("Dataset", names, "dataset", help="Ingested datasets; add one on the Data page.")
+    register_finetuned_encoders()  # encoders made by fine-tuning runs, also ones from the CLI
     image_encoders = [name for name, spec in ENCODERS.items() if spec.kind == "image"]
     state.choice("Image encoder", image_encoders, "encoder", help="Pretrained network that turns each scan into a vector.")
     state.choice(
