@@ -61,22 +61,32 @@ def main() -> int:
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--final", action="store_true", help="also train the final model (the encoder)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--one-per-patient", action="store_true",
+                        help="a subset: each patient's first X-ray only (fewer, independent rows)")
+    parser.add_argument("--cache", type=Path, default=None, help="cache folder to reuse (default: a new temp folder)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    cache = Path(tempfile.mkdtemp(prefix="scanatlas-finetune-bench-"))
+    cache = args.cache or Path(tempfile.mkdtemp(prefix="scanatlas-finetune-bench-"))
     os.environ["SCANATLAS_CACHE"] = str(cache)
     from core.auth import local_user
     from core.encoders.device import available_cores, configure_cpu_threads
     from core.finetune.study import finetune_study
-    from core.ingest import ingest
+    from core.ingest import ingest, load_dataset
 
     configure_cpu_threads()
     load_at_start = os.getloadavg()
     began = time.perf_counter()
-    dataset = ingest(SHARED_DATA / "covid-chestxray", cache / "datasets" / "covid").dataset
+    folder = cache / "datasets" / "covid"
+    if (folder / "images.parquet").is_file():
+        dataset = load_dataset(folder)
+    else:
+        dataset = ingest(SHARED_DATA / "covid-chestxray", folder).dataset
     ingest_s = time.perf_counter() - began
-    xrays = dataset.images[dataset.images["modality"] == "X-ray"].reset_index(drop=True)
+    xrays = dataset.images[dataset.images["modality"] == "X-ray"]
+    if args.one_per_patient:
+        xrays = xrays.drop_duplicates("patient_id")
+    xrays = xrays.reset_index(drop=True)
     dataset = replace(dataset, images=xrays)
 
     throughput = {f"{size}px": round(train_throughput(args.encoder, size), 3)
@@ -85,6 +95,10 @@ def main() -> int:
 
     def on_epoch(result) -> None:
         epochs.append(result.as_dict())
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".partial.json").write_text(json.dumps(
+            {"image_size": args.image_size, "rows": int(len(xrays)), "throughput": throughput,
+             "epochs": epochs, "load_average": os.getloadavg()}, indent=1))
         print(f"{result.split} epoch {result.epoch}: loss {result.train_loss:.3f} val AUC "
               f"{result.val_auc:.3f} ({result.seconds:.0f} s)", flush=True)
 
@@ -101,6 +115,7 @@ def main() -> int:
         "what": "COVID-19 vs other, covid-chestxray X-rays, image level, patient-grouped folds",
         "encoder": args.encoder, "image_size": args.image_size, "epochs_max": args.epochs,
         "splits": args.splits, "final_model": args.final, "device": result.timing["device"],
+        "subset": "one X-ray per patient" if args.one_per_patient else "every X-ray",
         "rows": int(len(xrays)), "patients": int(xrays["patient_id"].nunique()),
         "positives": int((xrays["label"] == "COVID-19").sum()),
         "comparison": json.loads(comparison.to_json(orient="records")),
@@ -117,6 +132,7 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1))
+    args.out.with_suffix(".partial.json").unlink(missing_ok=True)
     print(comparison.to_string(index=False))
     print(f"wall {wall_s:.0f} s; {len(per_epoch)} epochs, {record['s_per_epoch_mean']} s each; wrote {args.out}")
     return 0

@@ -14,9 +14,18 @@ import streamlit as st
 from core.finetune import FineTuneCancelled
 from core.finetune.study import finetune_runs, load_finetune
 from core.ingest import Dataset
-from ui import auth, data
+from ui import auth
 
 IMAGE_SIZES = (96, 128, 160, 224)
+
+
+@st.cache_resource(show_spinner=False)
+def _runner():
+    """Fine-tuning runs take minutes to hours: they get their own worker, one at a time per
+    server, so that they never hold back the shared runner's embeddings and studies."""
+    from core.jobs import JobRunner
+
+    return JobRunner(max_workers=1)
 
 
 @st.cache_resource(show_spinner=False)
@@ -67,7 +76,7 @@ def panel(dataset: Dataset, *, target: str, positive: str | None, encoder: str) 
     if positive is None:
         st.info("Fine-tuning is binary: pick a positive class above.")
         return
-    runner = data.job_runner()
+    runner = _runner()
     job_key = st.session_state.get("classifiers_ft_job")
     job = runner.get(job_key) if job_key else None
     if auth.can("finetune"):
