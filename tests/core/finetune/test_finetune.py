@@ -266,3 +266,25 @@ def test_refusals(xrays):
         finetune_study(xrays, user=ADMIN, encoder="efficientnet-lite0", positive="COVID-19", epochs=0)
     with pytest.raises(ValueError, match="unknown encoder"):
         finetune_study(xrays, user=ADMIN, encoder="nope", positive="COVID-19")
+
+
+def test_a_killed_study_continues_from_its_checkpoints(xrays, cache_env):
+    from core.finetune.study import finetune_study
+    from core.settings import cache_root
+
+    options = {"user": ADMIN, "encoder": "efficientnet-lite0", "positive": "COVID-19", "epochs": 1,
+               "image_size": 32, "batch_size": 8, "n_splits": 2, "n_bootstrap": 20,
+               "final_model": False, "device": "cpu"}
+    first: list = []
+    with pytest.raises(FineTuneCancelled):
+        finetune_study(xrays, on_epoch=first.append, cancel=lambda: bool(first), **options)
+    assert [(e.split, e.epoch) for e in first] == [("fold0", 1)]
+    (folder,) = [p for p in (cache_root() / "finetune").iterdir() if p.name.startswith("finetune-")]
+    assert (folder / "fold0.pt").is_file()  # the epoch is saved; its predictions were not made
+
+    second: list = []
+    result = finetune_study(xrays, on_epoch=second.append, **options)
+    assert [(e.split, e.epoch) for e in second] == [("fold1", 1)]  # fold0 was not trained again
+    assert list(result.history["split"]) == ["fold0", "fold1"]
+    assert np.isfinite(result.probability[result.folds >= 0]).all()
+    assert result.encoder_name is None and not folder.exists()
