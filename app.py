@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.finetune.encoder import register_finetuned_encoders
 from ui import auth, data, errors, filters, server, state
 
 # An emoji favicon is inlined; a :material: one is fetched from fonts.gstatic.com, which
@@ -40,6 +41,7 @@ with st.sidebar:
     st.markdown("### ScanAtlas")
     names = data.dataset_names()
     state.choice("Dataset", names, "dataset", help="Ingested datasets; add one on the Data page.")
+    register_finetuned_encoders()  # encoders made by fine-tuning runs, also ones from the CLI
     state.choice("Image encoder", data.encoder_options(), "encoder",
                  help="Pretrained network that turns each scan into a vector (an imported dataset: its own vectors).")
     state.choice(

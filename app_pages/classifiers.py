@@ -30,7 +30,7 @@ from core.explain import (
     shap_waterfall_figure,
 )
 from core.ingest.imported import has_images, no_images_message
-from ui import charts, data, widgets
+from ui import charts, data, finetune, widgets
 from ui.jobs import wait_for
 
 
@@ -118,6 +118,9 @@ if compute:
     st.session_state["classifiers_job"] = job_key
 st.caption("Patient-grouped 5-fold cross-validation: no patient is in both training and test folds. "
            "Every run is saved and listed below, also after a restart.")
+with st.expander("Fine-tune the CNN on this label (slow on a CPU)", expanded=bool(st.session_state.get("classifiers_ft_job"))):
+    finetune.panel(dataset, target=target, positive=None if positive == "(all classes)" else positive,
+                   encoder=st.session_state["encoder"])
 
 job = wait_for(st.session_state.get("classifiers_job"))
 if job is not None:
@@ -184,7 +187,10 @@ pr_tab.plotly_chart(charts.readable(pr), key="classifiers_pr")
 right.plotly_chart(charts.readable(px.imshow(report.confusion, text_auto=True, color_continuous_scale="Blues", title="Confusion matrix",
                              labels={"x": "predicted", "y": "true"}, height=380)), key="classifiers_confusion")
 st.subheader("What each modality adds")
-comparison = with_intervals(study.comparison, {"AUC": ("mean_auc", "auc"), "F1": ("mean_f1", "f1")})
+finetuned = finetune.comparison_rows(dataset, study)  # saved fine-tuning runs on these same folds
+table = study.comparison if finetuned.empty else pd.concat([study.comparison, finetuned], ignore_index=True).sort_values(
+    "mean_auc", ascending=False, kind="stable").assign(rank=lambda t: np.arange(1, len(t) + 1))
+comparison = with_intervals(table, {"AUC": ("mean_auc", "auc"), "F1": ("mean_f1", "f1")})
 if report.kind == "binary":  # its per-class AUCs repeat the AUC column
     comparison = comparison.drop(columns=[c for c in comparison if c.startswith("auc:")])
 st.dataframe(comparison, hide_index=True, width="stretch")

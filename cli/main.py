@@ -8,7 +8,7 @@ import sys
 
 # Subcommand modules under cli.commands, in the order `scanatlas --help` lists them.
 COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "runs",
-            "roles", "serve", "serve_app", "propagate", "draft", "import_embeddings"]
+            "roles", "serve", "serve_app", "propagate", "draft", "import_embeddings", "finetune"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.finetune.encoder import register_finetuned_encoders
+
+    register_finetuned_encoders()  # fine-tuned encoders from earlier runs work like any other
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -57,6 +57,7 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "browse": ("viewer", "browse maps, clusters, drift, classifiers and fairness"),
     "label": ("labeler", "edit or undo cluster mappings and patient overrides"),
     "export_patients": ("labeler", "download labelled patient tables"),
+    "finetune": ("labeler", "fine-tune an image encoder on the labels"),
     "ingest": ("admin", "ingest datasets"),
     "server_folders": ("admin", "read folders on the server"),
     "import": ("admin", "import files"),

@@ -31,7 +31,7 @@ def access(label_db_url: str):
 def test_each_role_has_everything_the_one_below_has():
     allowed = {role: {p for p in PERMISSIONS if can(User("x", "", "", role, "t"), p)} for role in ROLES}
     assert allowed["viewer"] == {"browse"}
-    assert allowed["labeler"] == {"browse", "label", "export_patients"}
+    assert allowed["labeler"] == {"browse", "label", "export_patients", "finetune"}
     assert allowed["admin"] == set(PERMISSIONS)
     assert not any(can(u, "browse") for u in (None, User("x", "", "", "none", "default")))
 
