@@ -1,0 +1,1 @@
+"""Data-quality audit (filled in below)."""
