@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules under cli.commands, in the order `scanatlas --help` lists them.
-COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "runs", "roles"]
+COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "audit", "runs", "roles"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,7 @@ from core.pixels import DEFAULT_MAX_PIXELS, PixelError, load_pixels
 MATCH_SIZE = 64
 DESCRIPTOR_SIDE = 16
 FINGERPRINT_COLUMNS = ["image_id", "pixel_hash", "phash", "dhash", "height", "width", "channels", "std",
-                       "polarity", "text_blobs", "border_fraction", "error"]
+                       "polarity", "corner_polarity", "text_blobs", "border_fraction", "error"]
 
 
 def pixel_hash(values: np.ndarray) -> str:
@@ -141,7 +141,7 @@ def fingerprint_images(
             record.update(
                 pixel_hash=pixel_hash(values), phash=phash, dhash=dhash, height=int(values.shape[0]),
                 width=int(values.shape[1]), channels=int(values.shape[2]) if values.ndim == 3 else 1,
-                std=checks.std, polarity=checks.polarity, text_blobs=checks.text_blobs,
+                std=checks.std, polarity=checks.polarity, corner_polarity=checks.corner_polarity, text_blobs=checks.text_blobs,
                 border_fraction=checks.border_fraction,
             )
         except PixelError as error:
@@ -154,6 +154,6 @@ def fingerprint_images(
     frame = pd.DataFrame.from_records(records, columns=FINGERPRINT_COLUMNS)
     for column in ("height", "width", "channels", "text_blobs"):
         frame[column] = frame[column].astype("Int64")
-    for column in ("std", "polarity", "border_fraction"):
+    for column in ("std", "polarity", "corner_polarity", "border_fraction"):
         frame[column] = frame[column].astype("float64")
     return Fingerprints(frame, descriptors, thumbnails)

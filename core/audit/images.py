@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from core.audit.fingerprints import to_pil
-from core.audit.xray import BLANK_STD, BORDER_FLAG, INVERTED_MARGIN, TEXT_BLOBS_FLAG
+from core.audit.xray import BLANK_STD, BORDER_FLAG, INVERTED_CORNER_MARGIN, INVERTED_MARGIN, TEXT_BLOBS_FLAG
 from core.pixels import PixelError, load_pixels
 
+# Cross-sectional modalities: the chest-film polarity check does not apply.
+SECTIONAL_MODALITIES = frozenset({"CT", "MR", "MRI", "PT", "NM", "US"})
 CLEANVISION_TYPES = ("dark", "light", "blurry", "low_information", "odd_aspect_ratio", "odd_size", "grayscale")
 IMAGE_ISSUE_COLUMNS = ["row", "image_id", "issue", "score", "detail"]
 ISSUE_WORDS = {
@@ -87,8 +89,13 @@ def image_issues(images: pd.DataFrame, fingerprints: pd.DataFrame, *, use_cleanv
     for row in np.flatnonzero(blank):
         add(row, "blank", 1.0 - std[row] / BLANK_STD, f"blank: pixel spread {std[row]:.4f} (< {BLANK_STD})")
     polarity = fingerprints["polarity"].to_numpy(dtype=float)
-    for row in np.flatnonzero(decoded & ~blank & (polarity > INVERTED_MARGIN)):
-        add(row, "inverted", polarity[row], f"corners brighter than the centre by {polarity[row]:.2f}")
+    corners = fingerprints["corner_polarity"].to_numpy(dtype=float)
+    modality = (images["modality"].astype(str).str.upper().to_numpy() if "modality" in images
+                else np.full(len(images), "", dtype=object))
+    sectional = np.isin(modality, list(SECTIONAL_MODALITIES))
+    inverted = decoded & ~blank & ~sectional & (polarity > INVERTED_MARGIN) & (corners > INVERTED_CORNER_MARGIN)
+    for row in np.flatnonzero(inverted):
+        add(row, "inverted", polarity[row], f"lung fields brighter than the mediastinum by {polarity[row]:.2f}")
     blobs = fingerprints["text_blobs"].fillna(0).to_numpy(dtype=float)
     header_text = (images["burned_in_annotation"].fillna(False).astype(bool).to_numpy()
                    if "burned_in_annotation" in images else np.zeros(len(images), dtype=bool))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from cleanlab.filter import find_label_issues
 
 from core.classify.cv import cross_val_proba, grouped_folds
 from core.classify.models import make_model
@@ -66,6 +65,8 @@ def find_label_problems(
     # Rows of folds that could not be fitted are uniform; cleanlab needs rows that sum to 1.
     probabilities = np.clip(probabilities, 1e-6, None)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
+    from cleanlab.filter import find_label_issues  # imported here: cleanlab is slow to import
+
     ranked = find_label_issues(labels=codes, pred_probs=probabilities, return_indices_ranked_by="self_confidence")
     records = []
     for rank, position in enumerate(ranked, start=1):

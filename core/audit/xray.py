@@ -2,10 +2,12 @@
 
 * **Blank**: almost no signal (standard deviation under ``BLANK_STD``): an empty detector
   readout, a failed export, a black or white placeholder.
-* **Inverted polarity**: a radiograph shows air dark and bone bright. The image's corners (air
-  outside the body, or the collimated edge) are then darker than its centre (mediastinum and
-  spine). A frame whose corners are clearly brighter than its centre is probably shown inverted
-  (a MONOCHROME1 image read as MONOCHROME2, or a negative saved as a photo).
+* **Inverted polarity**: a chest radiograph shows air dark and bone bright: the lung fields
+  (left and right of the middle, mid-height) are darker than the mediastinum and spine between
+  them, and the corners (air outside the body) darker than the centre. A frame where both are
+  the other way round is probably shown inverted (a MONOCHROME1 image read as MONOCHROME2, or a
+  negative saved as a photo). On the covid-chestxray set no X-ray passes both tests; inverted
+  copies all do. The check assumes a frontal chest film; it is skipped for CT and MR.
 * **Burned-in text**: clusters of small, high-contrast, glyph-sized blobs in the outer band of
   the image (labels, dates, "L"/"R" markers); the DICOM header's ``BurnedInAnnotation`` is
   added by :mod:`core.audit.images` where ingest recorded it.
@@ -25,7 +27,8 @@ from scipy import ndimage
 
 THUMBNAIL = 256
 BLANK_STD = 0.02
-INVERTED_MARGIN = 0.12
+INVERTED_MARGIN = 0.04        # lungs brighter than the mediastinum by this much...
+INVERTED_CORNER_MARGIN = 0.0  # ...and corners brighter than the centre
 BORDER_FLAG = 0.30
 TEXT_BLOBS_FLAG = 6
 _DARK = 0.06
@@ -36,7 +39,8 @@ class XrayChecks:
     """Scores of one frame (see the module docstring); the ``is_*`` flags use the defaults."""
 
     std: float
-    polarity: float          # mean(corners) - mean(centre); > INVERTED_MARGIN: inverted
+    polarity: float          # median(lung fields) - median(mediastinum); > 0: bone dark
+    corner_polarity: float   # median(corners) - median(centre)
     text_blobs: int          # glyph-like blobs in the outer band
     border_fraction: float   # share of the frame outside the signal's bounding box
 
@@ -46,7 +50,8 @@ class XrayChecks:
 
     @property
     def is_inverted(self) -> bool:
-        return not self.is_blank and self.polarity > INVERTED_MARGIN
+        return (not self.is_blank and self.polarity > INVERTED_MARGIN
+                and self.corner_polarity > INVERTED_CORNER_MARGIN)
 
     @property
     def has_text(self) -> bool:
@@ -68,6 +73,17 @@ def grey_thumbnail(values: np.ndarray, size: int = THUMBNAIL) -> np.ndarray:
         if h and w:
             grey = grey[:h, :w].reshape(h // step, step, w // step, step).mean(axis=(1, 3))
     return grey
+
+
+def lung_polarity(grey: np.ndarray) -> float:
+    """median of the lung fields (rows 30-70%, columns 15-35% and 65-85%) minus the median of
+    the mediastinum (same rows, columns 43-57%)."""
+    h, w = grey.shape
+    rows = slice(int(0.3 * h), max(int(0.3 * h) + 1, int(0.7 * h)))
+    lungs = np.concatenate([grey[rows, int(0.15 * w):max(int(0.15 * w) + 1, int(0.35 * w))].ravel(),
+                            grey[rows, int(0.65 * w):max(int(0.65 * w) + 1, int(0.85 * w))].ravel()])
+    middle = grey[rows, int(0.43 * w):max(int(0.43 * w) + 1, int(0.57 * w))]
+    return float(np.median(lungs) - np.median(middle))
 
 
 def polarity_score(grey: np.ndarray) -> float:
@@ -134,6 +150,6 @@ def xray_checks(values: np.ndarray) -> XrayChecks:
     grey = grey_thumbnail(values)
     std = float(grey.std())
     if std < BLANK_STD:
-        return XrayChecks(std=std, polarity=0.0, text_blobs=0, border_fraction=0.0)
-    return XrayChecks(std=std, polarity=polarity_score(grey), text_blobs=text_blob_count(grey),
-                      border_fraction=border_fraction(grey))
+        return XrayChecks(std=std, polarity=0.0, corner_polarity=0.0, text_blobs=0, border_fraction=0.0)
+    return XrayChecks(std=std, polarity=lung_polarity(grey), corner_polarity=polarity_score(grey),
+                      text_blobs=text_blob_count(grey), border_fraction=border_fraction(grey))
