@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.audit.fingerprints import to_pil
-from core.audit.xray import BLANK_STD, BORDER_FLAG, INVERTED_CORNER_MARGIN, INVERTED_MARGIN, TEXT_BLOBS_FLAG
+from core.audit.xray import BLANK_STD, BORDER_FLAG, TEXT_BLOBS_FLAG, is_inverted
 from core.pixels import PixelError, load_pixels
 
 # Cross-sectional modalities: the chest-film polarity check does not apply.
@@ -93,7 +93,7 @@ def image_issues(images: pd.DataFrame, fingerprints: pd.DataFrame, *, use_cleanv
     modality = (images["modality"].astype(str).str.upper().to_numpy() if "modality" in images
                 else np.full(len(images), "", dtype=object))
     sectional = np.isin(modality, list(SECTIONAL_MODALITIES))
-    inverted = decoded & ~blank & ~sectional & (polarity > INVERTED_MARGIN) & (corners > INVERTED_CORNER_MARGIN)
+    inverted = decoded & ~blank & ~sectional & np.array([is_inverted(p, c) for p, c in zip(polarity, corners, strict=True)], dtype=bool)
     for row in np.flatnonzero(inverted):
         add(row, "inverted", polarity[row], f"lung fields brighter than the mediastinum by {polarity[row]:.2f}")
     blobs = fingerprints["text_blobs"].fillna(0).to_numpy(dtype=float)
