@@ -156,6 +156,14 @@ if shap_result is not None:
         st.warning(warning)
 if study.leakage is not None and study.leakage.flagged:
     st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
+duplicates = data.duplicate_leakage_for(dataset, study)  # issue 13: duplicates across CV folds
+if duplicates is not None and duplicates["leakage"].n_crossing:
+    st.warning(f"{duplicates['leakage'].n_crossing} of {duplicates['leakage'].n_pairs} near-duplicate pairs (Quality page) "
+               "sit in different cross-validation folds: the model is tested on pictures it trained on.")
+    if st.button("Merge patients that share a duplicate into one CV group", key="classifiers_merge_duplicates"):
+        merged = data.merged_group_auc(dataset, study)
+        st.caption(f"AUC {merged['auc_patient_groups']:.3f} with patient groups, {merged['auc_merged_groups']:.3f} with "
+                   f"{merged['merged_patients']} patient(s) merged into groups that share a duplicate.")
 
 st.subheader(f"Per class ({report.kind}, {report.model})")
 same = saved is not None and saved.key == shown

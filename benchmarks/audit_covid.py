@@ -46,7 +46,7 @@ def main() -> int:
     else:
         dataset = ingest(SHARED_DATA / "covid-chestxray", target).dataset
     started = time.perf_counter()
-    audit = audit_dataset(dataset, encoder=args.encoder)
+    audit = audit_dataset(dataset, encoder=args.encoder, progress=lambda f, m: print(f"{time.perf_counter() - started:7.1f}s {f:.2f} {m}", file=sys.stderr, flush=True))
     audit_seconds = time.perf_counter() - started
     thresholds = Thresholds()
     pairs, sets = audit.duplicates(thresholds)

@@ -6,9 +6,11 @@
   match (:func:`match_score`) of at least ``match``. The hash catches rescaled and recompressed
   copies whatever the encoder; crops move the hash, so candidates also come from each image's
   nearest neighbours (by a centre descriptor and by the embedding) and are verified by finding
-  one picture's detail inside the other's at several scales. The embedding alone is a weak
-  witness on radiographs: different chest films sit close together in any general encoder's
-  space, so its default threshold is strict.
+  one picture's detail inside the other's at several scales. The hash and the embedding alone
+  are weak witnesses on radiographs: different chest films look alike at the 32 x 32 px a pHash
+  sees (on covid-chestxray, films of different patients came within 4-8 bits) and sit close
+  together in a general encoder's space, so both defaults are strict (2 bits, cosine 0.02) and
+  the pixel match does most of the work.
 
 Candidate pairs are kept with every score, so a page can move the thresholds without
 recomputing (:func:`select_pairs` + :func:`duplicate_sets`). Pairs are found block by block
@@ -35,7 +37,7 @@ from scipy.sparse.csgraph import connected_components
 
 from core.audit.fingerprints import hashes_as_uint64
 
-PHASH_BITS = 8
+PHASH_BITS = 2
 COSINE = 0.02
 MATCH = 0.80
 CANDIDATE_PHASH_BITS = 12

@@ -144,3 +144,73 @@ def flip_labels(labels: pd.Series, *, fraction: float = 0.1, seed: int = 0) -> t
         current = str(labels.iloc[position])
         labels.iloc[position] = rng.choice([c for c in classes if c != current])
     return labels, flipped
+
+
+def score_planted(audit, dataset_images: pd.DataFrame, truth: pd.DataFrame, thresholds=None, *,
+                  same_picture: Sequence[set[str]] = ()) -> pd.DataFrame:
+    """Recall and precision of the audit per planted kind.
+
+    Every row shows a *picture*: an original shows its own, a copy shows its source's. Sources
+    that are themselves one picture filed under two patients (found by the audit and confirmed
+    by eye) are named in ``same_picture`` as sets of their patient ids. A duplicate pair the
+    audit reports is correct when both rows show the same picture.
+
+    Copies: a planted pair (copy, its source) is found when the audit pairs them (``resaved``
+    must be found as ``exact``); precision is the share of the audit's pairs involving a copy
+    of that kind that are correct; ``all duplicate pairs`` counts every pair the audit reports.
+    Blank and inverted: rows flagged with that image issue against rows planted so.
+    Returns one row per kind: kind, planted, found, flagged, recall, precision.
+    """
+    from core.audit.duplicates import Thresholds
+
+    thresholds = thresholds or Thresholds()
+    resolved = dataset_images["path"].map(lambda p: str(Path(p).resolve()))
+    row_of = {path: row for row, path in enumerate(resolved)}
+    truth = truth.assign(row=truth["path"].map(row_of),
+                         source_row=truth["source_path"].map(lambda p: row_of.get(p, -1) if isinstance(p, str) and p else -1))
+    patients = dataset_images["patient_id"].astype(str).to_numpy()
+    group_of = {pid: min(group) for group in same_picture for pid in group}
+    picture = {}
+    for row, source in zip(truth["row"], truth["source_row"], strict=True):
+        shown = source if source >= 0 else row
+        picture[int(row)] = group_of.get(patients[shown], f"row-{shown}")
+    pairs, _ = audit.duplicates(thresholds)
+    found = {(int(i), int(j)): kind for i, j, kind in zip(pairs["i"], pairs["j"], pairs["kind"], strict=True)}
+    correct = {k: picture.get(k[0]) == picture.get(k[1]) for k in found}
+    kind_of_row = dict(zip(truth["row"], truth["kind"], strict=True))
+    records = []
+    for kind in COPY_KINDS:
+        planted = truth[truth["kind"] == kind]
+        keys = {(min(r, s), max(r, s)) for r, s in zip(planted["row"], planted["source_row"], strict=True)}
+        hits = [k for k in keys if k in found and (kind != "resaved" or found[k] == "exact")]
+        involving = [k for k in found if kind_of_row.get(k[0]) == kind or kind_of_row.get(k[1]) == kind]
+        records.append({"kind": kind, "planted": len(keys), "found": len(hits), "flagged": len(involving),
+                        "recall": len(hits) / len(keys) if keys else float("nan"),
+                        "precision": sum(correct[k] for k in involving) / len(involving) if involving else float("nan")})
+    planted_pairs = {(min(r, s), max(r, s)) for r, s in zip(truth["row"], truth["source_row"], strict=True) if s >= 0}
+    records.append({"kind": "all duplicate pairs", "planted": len(planted_pairs),
+                    "found": sum(k in found for k in planted_pairs), "flagged": len(found),
+                    "recall": sum(k in found for k in planted_pairs) / len(planted_pairs) if planted_pairs else float("nan"),
+                    "precision": sum(correct.values()) / len(found) if found else float("nan")})
+    issues = audit.image_issues
+    for kind in ("blank", "inverted"):
+        planted_rows = set(truth.loc[truth["kind"] == kind, "row"].astype(int))
+        flagged = set(issues.loc[issues["issue"] == kind, "row"].astype(int))
+        hits = planted_rows & flagged
+        records.append({"kind": kind, "planted": len(planted_rows), "found": len(hits), "flagged": len(flagged),
+                        "recall": len(hits) / len(planted_rows) if planted_rows else float("nan"),
+                        "precision": len(hits) / len(flagged) if flagged else float("nan")})
+    return pd.DataFrame.from_records(records)
+
+
+def score_label_flips(audit, flipped_rows: np.ndarray) -> dict[str, float]:
+    """Recall and precision of cleanlab's label issues against the rows :func:`flip_labels`
+    changed, plus recall within the first ``len(flipped)`` of the ranking."""
+    flipped = set(int(r) for r in flipped_rows)
+    flagged = audit.label_issues["row"].astype(int).tolist()
+    hits = flipped & set(flagged)
+    top = set(flagged[: len(flipped)])
+    return {"flipped": len(flipped), "flagged": len(flagged), "found": len(hits),
+            "recall": len(hits) / len(flipped) if flipped else float("nan"),
+            "precision": len(hits) / len(flagged) if flagged else float("nan"),
+            "recall_at_n_flipped": len(flipped & top) / len(flipped) if flipped else float("nan")}

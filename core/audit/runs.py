@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from core.ingest import Dataset
 
 KIND = "audit"
-AUDIT_VERSION = 1
+AUDIT_VERSION = 2
 INGEST_DUPLICATE_STATUSES = ("duplicate_row", "duplicate_file")
 ProgressFn = Callable[[float, str], None]
 
@@ -334,3 +334,13 @@ def summary_lines(audit: Audit, thresholds: Thresholds = Thresholds()) -> list[s
 def audit_json(audit: Audit) -> str:
     return json.dumps({"key": audit.key, "created": audit.created, "config": audit.config, "counts": audit.counts()},
                       indent=1, default=str)
+
+
+def train_audit(dataset: Dataset, *, progress: ProgressFn | None = None, force: bool = False,
+                store: RunStore | None = None, **config: Any) -> str:
+    """Compute (or load) the audit and return its run key: what the app's background job runs,
+    so that the page reads the result from the store. Raises RuntimeError when it was not saved."""
+    audit = audit_dataset(dataset, progress=progress, force=force, store=store, **config)
+    if not audit.key:
+        raise RuntimeError("; ".join(n for n in audit.notes if n.startswith("not saved")) or "the audit was not saved")
+    return audit.key
