@@ -382,25 +382,3 @@ def session_cohort(dataset: Dataset) -> Cohort:
     except WeightsUnavailableError as error:
         st.error(f"{error}\n\nPick another encoder in the sidebar, or put the weights where the message says.")
         st.stop()
-
-
-# --- data-quality audit (issue 13): duplicates across the folds of a classifier study ---
-def duplicate_leakage_for(dataset: Dataset, study) -> dict | None:
-    """The newest saved audit's duplicate pairs and how many cross the study's folds (None when
-    the dataset was never audited or the study is multi-label)."""
-    from core.audit.runs import latest_audit
-    from core.classify.duplicates import duplicate_leakage
-
-    audit = latest_audit(dataset)
-    if audit is None or np.asarray(study.report.folds).ndim != 1:
-        return None
-    pairs, _ = audit.duplicates()
-    return {"audit": audit, "pairs": pairs, "leakage": duplicate_leakage(study.table, study.report.folds, pairs)}
-
-
-def merged_group_auc(dataset: Dataset, study) -> dict:
-    """AUC with patient groups and with duplicate-sharing patients merged (a saved run)."""
-    from core.classify.duplicates import merged_groups_run
-
-    found = duplicate_leakage_for(dataset, study)
-    return merged_groups_run(study, found["pairs"], audit_key=found["audit"].key, thresholds={"default": True})

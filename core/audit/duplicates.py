@@ -70,6 +70,9 @@ class Thresholds:
         return self
 
 
+DEFAULT_THRESHOLDS = Thresholds()
+
+
 def _unit_rows(vectors: np.ndarray | None, n: int) -> tuple[np.ndarray | None, np.ndarray]:
     if vectors is None:
         return None, np.zeros(n, dtype=bool)
@@ -246,7 +249,7 @@ def candidate_pairs(
                          "cosine_distance": "float64", "match_score": "float64"})
 
 
-def select_pairs(candidates: pd.DataFrame, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
+def select_pairs(candidates: pd.DataFrame, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
     """The candidate pairs that are duplicates under ``thresholds``, with a ``kind`` column:
     "exact", or "near" with ``evidence`` ("phash", "embedding" or "phash+embedding")."""
     thresholds.check()
@@ -280,7 +283,7 @@ def duplicate_sets(n: int, pairs: pd.DataFrame) -> np.ndarray:
 
 
 def duplicates_report(images: pd.DataFrame, candidates: pd.DataFrame,
-                      thresholds: Thresholds = Thresholds()) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      thresholds: Thresholds = DEFAULT_THRESHOLDS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pairs, sets) for ``images`` (needs ``image_id`` and ``patient_id``) under ``thresholds``.
 
     pairs : one row per duplicate pair: image and patient id of both sides, ``kind``,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.atomic import atomic_write_bytes, atomic_write_text
-from core.audit.duplicates import Thresholds
+from core.audit.duplicates import DEFAULT_THRESHOLDS, Thresholds
 from core.audit.runs import Audit, audit_json, row_problems, summary_lines
 from core.export import to_csv_bytes
 
@@ -25,7 +25,7 @@ def _ids(audit: Audit, rows: pd.Series) -> pd.DataFrame:
     return audit.images.iloc[rows.to_numpy(dtype=int)][columns].reset_index(drop=True)
 
 
-def audit_tables(audit: Audit, thresholds: Thresholds = Thresholds()) -> dict[str, pd.DataFrame]:
+def audit_tables(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> dict[str, pd.DataFrame]:
     """The four tables, as written to CSV (no server paths)."""
     pairs, sets = audit.duplicates(thresholds)
     cross = sets.set_index("set_id")["cross_patient"] if len(sets) else pd.Series(dtype=bool)
@@ -42,7 +42,7 @@ def audit_tables(audit: Audit, thresholds: Thresholds = Thresholds()) -> dict[st
             "outliers.csv": outlier_table}
 
 
-def write_audit(audit: Audit, out_dir: str | Path, thresholds: Thresholds = Thresholds()) -> Path:
+def write_audit(audit: Audit, out_dir: str | Path, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> Path:
     """Write ``AUDIT_FILES`` to ``out_dir`` (created if needed); returns it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from core.audit.duplicates import Thresholds, candidate_pairs, duplicates_report
+from core.audit.duplicates import DEFAULT_THRESHOLDS, Thresholds, candidate_pairs, duplicates_report
 from core.audit.fingerprints import fingerprint_images
 from core.audit.images import image_issues
 from core.audit.label_issues import find_label_problems
@@ -67,14 +67,14 @@ class Audit:
     created: str = ""
     dataset: str = ""
 
-    def duplicates(self, thresholds: Thresholds = Thresholds()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def duplicates(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(pairs, sets) under ``thresholds`` (see :func:`core.audit.duplicates.duplicates_report`)."""
         return duplicates_report(self.images, self.candidates, thresholds)
 
-    def cluster_summary(self, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
+    def cluster_summary(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
         return cluster_summary(self, thresholds)
 
-    def counts(self, thresholds: Thresholds = Thresholds()) -> dict[str, int]:
+    def counts(self, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> dict[str, int]:
         """How many findings of each kind (for summaries and run listings)."""
         pairs, sets = self.duplicates(thresholds)
         counts = {
@@ -257,7 +257,7 @@ def latest_audit(dataset: Dataset, *, store: RunStore | None = None) -> Audit | 
 # ---------------------------------------------------------------------------- summaries
 
 
-def row_problems(audit: Audit, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
+def row_problems(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
     """One row per image: booleans per kind of problem (duplicate, cross_patient_duplicate,
     outlier, label_issue and each image issue) and ``set_id`` of its duplicate set."""
     n = len(audit.images)
@@ -281,7 +281,7 @@ def row_problems(audit: Audit, thresholds: Thresholds = Thresholds()) -> pd.Data
     return frame
 
 
-def cluster_summary(audit: Audit, thresholds: Thresholds = Thresholds(), *, dominant_share: float = 0.5) -> pd.DataFrame:
+def cluster_summary(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS, *, dominant_share: float = 0.5) -> pd.DataFrame:
     """Per cluster: size, count of each problem, the most common problem and its share, the
     largest duplicate set's share, and ``dominated`` when one problem (or one duplicate set)
     covers at least ``dominant_share`` of a cluster of 5 or more: a confounder, since the
@@ -305,7 +305,7 @@ def cluster_summary(audit: Audit, thresholds: Thresholds = Thresholds(), *, domi
     return pd.DataFrame.from_records(records)
 
 
-def summary_lines(audit: Audit, thresholds: Thresholds = Thresholds()) -> list[str]:
+def summary_lines(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
     """A one-screen summary in words."""
     counts = audit.counts(thresholds)
     pairs, sets = audit.duplicates(thresholds)

@@ -18,7 +18,12 @@ from core.audit.duplicates import (
     match_score,
     select_pairs,
 )
-from core.audit.fingerprints import centre_descriptor, match_thumbnail, perceptual_hashes, pixel_hash
+from core.audit.fingerprints import (
+    centre_descriptor,
+    match_thumbnail,
+    perceptual_hashes,
+    pixel_hash,
+)
 from core.audit.xray import grey_thumbnail, xray_checks
 from core.pixels import load_pixels
 

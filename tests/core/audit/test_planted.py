@@ -17,7 +17,13 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from core.audit.planted import Source, flip_labels, make_planted_cohort, score_label_flips, score_planted
+from core.audit.planted import (
+    Source,
+    flip_labels,
+    make_planted_cohort,
+    score_label_flips,
+    score_planted,
+)
 from core.audit.runs import audit_dataset, summary_lines
 from core.ingest import ingest
 from core.runs import RunStore
