@@ -33,7 +33,7 @@ from core.db import Base, DatabaseClient
 from core.labels.store import ConflictError, SaveResult, StoreBusyError
 
 __all__ = ["DECISIONS", "DECISION_COLUMNS", "ConflictError", "DecisionStore", "SaveResult", "StoreBusyError",
-           "excluded_ids", "finding_id"]
+           "excluded_ids", "excluded_per_patient", "finding_id"]
 
 DECISIONS = ("excluded", "not_a_problem", "open")
 DECISION_COLUMNS = ["finding_id", "decision", "image_ids", "version", "author", "note", "created_at"]
@@ -201,3 +201,11 @@ def excluded_ids(dataset: str, *, url: str | None = None) -> frozenset[str]:
     ``exclude_ids`` every page's cohort filter applies. Empty when nothing was excluded."""
     with DecisionStore(url) as store:
         return store.excluded_ids(dataset)
+
+
+def excluded_per_patient(images: pd.DataFrame, ids: Iterable[str]) -> dict[str, int]:
+    """patient id -> number of that patient's images among ``ids`` (patients with none left
+    out): what ``core.export.labeled_export(excluded_images=...)`` writes with the table."""
+    wanted = set(map(str, ids))
+    chosen = images[images["image_id"].astype(str).isin(wanted)]
+    return {str(k): int(v) for k, v in chosen["patient_id"].astype(str).value_counts().items()}

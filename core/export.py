@@ -40,7 +40,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -182,6 +182,7 @@ def labeled_export(
     keep_free_text: bool = False,
     is_admin: bool = False,
     salt: bytes | None = None,
+    excluded_images: Mapping[str, int] | None = None,
 ) -> ExportTable:
     """The labelled patient table, ready to download.
 
@@ -193,6 +194,8 @@ def labeled_export(
     deidentify : apply ``core.deid.deidentify`` (the default); False needs ``is_admin``
     keep_free_text : keep notes and other free text in a de-identified export; needs ``is_admin``
     salt : the pseudonym salt (default: ``core.deid.deployment_salt()``)
+    excluded_images : patient id -> how many of their images an audit decision excluded
+        (``core.exclusions.excluded_per_patient``); adds an ``excluded_images`` column
 
     Returns an ``ExportTable`` with one row per patient; server paths are always left out.
     Raises ``PermissionError`` when a non-admin asks for identifiable data or free text, and
@@ -207,6 +210,8 @@ def labeled_export(
     if keep_free_text and not is_admin:
         raise PermissionError("only an administrator may export free text")
     table = labeled_patients(patients, patient_clusters(patient_ids, labels), mapping, overrides)
+    if excluded_images is not None:  # audit exclusions travel with the table (issue 13)
+        table["excluded_images"] = table["patient_id"].astype(str).map(dict(excluded_images)).fillna(0).astype("int64")
     left_out = {column: "server path" for column in private_columns(table)}
     table = export_columns(table)
     if not deidentify:

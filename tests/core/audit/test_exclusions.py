@@ -89,3 +89,22 @@ def test_viewers_and_bad_input_are_refused(store: DecisionStore):
     with pytest.raises(ValueError, match="base_version"):
         store.decide("ds", finding, "excluded", ["img-1"], user=ANN, base_version=0)
     assert store.history("ds").empty
+
+
+def test_exclusions_travel_with_the_exported_table(demo_dataset):
+    from core.exclusions import excluded_per_patient
+    from core.export import labeled_export
+
+    images = demo_dataset.images
+    first, second = images["patient_id"].astype(str).unique()[:2]
+    ids = images.loc[images["patient_id"].astype(str) == first, "image_id"].head(2).tolist()
+    ids += images.loc[images["patient_id"].astype(str) == second, "image_id"].head(1).tolist()
+    per_patient = excluded_per_patient(images, ids)
+    assert per_patient == {first: 2, second: 1}
+    patients = demo_dataset.patients
+    labels = [0] * len(patients)
+    table = labeled_export(patients, patients["patient_id"].to_numpy(), labels, None, deidentify=False, is_admin=True,
+                           excluded_images=per_patient).table.set_index("patient_id")
+    assert table.loc[first, "excluded_images"] == 2 and table.loc[second, "excluded_images"] == 1
+    assert table["excluded_images"].sum() == 3
+    assert "excluded_images" not in labeled_export(patients, patients["patient_id"].to_numpy(), labels, None).table
