@@ -45,10 +45,11 @@ with st.expander("What counts as a near duplicate", expanded=False):
     c1, c2, c3 = st.columns(3)
     thresholds = Thresholds(
         phash_bits=c1.slider("pHash bits that differ (<=)", 0, CANDIDATE_PHASH_BITS, PHASH_BITS, key="quality_phash"),
-        cosine=c2.slider("Embedding cosine distance (<=)", 0.0, 0.1, COSINE, 0.005, format="%.3f", key="quality_cosine"),
+        cosine=c2.slider("Embedding cosine distance (<=, 0 = off)", 0.0, 0.1, COSINE, 0.005, format="%.3f", key="quality_cosine"),
         match=c3.slider("Crop-aware pixel match (>=)", 0.5, 1.0, MATCH, 0.01, key="quality_match"))
-    st.caption("A pair is a near duplicate when any one holds. Chest films look alike to a pHash and to a general "
-               "encoder, so the defaults are strict; the pixel match finds one picture inside the other (crops, rescans).")
+    st.caption("A pair is a near duplicate when any one holds. Chest films look alike to a pHash and to an encoder, "
+               "so the hash default is strict and the embedding by default only proposes candidates; the pixel match "
+               "finds one picture inside the other (copies, rescales, recompressions, crops).")
 counts = audit.counts(thresholds)
 pairs, sets = audit.duplicates(thresholds)
 metrics = {"Duplicate sets": counts["duplicate_sets"], "Across patients": counts["cross_patient_sets"],

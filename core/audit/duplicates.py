@@ -9,8 +9,10 @@
   one picture's detail inside the other's at several scales. The hash and the embedding alone
   are weak witnesses on radiographs: different chest films look alike at the 32 x 32 px a pHash
   sees (on covid-chestxray, films of different patients came within 4-8 bits) and sit close
-  together in a general encoder's space, so both defaults are strict (2 bits, cosine 0.02) and
-  the pixel match does most of the work.
+  together in an encoder's space (efficientnet-lite0: different films from cosine distance 0.034,
+  crops of one film up to 0.31; the ``pixels`` encoder: different films from 0.005). So the hash
+  default is strict (2 bits), the embedding by default only proposes candidates (``cosine`` 0 =
+  off; raise it to let the embedding decide alone), and the pixel match does most of the work.
 
 Candidate pairs are kept with every score, so a page can move the thresholds without
 recomputing (:func:`select_pairs` + :func:`duplicate_sets`). Pairs are found block by block
@@ -38,7 +40,7 @@ from scipy.sparse.csgraph import connected_components
 from core.audit.fingerprints import hashes_as_uint64
 
 PHASH_BITS = 2
-COSINE = 0.02
+COSINE = 0.0  # off: the embedding proposes candidates; alone it decides nothing (see above)
 MATCH = 0.80
 CANDIDATE_PHASH_BITS = 12
 NEIGHBOURS = 5
@@ -53,7 +55,8 @@ PAIR_COLUMNS = ["i", "j", "exact", "phash_distance", "cosine_distance", "match_s
 @dataclass(frozen=True)
 class Thresholds:
     """What counts as a near duplicate: pHash bits that differ <= ``phash_bits``, embedding
-    cosine distance <= ``cosine``, or crop-aware pixel match >= ``match``."""
+    cosine distance <= ``cosine`` (0: the embedding alone never decides), or crop-aware pixel
+    match >= ``match``."""
 
     phash_bits: int = PHASH_BITS
     cosine: float = COSINE
@@ -254,7 +257,7 @@ def select_pairs(candidates: pd.DataFrame, thresholds: Thresholds = DEFAULT_THRE
     "exact", or "near" with ``evidence`` ("phash", "embedding" or "phash+embedding")."""
     thresholds.check()
     by_hash = candidates["phash_distance"] <= thresholds.phash_bits
-    by_vector = candidates["cosine_distance"] <= thresholds.cosine
+    by_vector = (candidates["cosine_distance"] <= thresholds.cosine) & (thresholds.cosine > 0)
     by_match = candidates["match_score"] >= thresholds.match
     keep = candidates["exact"] | by_hash | by_vector | by_match
     chosen = candidates[keep].copy()

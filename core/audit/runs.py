@@ -313,7 +313,8 @@ def summary_lines(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> 
         f"Audit of {audit.dataset}: {counts['images']} images, encoder {audit.config['encoder']}",
         f"Duplicates: {counts['exact_duplicate_pairs']} exact and {counts['near_duplicate_pairs']} near pairs in "
         f"{counts['duplicate_sets']} sets; {counts['cross_patient_sets']} sets span different patient ids",
-        f"  (near = pHash <= {thresholds.phash_bits} bits, or cosine <= {thresholds.cosine}, or pixel match >= {thresholds.match})",
+        f"  (near = pHash <= {thresholds.phash_bits} bits, or pixel match >= {thresholds.match}"
+        + (f", or embedding cosine <= {thresholds.cosine})" if thresholds.cosine > 0 else "; embedding: candidates only)"),
     ]
     if counts["ingest_repeats"]:
         lines.append(f"Ingest repeats: {counts['ingest_repeats']} rows or files named an image already ingested")

@@ -56,6 +56,7 @@ def test_select_pairs_applies_each_threshold_and_names_the_evidence():
     candidates = pd.DataFrame({"i": [0, 0, 1, 2], "j": [1, 2, 3, 3], "exact": [True, False, False, False],
                                "phash_distance": [0.0, 6.0, 12.0, 14.0], "cosine_distance": [0.0, 0.3, 0.01, 0.3],
                                "match_score": [1.0, 0.5, 0.4, 0.85]})
+    assert select_pairs(candidates)[["i", "j"]].values.tolist() == [[0, 1], [2, 3]]  # defaults: cosine off
     chosen = select_pairs(candidates, Thresholds(phash_bits=8, cosine=0.02, match=0.8))
     assert chosen[["i", "j"]].values.tolist() == [[0, 1], [0, 2], [1, 3], [2, 3]]
     assert chosen["evidence"].tolist() == ["pixel hash", "phash", "embedding", "pixel match"]
