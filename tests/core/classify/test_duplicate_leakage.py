@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.classify.duplicates import auc_with_merged_groups, duplicate_leakage, merge_duplicate_groups
+from core.classify.duplicates import (
+    auc_with_merged_groups,
+    duplicate_leakage,
+    merge_duplicate_groups,
+)
 from core.classify.evaluate import evaluate
 from core.classify.target import prepare_target
 
