@@ -143,8 +143,8 @@ def match_score(a: np.ndarray, b: np.ndarray, *, scales: Sequence[float] = MATCH
 
     A copy, a rescaled or recompressed copy and a crop of 0-30% score near 1; different
     radiographs, whose broad shapes agree but whose detail does not, stay far below.
-    Coarse to fine: every scale and both directions at half size, then the best three scales
-    of the best direction at full size when the coarse score reaches ``COARSE_GATE``.
+    Coarse to fine: every scale and both directions at half size, then the three best of those
+    (and the plain overlay) at full size when the coarse score reaches ``COARSE_GATE``.
     a, b : uint8 thumbnails (h, w) from :func:`core.audit.fingerprints.match_thumbnail`.
     """
     coarse: list[tuple[float, int, float]] = []
@@ -154,13 +154,18 @@ def match_score(a: np.ndarray, b: np.ndarray, *, scales: Sequence[float] = MATCH
         for scale in scales:
             coarse.append((_score_at(big_half, detail, small_half, scale, 1.0), direction, scale))
     coarse.sort(reverse=True)
-    best_coarse, direction, _ = coarse[0]
-    if best_coarse < COARSE_GATE:
-        return best_coarse
-    big, small = (a, b) if direction == 0 else (b, a)
-    detail = _high_pass(big, 2.0)
-    tried = {1.0, *[scale for _, d, scale in coarse if d == direction][:3]}
-    return max(_score_at(big, detail, small, scale, 2.0) for scale in tried)
+    if coarse[0][0] < COARSE_GATE:
+        return coarse[0][0]
+    # Half size has few positions to try, so its best direction can be the wrong one: refine
+    # the three best (direction, scale) pairs and the plain overlay both ways at full size.
+    tried = {(direction, scale) for _, direction, scale in coarse[:3]} | {(0, 1.0), (1, 1.0)}
+    best = -1.0
+    for direction in (0, 1):
+        big, small = (a, b) if direction == 0 else (b, a)
+        detail = _high_pass(big, 2.0)
+        for scale in sorted(s for d, s in tried if d == direction):
+            best = max(best, _score_at(big, detail, small, scale, 2.0))
+    return best
 
 
 def _top_k(unit: np.ndarray, usable: np.ndarray, k: int, found: set[tuple[int, int]]) -> None:
