@@ -281,13 +281,19 @@ def row_problems(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> p
     return frame
 
 
-def cluster_summary(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS, *, dominant_share: float = 0.5) -> pd.DataFrame:
+def cluster_summary(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS, *, dominant_share: float = 0.5,
+                    clusters: np.ndarray | None = None) -> pd.DataFrame:
     """Per cluster: size, count of each problem, the most common problem and its share, the
     largest duplicate set's share, and ``dominated`` when one problem (or one duplicate set)
     covers at least ``dominant_share`` of a cluster of 5 or more: a confounder, since the
-    cluster may exist because of it."""
+    cluster may exist because of it.
+
+    clusters : (n_images,) cluster ids aligned with the dataset's images (e.g. an image-level
+    clustering of the Agreement page); default the audit's own k-means."""
     problems = row_problems(audit, thresholds)
-    problems["cluster"] = audit.clusters
+    if clusters is not None and len(clusters) != len(problems):
+        raise ValueError(f"clusters has {len(clusters)} rows; the audit has {len(problems)} images")
+    problems["cluster"] = audit.clusters if clusters is None else np.asarray(clusters)
     kinds = [c for c in problems.columns if c not in ("set_id", "cluster")]
     records = []
     for cluster, group in problems.groupby("cluster"):
