@@ -85,21 +85,23 @@ def image_issues(images: pd.DataFrame, fingerprints: pd.DataFrame, *, use_cleanv
     for row in np.flatnonzero(~decoded):
         add(row, "decode_error", 1.0, str(fingerprints["error"].iloc[row]))
     std = fingerprints["std"].to_numpy(dtype=float)
+    modality = (images["modality"].astype(str).str.upper().to_numpy() if "modality" in images
+                else np.full(len(images), "", dtype=object))
+    sectional = np.isin(modality, list(SECTIONAL_MODALITIES))
     blank = decoded & (std < BLANK_STD)
     for row in np.flatnonzero(blank):
         add(row, "blank", 1.0 - std[row] / BLANK_STD, f"blank: pixel spread {std[row]:.4f} (< {BLANK_STD})")
     polarity = fingerprints["polarity"].to_numpy(dtype=float)
     corners = fingerprints["corner_polarity"].to_numpy(dtype=float)
-    modality = (images["modality"].astype(str).str.upper().to_numpy() if "modality" in images
-                else np.full(len(images), "", dtype=object))
-    sectional = np.isin(modality, list(SECTIONAL_MODALITIES))
     inverted = decoded & ~blank & ~sectional & np.array([is_inverted(p, c) for p, c in zip(polarity, corners, strict=True)], dtype=bool)
     for row in np.flatnonzero(inverted):
         add(row, "inverted", polarity[row], f"lung fields brighter than the mediastinum by {polarity[row]:.2f}")
     blobs = fingerprints["text_blobs"].fillna(0).to_numpy(dtype=float)
     header_text = (images["burned_in_annotation"].fillna(False).astype(bool).to_numpy()
                    if "burned_in_annotation" in images else np.zeros(len(images), dtype=bool))
-    for row in np.flatnonzero(decoded & ~blank & ((blobs >= TEXT_BLOBS_FLAG) | header_text)):
+    # On CT and MR slices, vessels and bowel gas near the edge look like glyphs: only the DICOM
+    # header's flag counts there.
+    for row in np.flatnonzero(decoded & ~blank & (((blobs >= TEXT_BLOBS_FLAG) & ~sectional) | header_text)):
         why = "DICOM header says burned-in annotation" if header_text[row] else f"{int(blobs[row])} glyph-like marks near the edges"
         add(row, "burned_in_text", blobs[row], why)
     border = fingerprints["border_fraction"].to_numpy(dtype=float)

@@ -13,7 +13,8 @@
   CT and MR.
 * **Burned-in text**: clusters of small, high-contrast, glyph-sized blobs in the outer band of
   the image (labels, dates, "L"/"R" markers); the DICOM header's ``BurnedInAnnotation`` is
-  added by :mod:`core.audit.images` where ingest recorded it.
+  added by :mod:`core.audit.images` where ingest recorded it (on CT and MR only the header
+  counts: vessels near the edge of a slice look like glyphs).
 * **Black border**: the share of the frame outside the bounding box of rows and columns that
   hold any signal (a scan placed on a black canvas, a screenshot of a film).
 
