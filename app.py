@@ -26,6 +26,7 @@ pages = [
     (st.Page("app_pages/drift.py", title="Agreement", icon=":material/compare_arrows:", url_path="drift"), "browse"),
     (st.Page("app_pages/classifiers.py", title="Classifiers", icon=":material/model_training:"), "browse"),
     (st.Page("app_pages/fairness.py", title="Fairness", icon=":material/balance:"), "browse"),
+    (st.Page("app_pages/quality.py", title="Quality", icon=":material/rule:"), "browse"),
     (st.Page("app_pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"), "manage_roles"),
     (st.Page("app_pages/audit.py", title="Audit", icon=":material/history:"), "audit"),
 ]

@@ -11,7 +11,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.audit.runs import latest_audit
 from core.classify.clinical import CLINICAL_LABELS, clinical_metrics, headline
+from core.classify.duplicates import duplicate_leakage, merged_groups_run
 from core.classify.models import MODELS
 from core.classify.runs import (
     describe_run,
@@ -160,6 +162,15 @@ if shap_result is not None:
         st.warning(warning)
 if study.leakage is not None and study.leakage.flagged:
     st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
+audit = latest_audit(dataset)  # issue 13: duplicates (Quality page) on both sides of a CV split
+crossing = duplicate_leakage(study.table, report.folds, audit.duplicates()[0]) if audit is not None and report.folds.ndim == 1 else None
+if crossing is not None and crossing.n_crossing:
+    st.warning(f"{crossing.n_crossing} of {crossing.n_pairs} near-duplicate pairs (Quality page) sit in different "
+               "cross-validation folds: the model is tested on pictures it trained on.")
+    if st.button("Merge patients that share a duplicate into one CV group", key="classifiers_merge_duplicates"):
+        merged = merged_groups_run(study, audit.duplicates()[0], audit_key=audit.key, thresholds={"default": True})
+        st.caption(f"AUC {merged['auc_patient_groups']:.3f} with patient groups, {merged['auc_merged_groups']:.3f} with "
+                   f"{merged['merged_patients']} patient(s) merged into groups that share a duplicate.")
 
 st.subheader(f"Per class ({report.kind}, {report.model})")
 same = saved is not None and saved.key == shown

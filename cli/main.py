@@ -8,7 +8,8 @@ import sys
 
 # Subcommand modules under cli.commands, in the order `scanatlas --help` lists them.
 COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify", "explain", "runs",
-            "roles", "serve", "serve_app", "propagate", "draft", "import_embeddings", "finetune"]
+            "roles", "serve", "serve_app", "propagate", "draft", "import_embeddings", "finetune",
+            "audit"]
 
 
 def build_parser() -> argparse.ArgumentParser:

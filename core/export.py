@@ -183,6 +183,7 @@ def labeled_export(
     is_admin: bool = False,
     salt: bytes | None = None,
     drafts: Mapping[object, str] | None = None,
+    excluded_images: Mapping[str, int] | None = None,
 ) -> ExportTable:
     """The labelled patient table, ready to download.
 
@@ -198,6 +199,8 @@ def labeled_export(
         it), exported as the ``report_draft`` column. It is added after de-identification, which
         would drop it as free text: in a de-identified export it is scrubbed again (dates, ages,
         names, places become placeholders) and always starts with the draft mark.
+    excluded_images : patient id -> how many of their images an audit decision excluded
+        (``core.exclusions.excluded_per_patient``); adds an ``excluded_images`` column
 
     Returns an ``ExportTable`` with one row per patient; server paths are always left out.
     Raises ``PermissionError`` when a non-admin asks for identifiable data or free text, and
@@ -212,6 +215,8 @@ def labeled_export(
     if keep_free_text and not is_admin:
         raise PermissionError("only an administrator may export free text")
     table = labeled_patients(patients, patient_clusters(patient_ids, labels), mapping, overrides)
+    if excluded_images is not None:  # audit exclusions travel with the table (issue 13)
+        table["excluded_images"] = table["patient_id"].astype(str).map(dict(excluded_images)).fillna(0).astype("int64")
     left_out = {column: "server path" for column in private_columns(table)}
     table = export_columns(table)
     if not deidentify:

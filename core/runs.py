@@ -1,8 +1,9 @@
 """One store for every expensive result: named runs, in the spirit of FiftyOne's brain runs.
 
 A run has a *kind* (``projection``, ``clustering``, ``k-sweep``, ``cluster-drivers``,
-``drift-study``, ``classifier-study``, ``explanation``...), a *key* derived from its inputs, its
-config and the code version of that kind, the config itself, a created time and its files::
+``drift-study``, ``classifier-study``, ``explanation``, ``audit``, ``duplicate-merge``...), a
+*key* derived from its inputs, its config and the code version of that kind, the config itself,
+a created time and its files::
 
     ROOT/<kind>/<key>/run.json        kind, key, version, config, inputs, dataset, created, files
     ROOT/<kind>/<key>/<name>.npy      arrays (allow_pickle=False)

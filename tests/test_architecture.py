@@ -18,7 +18,8 @@ FRONT_ENDS = ("app_pages", "ui", "cli")
 # Task modules compose primitives into named runs; primitives never import them.
 TASK_MODULES = {
     "core.cohort", "core.datasets", "core.embed", "core.clustering.runs", "core.drift.study",
-    "core.classify.study", "core.uploads", "core.imports", "core.finetune.study",
+    "core.classify.study", "core.uploads", "core.imports", "core.finetune.study", "core.audit.runs",
+    "core.audit.export",
 }
 HEAVY = ("sklearn", "umap", "torch", "torchvision", "shap", "scipy", "pytorch_grad_cam")
 

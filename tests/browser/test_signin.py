@@ -109,7 +109,7 @@ def assert_no_traceback(page) -> None:
 
 
 def test_viewer_labeler_admin_and_sign_out(browser, server: str, label_db: str):
-    browse = {"Data", "Embeddings", "Map", "Clusters", "Agreement", "Classifiers", "Fairness"}
+    browse = {"Data", "Embeddings", "Map", "Clusters", "Agreement", "Classifiers", "Fairness", "Quality"}
 
     with signed_in(browser, server, "vic@example.org") as page:
         expect(page.get_by_text("Signed in as vic@example.org (viewer)")).to_be_visible()
