@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.exclusions import excluded_ids, excluded_per_patient
+from core.exclusions import excluded_per_patient
 from core.export import (
     EXPORT_FIRST_COLUMNS,
     export_file_name,
@@ -47,7 +47,7 @@ keep_free_text = right.checkbox("Keep free-text notes", value=False, key="export
 try:
     export = labeled_export(dataset.patients, cohort.table["patient_id"].values, result.labels, mapping, overrides,
                             deidentify=deidentify, keep_free_text=keep_free_text and deidentify, is_admin=IS_ADMIN,
-                            excluded_images=excluded_per_patient(dataset.images, excluded_ids(dataset.name)))
+                            excluded_images=excluded_per_patient(data.whole_dataset().images, data.decision_store().excluded_ids(dataset.name)))
 except (ValueError, PermissionError, OSError) as error:
     st.error(f"Cannot build the export: {error}.")
     st.stop()

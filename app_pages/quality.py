@@ -10,7 +10,7 @@ import streamlit as st
 from core.audit.duplicates import CANDIDATE_PHASH_BITS, COSINE, MATCH, PHASH_BITS, Thresholds
 from core.audit.export import audit_tables
 from core.audit.runs import audit_runs, cluster_summary, load_audit, train_audit
-from core.exclusions import DecisionStore, finding_id
+from core.exclusions import finding_id
 from ui import auth, data, widgets
 from ui.jobs import wait_for
 
@@ -21,7 +21,9 @@ def load_run(key: str, created: str):
 
 
 widgets.page_header("Quality")
-dataset = data.current_dataset()
+# The whole dataset (cohort filter and exclusions not applied): the audit looks at every scan,
+# including the ones an analyst already excluded, so a decision can be reopened.
+dataset = data.whole_dataset()
 encoder = st.session_state["encoder"]
 runs = [run for run in audit_runs(dataset) if run.config.get("encoder") == encoder]
 if st.button("Run the audit again" if runs else "Run the audit", type="secondary" if runs else "primary", key="quality_run"):
@@ -65,7 +67,7 @@ if counts["cross_patient_sets"]:
 images = dataset.images.reset_index(drop=True)
 user = auth.current_user()
 may_decide = auth.can("label")
-store = DecisionStore()
+store = data.decision_store()
 decided = store.current(dataset.name).set_index("finding_id")
 
 

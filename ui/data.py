@@ -121,10 +121,12 @@ def current_dataset() -> Dataset:
     """The sidebar's dataset restricted by the cohort filter (``ui.filters``; the whole dataset
     when the filter is empty or invalid, which the sidebar reports). ``st.session_state
     ["exclude_ids"]``, a ``{dataset name: image ids}`` mapping, is the hook through which another
-    page (e.g. an audit) leaves single images out of every study."""
+    page leaves single images out of every study; the images analysts excluded on the Quality page
+    (``core.exclusions``, saved and versioned) are always left out."""
     whole = whole_dataset()
     where = tuple(st.session_state.get("where") or ())
-    excluded = tuple(sorted((st.session_state.get("exclude_ids") or {}).get(whole.name, ())))
+    excluded = tuple(sorted({*(st.session_state.get("exclude_ids") or {}).get(whole.name, ()),
+                             *decision_store().excluded_ids(whole.name)}))
     if not where and not excluded:
         return whole
     try:
@@ -353,6 +355,14 @@ def cluster_drivers(cohort: Cohort, clustering_key: str, labels: np.ndarray, *, 
         return stored
     with st.spinner("Finding what drives the clusters..."):
         return drivers_of_clustering(cohort, clustering_key, labels, dataset=st.session_state["dataset"])
+
+
+@st.cache_resource
+def decision_store():
+    """The audit decisions (``core.exclusions.DecisionStore``), one client per server."""
+    from core.exclusions import DecisionStore
+
+    return DecisionStore()
 
 
 @st.cache_resource

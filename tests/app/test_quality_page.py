@@ -80,3 +80,13 @@ def test_quality_page_shows_the_saved_audit_and_saves_an_exclusion(saved_audit, 
     history = DecisionStore(db_url).history(dataset.name)
     assert history["decision"].tolist() == ["excluded"] and history["version"].tolist() == [1]
     assert any("1 scan(s) of this dataset are excluded" in c.value for c in at.caption)
+    # Every page's cohort leaves the excluded scan out (ui.data.current_dataset): the Map draws
+    # one image fewer, and the Quality page still audits the whole dataset.
+    st.cache_resource.clear()
+    map_page = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    map_page.query_params.update({"encoder": "pixels", "level": "image", "method": "pca"})
+    map_page.run()
+    map_page.switch_page("app_pages/map.py").run()
+    assert not map_page.exception, [e.value for e in map_page.exception]
+    drawn = [c.value for c in map_page.caption if " images · pixels" in c.value]
+    assert drawn and drawn[0].startswith(f"{len(dataset.images) - 1} images · "), drawn
