@@ -121,6 +121,7 @@ def embed_dataset(
     progress: Callable[[int, int], None] | None = None,
     weights_path: str | os.PathLike | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    image_embedder: Callable[..., Any] | None = None,
 ) -> EmbeddingSet:
     """Vectors for every row of ``dataset.images`` with encoder ``encoder_name``.
 
@@ -138,6 +139,9 @@ def embed_dataset(
     progress : optional callable(done, total) over all rows, cached rows counted as done
     weights_path : optional weights file for encoders that take one
     chunk_size : vectors per cache shard; an interrupted run loses at most this many
+    image_embedder : what embeds the images the cache lacks, called like
+        ``iter_image_embeddings(items, encoder, batch_size=, progress=)`` (the default); e.g.
+        ``core.ray_engine.ray_image_embedder`` runs them through Ray Data
 
     Returns
     -------
@@ -244,7 +248,7 @@ def embed_dataset(
                 def inner(done: int, _total: int) -> None:
                     progress(done_base + done, total)
 
-            for chunk in iter_image_embeddings(
+            for chunk in (image_embedder or iter_image_embeddings)(
                 items, encoder, batch_size=batch_size, progress=inner
             ):
                 place(list(chunk.image_ids), chunk.vectors, writer)
