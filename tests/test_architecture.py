@@ -18,7 +18,7 @@ FRONT_ENDS = ("app_pages", "ui", "cli")
 # Task modules compose primitives into named runs; primitives never import them.
 TASK_MODULES = {
     "core.cohort", "core.datasets", "core.embed", "core.clustering.runs", "core.drift.study",
-    "core.classify.study", "core.uploads", "core.imports",
+    "core.classify.study", "core.uploads", "core.imports", "core.ray_engine",
 }
 HEAVY = ("sklearn", "umap", "torch", "torchvision", "shap", "scipy", "pytorch_grad_cam")
 
