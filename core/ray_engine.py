@@ -47,6 +47,11 @@ class RayUnavailableError(RuntimeError):
     """Ray (with Ray Data) is not installed here."""
 
 
+class RayEngineError(RuntimeError):
+    """The Ray pipeline failed (e.g. an actor died more often than ``max_restarts``). The
+    vectors that came back before are in the cache; running again computes only the rest."""
+
+
 def require_ray() -> Any:
     """The ``ray`` module with ``ray.data`` loaded; raises RayUnavailableError naming the
     install command when it is not installed."""
@@ -149,6 +154,17 @@ def _map(ray: Any, dataset: Any, actor_class: type, encoder: Any, gpus: bool, ac
     )
 
 
+def _batches(ray: Any, mapped: Any) -> Iterator[dict[str, np.ndarray]]:
+    try:
+        yield from mapped.iter_batches(batch_size=None, batch_format="numpy")
+    except ray.exceptions.RayError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise RayEngineError(
+            f"the Ray pipeline failed ({type(error).__name__}: {first_line}); the vectors "
+            "computed before are in the cache, run again to compute the rest"
+        ) from None
+
+
 def ray_image_embedder(
     encoder_name: str,
     *,
@@ -188,7 +204,7 @@ def ray_image_embedder(
         done = 0
         total = len(items)
         paths = {i: p for i, p, _ in items}
-        for batch in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in _batches(ray, mapped):
             ids = [str(i) for i in batch["image_id"]]
             reasons = [str(r) for r in batch["reason"]]
             vectors = np.asarray(batch["vector"], dtype=np.float32).reshape(len(ids), -1)
@@ -229,7 +245,8 @@ def embed_dataset_ray(
     imported vectors need no images decoded: they take the local path unchanged. When every
     vector is cached Ray is not started at all.
 
-    Raises what ``embed_dataset`` raises, plus RayUnavailableError and ConnectionError.
+    Raises what ``embed_dataset`` raises, plus RayUnavailableError, ConnectionError and
+    RayEngineError (the pipeline failed; what came back before is cached).
     """
     require_ray()
     embedder = ray_image_embedder(encoder_name, weights_path=weights_path, num_actors=num_actors,

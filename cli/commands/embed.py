@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _embed_with_ray(args: argparse.Namespace, dataset, progress):
     """embed_dataset_ray, or None after printing why Ray cannot be used."""
-    from core.ray_engine import RayUnavailableError, embed_dataset_ray
+    from core.ray_engine import RayEngineError, RayUnavailableError, embed_dataset_ray
 
     try:
         return embed_dataset_ray(
@@ -74,7 +74,7 @@ def _embed_with_ray(args: argparse.Namespace, dataset, progress):
             progress=progress,
             weights_path=args.weights,
         )
-    except (RayUnavailableError, ConnectionError) as error:
+    except (RayUnavailableError, RayEngineError, ConnectionError) as error:
         print(f"error: {error}")
         return None
 

@@ -20,7 +20,7 @@ pytest.importorskip("ray.data", reason='Ray Data is missing: pip install -e ".[r
 
 from core.cache import EmbeddingCache  # noqa: E402
 from core.embed import embed_dataset  # noqa: E402
-from core.ray_engine import EncoderActor, embed_dataset_ray  # noqa: E402
+from core.ray_engine import EncoderActor, RayEngineError, embed_dataset_ray  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ENCODER = "efficientnet-lite0"
@@ -131,6 +131,15 @@ def test_a_killed_worker_is_restarted_and_its_batch_retried(
     assert np.abs(result.vectors - local_vectors).max() < 1e-4
     cache = EmbeddingCache(tmp_path / "cache")
     assert cache.contains(result.namespace, result.image_ids).all()
+
+
+def test_an_actor_that_keeps_dying_fails_with_a_clear_error(local_ray, images, tmp_path):
+    log_file, marker = tmp_path / "computed.log", tmp_path / "crashed"
+    with pytest.raises(RayEngineError, match="ActorDiedError.*run again to compute the rest"):
+        embed_dataset_ray(images.iloc[:4], ENCODER, cache_root=tmp_path / "cache", batch_size=4,
+                          num_actors=1, actor_class=_actor_class(log_file, marker),
+                          max_restarts=0)
+    assert marker.exists() and not log_file.exists()
 
 
 def test_failures_come_back_with_reasons_and_are_not_cached(local_ray, images, tmp_path):
