@@ -193,6 +193,9 @@ def ray_image_embedder(
                                 else max(1, int(resources.get("CPU", 2)) // 2))
         actors = max(1, min(actors, (len(items) + batch_size - 1) // batch_size))
         rows = [{"image_id": i, "path": p, "frame": int(f)} for i, p, f in items]
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the caller's progress callback reports instead
+        context.print_on_execution_start = False
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * actors)))
         with warnings.catch_warnings():
             # max_restarts / max_task_retries still go through **ray_remote_args (deprecated

@@ -61,8 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _embed_with_ray(args: argparse.Namespace, dataset, progress):
     """embed_dataset_ray, or None after printing why Ray cannot be used."""
+    import logging
+
     from core.ray_engine import RayEngineError, RayUnavailableError, embed_dataset_ray
 
+    logging.getLogger("ray").setLevel(logging.WARNING)  # the progress bar says what Ray Data would
     try:
         return embed_dataset_ray(
             dataset,
