@@ -168,7 +168,9 @@ def embed_dataset(
     _require(images, ["image_id", "text"] if is_text else ["image_id", "path", "frame"], spec.name)
 
     cache = EmbeddingCache(cache_root if cache_root is not None else _default_cache_root())
-    namespace = cache.namespace(spec.name, spec.version, encoder.preprocess_params(), dim=spec.dim)
+    # An embedder that decodes differently (e.g. on the GPU) names that in its own namespace.
+    params = {**encoder.preprocess_params(), **getattr(image_embedder, "preprocess_extra", {})}
+    namespace = cache.namespace(spec.name, spec.version, params, dim=spec.dim)
     image_ids = images["image_id"].astype(str).to_numpy(dtype=object)
     paths = (
         images["path"]
