@@ -121,6 +121,7 @@ def embed_dataset(
     progress: Callable[[int, int], None] | None = None,
     weights_path: str | os.PathLike | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    image_embedder: Callable[..., Any] | None = None,
 ) -> EmbeddingSet:
     """Vectors for every row of ``dataset.images`` with encoder ``encoder_name``.
 
@@ -138,6 +139,9 @@ def embed_dataset(
     progress : optional callable(done, total) over all rows, cached rows counted as done
     weights_path : optional weights file for encoders that take one
     chunk_size : vectors per cache shard; an interrupted run loses at most this many
+    image_embedder : what embeds the images the cache lacks, called like
+        ``iter_image_embeddings(items, encoder, batch_size=, progress=)`` (the default); e.g.
+        ``core.ray_engine.ray_image_embedder`` runs them through Ray Data
 
     Returns
     -------
@@ -164,7 +168,9 @@ def embed_dataset(
     _require(images, ["image_id", "text"] if is_text else ["image_id", "path", "frame"], spec.name)
 
     cache = EmbeddingCache(cache_root if cache_root is not None else _default_cache_root())
-    namespace = cache.namespace(spec.name, spec.version, encoder.preprocess_params(), dim=spec.dim)
+    # An embedder that decodes differently (e.g. on the GPU) names that in its own namespace.
+    params = {**encoder.preprocess_params(), **getattr(image_embedder, "preprocess_extra", {})}
+    namespace = cache.namespace(spec.name, spec.version, params, dim=spec.dim)
     image_ids = images["image_id"].astype(str).to_numpy(dtype=object)
     paths = (
         images["path"]
@@ -244,7 +250,7 @@ def embed_dataset(
                 def inner(done: int, _total: int) -> None:
                     progress(done_base + done, total)
 
-            for chunk in iter_image_embeddings(
+            for chunk in (image_embedder or iter_image_embeddings)(
                 items, encoder, batch_size=batch_size, progress=inner
             ):
                 place(list(chunk.image_ids), chunk.vectors, writer)

@@ -19,7 +19,7 @@ FRONT_ENDS = ("app_pages", "ui", "cli")
 TASK_MODULES = {
     "core.cohort", "core.datasets", "core.embed", "core.clustering.runs", "core.drift.study",
     "core.classify.study", "core.uploads", "core.imports", "core.finetune.study", "core.audit.runs",
-    "core.audit.export",
+    "core.audit.export", "core.ray_engine",
 }
 HEAVY = ("sklearn", "umap", "torch", "torchvision", "shap", "scipy", "pytorch_grad_cam")
 

@@ -38,11 +38,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights", default=None, metavar="PATH", help="weights file for encoders that take one"
     )
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (this process, default) or ray: decode + encoder through Ray Data actors "
+        '(needs pip install -e ".[ray]"); vectors come back here and go into the same cache',
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="with --engine ray: 'auto' (cluster started here by `ray start --head`), "
+        "'ray://HOST:10001' (remote cluster); default: a small local Ray instance",
+    )
+    parser.add_argument(
+        "--actors", type=int, default=None, help="with --engine ray: encoder actors (default: "
+        "one per GPU, else half the CPUs)"
+    )
     add_where_argument(parser)
     parser.set_defaults(func=run)
 
 
+def _embed_with_ray(args: argparse.Namespace, dataset, progress):
+    """embed_dataset_ray, or None after printing why Ray cannot be used."""
+    import logging
+
+    from core.ray_engine import RayEngineError, RayUnavailableError, embed_dataset_ray
+
+    logging.getLogger("ray").setLevel(logging.WARNING)  # the progress bar says what Ray Data would
+    try:
+        return embed_dataset_ray(
+            dataset,
+            args.encoder,
+            address=args.address,
+            cache_root=args.cache,
+            batch_size=args.batch_size,
+            num_actors=args.actors,
+            progress=progress,
+            weights_path=args.weights,
+        )
+    except (RayUnavailableError, RayEngineError, ConnectionError) as error:
+        print(f"error: {error}")
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.engine != "ray" and (args.address is not None or args.actors is not None):
+        print("error: --address and --actors need --engine ray")
+        return 2
+    if args.actors is not None and args.actors < 1:
+        print(f"error: --actors {args.actors} must be >= 1")
+        return 2
     dataset = load_filtered(args.dataset, args.where)
     bar = tqdm(total=len(dataset.images), unit="img", desc=f"embed {args.encoder}", leave=False)
 
@@ -52,15 +98,20 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        result = embed_dataset(
-            dataset,
-            args.encoder,
-            cache_root=args.cache,
-            device=args.device,
-            batch_size=args.batch_size,
-            progress=progress,
-            weights_path=args.weights,
-        )
+        if args.engine == "ray":
+            result = _embed_with_ray(args, dataset, progress)
+            if result is None:
+                return 2
+        else:
+            result = embed_dataset(
+                dataset,
+                args.encoder,
+                cache_root=args.cache,
+                device=args.device,
+                batch_size=args.batch_size,
+                progress=progress,
+                weights_path=args.weights,
+            )
     finally:
         bar.close()
     seconds = time.perf_counter() - started
