@@ -162,7 +162,7 @@ if shap_result is not None:
         st.warning(warning)
 if study.leakage is not None and study.leakage.flagged:
     st.warning("Label leakage: " + "; ".join(study.leakage.flags) + ". Tick 'Mask label words' and retrain.")
-audit = latest_audit(dataset)  # issue 13: duplicates (Quality page) on both sides of a CV split
+audit = latest_audit(data.whole_dataset())  # issue 13: duplicates (Quality page) on both sides of a CV split
 crossing = duplicate_leakage(study.table, report.folds, audit.duplicates()[0]) if audit is not None and report.folds.ndim == 1 else None
 if crossing is not None and crossing.n_crossing:
     st.warning(f"{crossing.n_crossing} of {crossing.n_pairs} near-duplicate pairs (Quality page) sit in different "

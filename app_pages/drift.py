@@ -9,6 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.audit.runs import cluster_summary, clusters_of_images, dominated_sentences, latest_audit
 from core.columns import CONFOUNDER_COLUMNS
 from core.drift.readable import readable_confounders, readable_grid
 from core.drift.study import (
@@ -73,6 +74,18 @@ else:
                    "they may group scans by that rather than by disease.")
     else:
         st.caption("No tested column is strongly and significantly associated with the clusters.")
+
+# The latest quality audit (Quality page): a cluster that is mostly one problem (all blurry, all
+# copies from one duplicate set) may exist because of it, not because of disease.
+audit = latest_audit(data.whole_dataset())
+if audit is not None:
+    image_clusters = clusters_of_images(audit.images, cohort.table, result.labels, cohort.level)
+    dominated = dominated_sentences(cluster_summary(audit, clusters=image_clusters))
+    if dominated:
+        st.warning("The quality audit finds clusters that are mostly one problem, so they may group scans by that "
+                   "problem rather than by disease: " + "; ".join(dominated) + ". See the **Quality** page.")
+    else:
+        st.caption("The latest quality audit finds no cluster that is mostly one problem (Quality page).")
 
 st.subheader("Study: encoders x algorithms")
 st.caption("Which embedding and clustering algorithm agree with the diagnoses best? Each pair is scored as above.")

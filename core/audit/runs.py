@@ -311,6 +311,36 @@ def cluster_summary(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS, *
     return pd.DataFrame.from_records(records)
 
 
+def clusters_of_images(images: pd.DataFrame, table: pd.DataFrame, labels: np.ndarray, level: str) -> np.ndarray:
+    """The cluster of each of ``images``'s rows (an audit's images) under a clustering of a
+    cohort: ``table`` is the cohort table aligned with ``labels``, ``level`` its level ("image":
+    matched by ``image_id``; "patient": every image takes its patient's cluster). Images the
+    cohort does not hold (filtered out, excluded) get -2; noise stays -1. For
+    ``cluster_summary(audit, clusters=...)``."""
+    labels = np.asarray(labels)
+    if len(labels) != len(table):
+        raise ValueError(f"{len(labels)} cluster labels for {len(table)} cohort rows")
+    column = {"image": "image_id", "patient": "patient_id"}.get(level)
+    if column is None:
+        raise ValueError(f"level={level!r} must be 'image' or 'patient'")
+    lookup = pd.Series(labels, index=table[column].astype(str).to_numpy())
+    lookup = lookup[~lookup.index.duplicated()]
+    return images[column].astype(str).map(lookup).fillna(-2).astype(np.int64).to_numpy()
+
+
+def dominated_sentences(summary: pd.DataFrame) -> list[str]:
+    """Plain sentences for the clusters ``cluster_summary`` marks as dominated by one problem
+    (clusters < 0, i.e. noise and rows outside the cohort, are left out)."""
+    lines = []
+    for row in summary[summary["dominated"].astype(bool) & (summary["cluster"] >= 0)].itertuples():
+        if row.top_problem and row.top_share >= row.largest_set_share:
+            what = f"{row.top_share:.0%} of its {row.size} images are flagged \"{row.top_problem.replace('_', ' ')}\""
+        else:
+            what = f"{row.largest_set_share:.0%} of its {row.size} images are copies from one duplicate set"
+        lines.append(f"C{row.cluster}: {what}")
+    return lines
+
+
 def summary_lines(audit: Audit, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[str]:
     """A one-screen summary in words."""
     counts = audit.counts(thresholds)

@@ -90,3 +90,10 @@ def test_quality_page_shows_the_saved_audit_and_saves_an_exclusion(saved_audit, 
     assert not map_page.exception, [e.value for e in map_page.exception]
     drawn = [c.value for c in map_page.caption if " images · pixels" in c.value]
     assert drawn and drawn[0].startswith(f"{len(dataset.images) - 1} images · "), drawn
+
+    # The Agreement page names the clusters the audit finds mostly one problem (or says none is).
+    map_page.switch_page("app_pages/drift.py").run()
+    assert not map_page.exception, [e.value for e in map_page.exception]
+    said = [w.value for w in map_page.warning if "quality audit finds clusters" in w.value]
+    said += [c.value for c in map_page.caption if "quality audit finds no cluster" in c.value]
+    assert len(said) == 1, said
