@@ -22,6 +22,7 @@ audit log, in the same transaction as the write.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -302,3 +303,17 @@ class AccessStore(DatabaseClient):
         frame = pd.DataFrame.from_records(records, columns=AUDIT_COLUMNS)
         frame["at"] = pd.to_datetime(frame["at"], utc=True)
         return frame
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a listen address serves this computer only (``localhost``, 127.0.0.0/8, ``::1``,
+    brackets allowed); an unset address means every interface. The app, ``serve-app`` and the
+    prediction API refuse any other address without sign-in (or ``SCANATLAS_ALLOW_ANONYMOUS=1``)."""
+    if not address or not address.strip():
+        return False
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False

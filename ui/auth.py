@@ -17,7 +17,6 @@ For pages and buttons: ``current_user()``, ``can(permission)`` (hide a button) a
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from typing import Any
@@ -30,6 +29,7 @@ from core.auth import (
     PERMISSIONS,
     AccessStore,
     User,
+    is_loopback,
     local_user,
     user_from_claims,
 )
@@ -115,22 +115,12 @@ def record(action: str, target: str, detail: str = "") -> None:
     access_store().record(user, action, target, detail)
 
 
-def _is_loopback(address: str | None) -> bool:
-    if not address:
-        return False  # unset: Streamlit listens on every interface
-    if address.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False
-
 
 def unsafe_address_message() -> str | None:
     """Why this server must not serve, or ``None``: without sign-in, only a loopback address
     is allowed, unless ``SCANATLAS_ALLOW_ANONYMOUS=1``."""
     address = st.get_option("server.address")
-    if auth_configured() or _is_loopback(address) or os.environ.get(ALLOW_ANONYMOUS_ENV) == "1":
+    if auth_configured() or is_loopback(address) or os.environ.get(ALLOW_ANONYMOUS_ENV) == "1":
         return None
     where = address or "every network interface"
     return (f"ScanAtlas is listening on {where} without sign-in, so anyone who can reach it would be "

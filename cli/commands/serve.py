@@ -5,9 +5,9 @@ become predictions."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 
+from core.auth import is_loopback
 from core.pixels import DEFAULT_MAX_PIXELS
 from core.serving import DEFAULT_MAX_FILES, DEFAULT_MAX_REQUEST_BYTES
 
@@ -37,19 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} must be in 1..65535")
-    if not _is_loopback(args.host) and os.environ.get(ALLOW_ENV) != "1":
+    if not is_loopback(args.host) and os.environ.get(ALLOW_ENV) != "1":
         raise PermissionError(
             f"--host {args.host}: the prediction API has no sign-in, so it serves this computer only; "
             f"set {ALLOW_ENV}=1 to serve a network that is yours alone (or put it behind an "

@@ -20,7 +20,6 @@ same rule as the app: without sign-in only a loopback address, unless
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import secrets
 import shutil
@@ -33,6 +32,8 @@ import time
 import tomllib
 import urllib.request
 from pathlib import Path
+
+from core.auth import is_loopback
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app.py"
@@ -58,14 +59,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: a new temporary folder)")
     parser.set_defaults(func=run)
 
-
-def is_loopback(address: str) -> bool:
-    if address.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def auth_configured(secrets: Path = REPO / ".streamlit" / "secrets.toml") -> bool:

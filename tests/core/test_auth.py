@@ -135,3 +135,10 @@ def test_record_and_filter_events(access: AccessStore):
         access.events(limit=0)
     with pytest.raises(ValueError, match="action=''"):
         access.record(ADMIN, "", "x")
+
+
+def test_only_loopback_addresses_count_as_this_computer_only():
+    from core.auth import is_loopback
+
+    assert all(is_loopback(a) for a in ["localhost", "127.0.0.1", "127.9.9.9", "::1", "[::1]", " LOCALHOST "])
+    assert not any(is_loopback(a) for a in [None, "", "0.0.0.0", "::", "10.0.0.5", "example.org", "127.0.0.1.evil"])
