@@ -24,6 +24,7 @@ from core.datasets import DEMO_NAME, demo_dataset_ready, ensure_demo_dataset, op
 from core.demo import DEMO_PATIENTS, DEMO_SLICES
 from core.embed import embed_dataset, middle_slice_rows
 from core.projection import map_params, stored_projection
+from core.runs import RunStore
 from ui import data
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -148,7 +149,17 @@ def test_the_first_map_is_each_patients_middle_slice_while_the_rest_embed(monkey
     assert not filling_notes(at)
     full = build_cohort(dataset, real(dataset, "pixels"), level="patient")
     assert full.key != first.key
-    assert data.job_runner().get(data.projection_job_key(full, "umap", 2)) is not None  # now UMAP starts
+    umap_job = data.job_runner().get(data.projection_job_key(full, "umap", 2))
+    assert umap_job is not None  # now UMAP starts
+
+    # Leave no UMAP behind: the next test needs this cohort's UMAP neither stored nor started.
+    # (With numba compiled by an earlier test module, this job can end, and store its map, before
+    # that test looks for its pending note.)
+    umap_job.future.result(timeout=TIMEOUT_S)
+    umap = stored_projection(len(full.has_vector), full.key, "umap",
+                             **map_params("umap", int(full.has_vector.sum())))
+    assert umap is not None and RunStore().delete(umap.key)
+    data.job_runner.clear()  # a fresh runner, without the finished job
 
 
 def test_umap_not_stored_yet_draws_pca_with_a_note_then_switches_to_umap(monkeypatch) -> None:
