@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core.atomic import atomic_write_text, is_temp
 from core.ingest import WARNING_STATUSES, Dataset, IngestResult, ingest, load_dataset
+from core.notes import hide_paths
 from core.settings import cache_root, datasets_root
 
 DEMO_NAME = "demo-cardiac-mri"
@@ -241,7 +242,7 @@ def ingest_summary_status(result: IngestResult, *, csv_label_column: str | None 
     if counts.n_images == 0:
         return "error", (f"Nothing was ingested into **{name}**: {counts.n_not_ingested} files or rows refused. "
                          "The ingest report below says why for each.")
-    notes = "".join(f"\n\n{note}" for note in result.notes)
+    notes = "".join(f"\n\n{hide_paths(note)}" for note in result.notes)  # no server paths on a page
     if counts.n_not_ingested or counts.n_warnings:
         return "warning", (f"{head} {counts.n_not_ingested} files or rows not ingested and "
                            f"{counts.n_warnings} warnings: see the ingest report below.{notes}")

@@ -75,3 +75,15 @@ def split_sentences(text: Any) -> list[str]:
     if carry:
         pieces.append(carry)
     return [re.sub(r"\s+", " ", p) for p in pieces]
+
+
+# An absolute POSIX or Windows path of two or more components.
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"]+){2,}[\\/]?")
+
+
+def hide_paths(text: Any) -> Any:
+    """Replace every absolute path in ``text`` by its last component:
+    "No such file: '/srv/runs/ab/x.npy'" -> "No such file: 'x.npy'". Non-strings unchanged."""
+    if not isinstance(text, str):
+        return text
+    return _PATH.sub(lambda m: re.split(r"[\\/]", m.group(0).rstrip("\\/"))[-1], text)

@@ -4,13 +4,13 @@ paths in messages."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import pandas as pd
 
+from core.notes import hide_paths
+
 # An absolute POSIX or Windows path (at least two components); its last component is kept.
-_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"]+){2,}[\\/]?")
 
 CONFOUNDER_NAMES = {"column": "column", "n": "rows tested", "n_levels": "values",
                     "cramers_v": "association (Cramér's V, 0-1)", "p_value": "p-value",
@@ -30,14 +30,6 @@ def significant(value: Any, digits: int = 3) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value == 0:
         return value
     return round(float(value), digits - 1 - math.floor(math.log10(abs(value))))
-
-
-def hide_paths(text: Any) -> Any:
-    """Replace every absolute path in ``text`` by its last component:
-    "No such file: '/srv/runs/ab/x.npy'" -> "No such file: 'x.npy'". Non-strings unchanged."""
-    if not isinstance(text, str):
-        return text
-    return _PATH.sub(lambda m: re.split(r"[\\/]", m.group(0).rstrip("\\/"))[-1], text)
 
 
 def _rounded(frame: pd.DataFrame, digits: int) -> pd.DataFrame:
