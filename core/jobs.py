@@ -16,14 +16,17 @@ silently. Results stay where the work itself keeps them (the run store, the embe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +38,24 @@ from core.atomic import atomic_write_text
 JOURNAL_STATUSES = ("running", "done", "failed", "interrupted")
 # Progress reaches the journal (a file write) at most this often.
 JOURNAL_EVERY_S = 1.0
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _plain_main() -> Iterator[None]:
+    """A bare ``__main__`` while a worker process is spawned. ``spawn`` re-runs the parent's
+    ``__main__`` file in the child; inside Streamlit (and AppTest) ``__main__`` is the page script
+    that submitted the job, which must not run again in a worker."""
+    with _MAIN_LOCK:
+        saved = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if saved is not None:
+                sys.modules["__main__"] = saved
 
 
 class WorkerProcessError(RuntimeError):
@@ -248,7 +269,8 @@ class JobRunner:
         receiver, sender = context.Pipe(duplex=False)
         worker = context.Process(target=_process_main, args=(sender, work, args, kwargs),
                                  daemon=True, name="scanatlas-job")
-        worker.start()
+        with _plain_main():
+            worker.start()
         sender.close()  # the child holds the only sending end: its death ends the pipe
         try:
             while True:

@@ -50,9 +50,11 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: Path):
-    """One headless Chromium for every browser test of the session."""
+    """One headless Chromium per browser test module. Not per session: Playwright's sync API
+    keeps an asyncio loop running in the main thread while it is open, and later tests that call
+    ``asyncio.run`` (the load and serve-app tests) would fail."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -109,7 +111,7 @@ def _tab(browser, *, timeout_ms: float = 120_000, **context_options):
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def new_tab(browser) -> Callable:
     """``with new_tab(**context_options) as tab:`` a page in a fresh context of ``browser``."""
     return lambda **options: _tab(browser, **options)

@@ -114,3 +114,19 @@ def test_jobs_of_another_live_server_are_not_interrupted(tmp_path):
     entry.update(pid=2**22 + 12345)  # a process that does not exist: its server has gone
     path.write_text(json.dumps(entry))
     assert [r.key for r in JobRunner(journal=tmp_path).interrupted] == ["quick"]
+
+
+def test_a_page_script_as_main_is_not_run_again_in_the_worker(tmp_path, monkeypatch):
+    # Inside Streamlit (and AppTest) __main__ is the page script that submitted the job; spawn
+    # would re-run that file in the worker. Here such a script fails if it is ever run.
+    import sys
+    import types
+
+    page = tmp_path / "page.py"
+    page.write_text("raise SystemExit('the page script ran in the worker')\n", encoding="utf-8")
+    script = types.ModuleType("__main__")
+    script.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    job = JobRunner(journal=tmp_path / "jobs").submit("umap:page", _count, 2, process=True)
+    assert job.future.result(timeout=120) != os.getpid()
+    assert sys.modules["__main__"] is script  # put back after the spawn
