@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError) as error:
-        # Expected user errors: one clear line, no traceback.
+    except (ValueError, OSError) as error:
+        # Expected user errors (bad input, a missing or unreadable file, a refused permission,
+        # which is an OSError too): one clear line, no traceback.
         print(f"scanatlas {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -219,10 +219,23 @@ def _patients_table(images: pd.DataFrame) -> pd.DataFrame:
     return patients
 
 
+def _only_csv(folder: Path) -> Path:
+    """The one CSV at the top of ``folder`` (the patient table of a patient-csv layout given as
+    a folder); ``ValueError`` naming what was found otherwise."""
+    found = sorted(p for p in folder.glob("*.csv") if p.is_file() and not p.name.startswith("."))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise ValueError(f"--layout patient-csv with the folder {folder.name}: expected one CSV at its top (the "
+                         f"patient table), found {names}; pass the CSV file as SOURCE or with --metadata")
+    return found[0]
+
+
 def _read_layout(layout: str, source: Path, csv_path: Path | None, column_map, *,
                  images_dir: Path | None = None, link_roots: list[Path] | tuple[Path, ...] = ()) -> LayoutResult:
     root = source if source.is_dir() else source.parent
     if layout == "patient-csv":
+        if csv_path is None and source.is_dir():
+            csv_path = _only_csv(source)
         return read_patient_csv(csv_path or source, root, column_map, link_roots=link_roots)
     if layout == "class-folders":
         return read_class_folders(root, link_roots=link_roots)

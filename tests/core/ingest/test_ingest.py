@@ -114,6 +114,28 @@ def test_patient_csv_missing_column_names_it_and_the_columns_found(demo_dir, tmp
         ingest(cohort / "patients.csv", tmp_path / "out", layout="patient-csv")
 
 
+def test_patient_csv_given_as_its_folder_uses_the_one_csv_there(demo_dir, tmp_path, capsys):
+    cohort = tmp_path / "cohort"
+    shutil.copytree(demo_dir, cohort)
+    dataset = ingest(cohort, tmp_path / "out", layout="patient-csv").dataset
+    assert len(dataset.images) == int(pd.read_csv(cohort / "patients.csv")["num_slices"].sum())
+    # Two CSVs at the top: which one is the patient table? The CLI says so in one line.
+    shutil.copy(cohort / "patients.csv", cohort / "copy.csv")
+    assert cli_main(["ingest", str(cohort), "--out", str(tmp_path / "out2"), "--layout", "patient-csv"]) == 2
+    err = capsys.readouterr().err
+    assert "expected one CSV at its top" in err and "copy.csv, patients.csv" in err
+    assert "Traceback" not in err and not (tmp_path / "out2" / "images.parquet").exists()
+
+
+def test_cli_reports_an_unreadable_source_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "metadata.csv"  # a folder where a CSV file is expected
+    folder.mkdir()
+    assert cli_main(["ingest", str(tmp_path), "--metadata", str(folder), "--out", str(tmp_path / "out"),
+                     "--layout", "image-csv"]) == 2
+    err = capsys.readouterr().err
+    assert "scanatlas ingest: error:" in err and "Traceback" not in err
+
+
 def test_patient_csv_folder_outside_source_is_refused(demo_dir, tmp_path):
     cohort = tmp_path / "cohort"
     shutil.copytree(demo_dir, cohort)
