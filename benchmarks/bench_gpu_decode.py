@@ -127,7 +127,7 @@ def main() -> int:
         stages["end_to_end_gpu_decode"] = "skipped: CUDA not available"
 
     result = {
-        "images": len(files), "folder": str(files[0].parent), "encoder": encoder.spec.name,
+        "images": len(files), "folder": "/".join(files[0].parent.parts[-2:]),  # no machine path "encoder": encoder.spec.name,
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "torch": torch.__version__, "batch_size": args.batch_size, "images_per_s": stages,

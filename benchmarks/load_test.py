@@ -524,7 +524,7 @@ def measure(args: argparse.Namespace, cache: Path, workers: int = 0) -> dict[str
     report: dict[str, Any] = {
         "configuration": f"{workers} Streamlit processes behind HAProxy" if workers else "one Streamlit process",
         "workers": workers or 1, "proxy": "haproxy" if workers else None,
-        "app_dir": str(app_dir), "git_commit": _git_commit(app_dir), "sessions": args.sessions,
+        "app_dir": "this repository" if app_dir == REPO_ROOT else app_dir.name,  # no machine path "git_commit": _git_commit(app_dir), "sessions": args.sessions,
         "single_repeats": args.single_repeats, "client": "raw Streamlit websocket sessions",
         "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
         "python": platform.python_version(), "session_ttl_s": args.session_ttl,
