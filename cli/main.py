@@ -12,22 +12,34 @@ COMMANDS = ["demo", "ingest", "encoders", "embed", "cache", "drift", "classify",
             "audit"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands that never name an encoder: they start without importing torch (about 9 s and
+# 850 MB before a 58-file ingest could begin).
+NO_ENCODER_COMMANDS = frozenset({"demo", "ingest", "roles", "serve_app"})
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``only`` (a name in ``COMMANDS``) when that is the
+    command being run, so that its start-up imports nothing the others need."""
     parser = argparse.ArgumentParser(
         prog="scanatlas",
         description="Map, cluster, label and classify cohorts of medical scans.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in [only] if only in COMMANDS else COMMANDS:
         importlib.import_module(f"cli.commands.{name}").add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.finetune.encoder import register_finetuned_encoders
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The command module named first on the line (``serve-app`` -> serve_app); None for --help.
+    requested = next((a.replace("-", "_") for a in argv if not a.startswith("-")), None)
+    requested = requested if requested in COMMANDS else None
+    if requested not in NO_ENCODER_COMMANDS:
+        from core.finetune.encoder import register_finetuned_encoders
 
-    register_finetuned_encoders()  # fine-tuned encoders from earlier runs work like any other
-    parser = build_parser()
+        register_finetuned_encoders()  # fine-tuned encoders from earlier runs work like any other
+    parser = build_parser(only=requested)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -40,6 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="per-frame pixel budget; larger images are refused (default %(default)s)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip decoding each file's first frame (faster, fewer guarantees)")
+    parser.add_argument("--no-previews", action="store_true",
+                        help="verify each file with a full-frame decode and store no 256 px previews "
+                        "(by default frame 0 is decoded once at reduced scale and its preview kept "
+                        "for galleries)")
     parser.add_argument("--zip-max-bytes", type=int, default=MAX_ZIP_TOTAL_BYTES,
                         help="a ZIP SOURCE that would expand past this many bytes is refused "
                         "whole (default %(default)s)")
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             column_map=_parse_map(args.map),
             max_pixels=args.max_pixels,
             verify=not args.no_verify,
+            previews=not args.no_previews,
             name=args.name,
             progress=progress,
             zip_limits=ZipLimits(max_total_bytes=args.zip_max_bytes, max_ratio=args.zip_max_ratio),

@@ -71,11 +71,15 @@ class Dataset:
 @dataclass
 class IngestResult:
     """dataset : what was written; layout : the layout used; notes : what the layout reader
-    decided (image column, where it looked) and warnings (e.g. a single class folder)."""
+    decided (image column, where it looked) and warnings (e.g. a single class folder);
+    stage_seconds : time per stage summed over files and workers ("hash", "header", "decode",
+    "preview_write"); decodes : how each ingested file's frame 0 was decoded ("jpeg 1/4"...)."""
 
     dataset: Dataset
     layout: str
     notes: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    decodes: list[str] = field(default_factory=list)
 
     @property
     def n_images(self) -> int:

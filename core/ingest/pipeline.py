@@ -11,9 +11,10 @@ import hashlib
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +46,14 @@ from core.ingest.layouts import (
 from core.ingest.normalize import clean_text, normalize_age, normalize_bool, normalize_sex
 from core.ingest.safety import ZipLimits, check_zip, name_problem, printable_name, safe_extract_zip
 from core.pixels import DEFAULT_MAX_PIXELS, PixelError, probe_image, verify_bytes, verify_pixels
+from core.previews import (
+    PREVIEW_FOLDER,
+    PREVIEW_SIZE,
+    PreviewWriter,
+    decode_preview,
+    encode_preview,
+    remove_previews,
+)
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -65,11 +74,18 @@ class _Probed:
     info: object = None
     header: dict | None = None
     error: tuple[str, str] | None = None  # (status, reason)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, for the benchmark
+    decode: str = ""  # how frame 0 was decoded ("jpeg 1/4", "png full", "j2k 1/4"...)
+    preview: bytes | None = None  # frame 0's preview as JPEG, until the writer takes it
 
 
-def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate) -> _Probed:
+def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate,
+           previews: bool = False) -> _Probed:
     """Hash, read the header and (optionally) decode the first frame of one file.
 
+    With ``previews`` (and ``verify``) frame 0 is decoded once, at reduced scale where the
+    format allows (``core.previews.decode_preview``), and its preview encoded as JPEG.
+    Without it, the full-frame check of earlier versions (``verify_pixels``) runs.
     Never raises for a property of the file: every failure becomes ``error``.
     """
     probed = _Probed(candidate)
@@ -78,16 +94,32 @@ def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate
     if problem is not None:
         probed.error = ("bad_file_name", problem)
         return probed
+    clock = time.perf_counter
     try:
+        started = clock()
         probed.sha256 = sha256_file(path)
+        probed.seconds["hash"] = clock() - started
+        if verify and previews:
+            preview = decode_preview(path, max_pixels=max_pixels, reserve=gate.hold)
+            probed.info, probed.header, probed.decode = preview.info, preview.header, preview.decode
+            probed.seconds.update(preview.seconds)
+            started = clock()
+            probed.preview = encode_preview(preview.picture)
+            probed.seconds["preview_encode"] = clock() - started
+            return probed
+        started = clock()
         probed.info = probe_image(path, max_pixels=max_pixels)
         if probed.info.kind == "dicom":
             probed.header = read_header(path)
+        probed.seconds["header"] = clock() - started
         if verify:
             # Declared sizes were checked against the budget by probe_image; the gate bounds
             # how many decodes hold memory at once.
+            started = clock()
             with gate.hold(verify_bytes(probed.info)):
                 verify_pixels(path, max_pixels=max_pixels)
+            probed.seconds["decode"] = clock() - started
+            probed.decode = "full check"
     except PixelError as error:
         probed.error = (error.status, error.reason)
     except FrameRangeError as error:
@@ -289,6 +321,7 @@ def ingest(
     decode_budget_bytes: int = DEFAULT_DECODE_BUDGET_BYTES,
     images_dir: str | os.PathLike[str] | None = None,
     data_roots: list[Path] | None = None,
+    previews: bool = True,
 ) -> IngestResult:
     """Ingest ``source`` (a folder, a metadata CSV or a ZIP archive) into ``out_dir``.
 
@@ -303,6 +336,10 @@ def ingest(
         header, before any decode
     verify : decode the first frame of every file so that later steps cannot meet a file that
         cannot be read (a few seconds per thousand images)
+    previews : with ``verify``, decode frame 0 once at reduced scale (JPEG DCT scaling, JPEG
+        2000 resolution levels) and store a ``PREVIEW_SIZE`` px preview per file under
+        ``out_dir/previews/`` for galleries; False runs the full-frame check of earlier
+        versions and stores none
     progress : ``progress(done, total, message)`` callback
     zip_limits : what a ZIP source may expand to (``ZipLimits()`` by default)
     decode_budget_bytes : most bytes the verification decodes may hold at once, all workers
@@ -367,13 +404,22 @@ def ingest(
     total = len(candidates)
     gate = DecodeGate(decode_budget_bytes)
     probed: list[_Probed] = []
+    previews = bool(previews and verify)
+    writer = PreviewWriter(out_dir) if previews else None
+    write_seconds = 0.0
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
-        items = pool.map(lambda c: _probe(c, max_pixels, verify, gate), candidates)
+        items = pool.map(lambda c: _probe(c, max_pixels, verify, gate, previews), candidates)
         for done, item in enumerate(items, start=1):
+            if writer is not None and item.preview is not None and item.error is None:
+                started = time.perf_counter()
+                writer.add(f"{item.sha256}-0", item.preview)
+                write_seconds += time.perf_counter() - started
+            item.preview = None  # at most one pack of previews is held
             probed.append(item)
             if progress:
                 progress(done, total, printable_name(item.candidate.source))
     rows, file_report = _build_rows(probed, join if join and join.by_patient else None)
+
     join_report = join.unmatched() if join else []
 
     images = pd.DataFrame(rows)
@@ -385,6 +431,19 @@ def ingest(
     patients = _parquet_safe(_patients_table(images))
     report_rows = _printable_report(zip_report + layout_result.report + file_report + join_report)
     report = pd.DataFrame(report_rows, columns=REPORT_COLUMNS)
+    n_previews = 0
+    if writer is not None:
+        started = time.perf_counter()
+        n_previews = writer.close()
+        write_seconds += time.perf_counter() - started
+    else:
+        remove_previews(out_dir)  # an earlier ingest's previews must not outlive its images
+    stage_seconds: dict[str, float] = {}
+    for item in probed:
+        for stage, seconds in item.seconds.items():
+            stage_seconds[stage] = stage_seconds.get(stage, 0.0) + seconds
+    if writer is not None:
+        stage_seconds["preview_write"] = write_seconds
 
     manifest = {
         "name": name or out_dir.name,
@@ -397,6 +456,10 @@ def ingest(
         "n_patients": len(patients),
         "n_reported": len(report),
         "notes": list(layout_result.notes),
+        "previews": ({"folder": PREVIEW_FOLDER, "size": PREVIEW_SIZE, "format": "jpeg packs",
+                      "count": n_previews, "frames": "frame 0 of each file"} if writer else None),
     }
     dataset = write_dataset(out_dir, images, patients, report, manifest)
-    return IngestResult(dataset=dataset, layout=layout, notes=list(layout_result.notes))
+    return IngestResult(dataset=dataset, layout=layout, notes=list(layout_result.notes),
+                        stage_seconds=stage_seconds,
+                        decodes=[item.decode for item in probed if item.error is None])
