@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from core.ingest import Dataset, load_dataset
 from core.ingest.imported import imported_encoders
 from core.labels import LabelStore
 from core.pixels import PixelError, load_pixels
+from core.previews import PREVIEW_FOLDER, PreviewStore
 from core.projection import compute_or_load, estimate_seconds, map_params, stored_projection
 from core.settings import cache_root
 from core.windowing import ScanValues, load_scan_values
@@ -399,6 +401,24 @@ def thumbnail(path: str, frame: int, size: int = 256) -> np.ndarray | None:
         return None
     step = max(1, max(image.shape[:2]) // size)
     return _frozen(np.ascontiguousarray(image[::step, ::step]))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _preview_store(root: str, stamp: float) -> PreviewStore | None:
+    return PreviewStore.open(root)
+
+
+def preview_jpeg(root: str, image_id: str) -> bytes | None:
+    """The preview ingest stored for ``image_id`` in the dataset folder ``root`` (JPEG bytes),
+    or None: a dataset ingested before previews existed, a frame other than 0, an unknown id."""
+    if not root or not image_id:
+        return None
+    try:
+        stamp = (Path(root) / PREVIEW_FOLDER / "index.parquet").stat().st_mtime
+    except OSError:
+        return None
+    store = _preview_store(root, stamp)
+    return store.jpeg(image_id) if store is not None else None
 
 
 def representative_images(dataset: Dataset, table: pd.DataFrame, level: str) -> pd.DataFrame:

@@ -8,6 +8,7 @@ Data page (``st.session_state["reveal_burned_in"]``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import numpy as np
@@ -19,12 +20,14 @@ from core.columns import DESCRIBING_COLUMNS
 from core.deid import obscure_image
 from core.ingest import Dataset
 from core.ingest.imported import no_images_message
+from core.previews import PREVIEW_FOLDER, preview_pixels
 from core.windowing import CT_WINDOW_PRESETS, ScanValues, apply_window
 from ui import data
 
 REVEAL_KEY = "reveal_burned_in"
 # The columns of an images table that ``gallery`` reads.
-GALLERY_COLUMNS = tuple(dict.fromkeys(("path", "frame", "patient_id", "burned_in_annotation", *DESCRIBING_COLUMNS)))
+GALLERY_COLUMNS = tuple(dict.fromkeys(("path", "frame", "image_id", "patient_id", "burned_in_annotation",
+                                       *DESCRIBING_COLUMNS)))
 
 
 def page_header(title: str) -> None:
@@ -72,11 +75,13 @@ def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key:
     # Plain dicts of the few columns used: a row as a Series (iterrows) of a wide table was most
     # of a Clusters rerun.
     used = [c for c in GALLERY_COLUMNS if c in shown]
+    previews = _previews_root()
     for i, row in enumerate(shown[used].to_dict("records")):
         if i % columns == 0:  # a new row of columns, so that captions of any length stay aligned
             grid = st.columns(columns)
         hidden = has_burned_in_text(row) and not reveal
-        picture = thumbnail_jpeg(path=str(row["path"]), frame=int(row["frame"]), obscured=hidden)  # keywords: no inspect per call
+        picture = thumbnail_jpeg(path=str(row["path"]), frame=int(row["frame"]), obscured=hidden,  # keywords: no inspect per call
+                                 image_id=str(row.get("image_id") or ""), previews=previews)
         with grid[i % columns]:
             if picture is None:
                 st.warning(f"Cannot display {scan_label(row)}")
@@ -87,11 +92,21 @@ def gallery(image_rows: pd.DataFrame, *, columns: int = 6, limit: int = 24, key:
 
 # At most 2048 JPEGs of a 256 px thumbnail (~30 KB each) for every session together.
 @st.cache_resource(show_spinner=False, max_entries=2048)
-def thumbnail_jpeg(path: str, frame: int, obscured: bool) -> bytes | None:
-    """The gallery's JPEG of one scan (pixelated when ``obscured``), encoded once for every
-    session: what ``st.image`` would make of the float thumbnail on each rerun (clamped to [0, 1],
-    8-bit, JPEG quality 100). None when the scan cannot be read."""
-    picture = data.thumbnail(path, frame)
+def thumbnail_jpeg(path: str, frame: int, obscured: bool, image_id: str = "", previews: str = "") -> bytes | None:
+    """The gallery's JPEG of one scan (pixelated when ``obscured``), made once for every session.
+
+    The preview ingest stored (``previews``: the dataset folder, ``image_id``) as it is, when
+    there is one; otherwise what ``st.image`` would make of the float thumbnail decoded from the
+    original (clamped to [0, 1], 8-bit, JPEG quality 100). None when the scan cannot be read."""
+    stored = data.preview_jpeg(previews, image_id)
+    picture = None
+    if stored is not None:
+        if not obscured:
+            return stored
+        with contextlib.suppress(OSError, ValueError):  # a damaged preview: decode the original
+            picture = preview_pixels(stored)
+    if picture is None:
+        picture = data.thumbnail(path, frame)
     if picture is None:
         return None
     if obscured:
@@ -100,6 +115,15 @@ def thumbnail_jpeg(path: str, frame: int, obscured: bool) -> bytes | None:
     buffer = io.BytesIO()
     Image.fromarray(pixels).convert("RGB" if pixels.ndim == 3 else "L").save(buffer, format="JPEG", quality=100)
     return buffer.getvalue()
+
+
+def _previews_root() -> str:
+    """The sidebar dataset's folder when ingest stored previews there, else ""."""
+    try:
+        root = data.whole_dataset().root
+    except (KeyError, OSError, ValueError):  # no dataset chosen (yet)
+        return ""
+    return str(root) if (root / PREVIEW_FOLDER).is_dir() else ""
 
 
 def _without_pixels(image_rows: pd.DataFrame) -> bool:
