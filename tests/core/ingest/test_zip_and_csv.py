@@ -83,8 +83,10 @@ def test_hostile_zip_members_never_land_outside_the_extraction_folder(covid_dir,
     extraction = {"out/source", "out/source/COVID", "out/source/Normal", "out/source/COVID/a.png",
                   "out/source/Normal/b.png"}
     written = {"out", "out/images.parquet", "out/patients.parquet", "out/ingest_report.csv",
-               "out/manifest.json"}
-    assert added == extraction | written
+               "out/manifest.json", "out/previews", "out/previews/index.parquet"}
+    packs = {name for name in added if name.startswith("out/previews/pack-") and name.endswith(".bin")}
+    assert len(packs) == 1
+    assert added == extraction | written | packs
     assert not (tmp_path.parent / f"absolute-{tmp_path.name}.png").exists()
     assert sorted(dataset.images["label"]) == ["COVID", "Normal"]
     refused = dataset.report[dataset.report["status"] == "unsafe_zip_member"]
