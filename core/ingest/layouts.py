@@ -559,7 +559,7 @@ def read_dicom_tree(root: Path) -> LayoutResult:
 
 def _csv_columns(path: Path) -> list[str]:
     try:
-        return list(read_csv(path).columns)
+        return list(read_csv(path, clean=False).columns)  # names only: no text repair needed
     except (ValueError, OSError):
         return []
 
