@@ -135,7 +135,8 @@ def _box_factor(longest: int, size: int) -> int:
 
 
 def _shrink_raster(image: Image.Image, size: int) -> Image.Image:
-    """Box-reduce in the image's own mode, so that only a small copy becomes floats."""
+    """Box-reduce (and Lanczos to ``size`` for 8-bit modes) in the image's own mode, so that
+    only a small copy becomes floats."""
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif image.mode == "1":
@@ -144,6 +145,8 @@ def _shrink_raster(image: Image.Image, size: int) -> Image.Image:
     if factor > 1:
         with contextlib.suppress(ValueError, NotImplementedError):  # a mode reduce() does not take
             image = image.reduce(factor)
+    if max(image.size) > size and image.mode in ("L", "RGB", "RGBA", "LA"):
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)  # 8-bit: cheaper than in floats
     return image
 
 
