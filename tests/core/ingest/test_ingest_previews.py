@@ -264,3 +264,30 @@ def test_reingest_never_deletes_what_is_not_a_pack_it_wrote(raster_source, tmp_p
     (folder / "notes.txt").write_text("keep")
     ingest(raster_source, out, layout="class-folders", previews=False)
     assert outside.read_bytes() == b"keep" and (folder / "notes.txt").read_text() == "keep"
+
+
+# -- what the header says and what the preview shows agree with the full path -------------------
+
+
+def test_exif_rotation_16_bit_and_palette_rasters_match_the_full_path(tmp_path):
+    from core.pixels import probe_image
+
+    base = np.asarray(Image.open(FULLSIZE / "00870a9c.jpg").convert("L").resize((600, 300)))
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees: 300 wide, 600 high
+    Image.fromarray(base).save(rotated, exif=exif)
+    sixteen = tmp_path / "sixteen.png"
+    Image.fromarray(base.astype(np.uint16) * 200).save(sixteen)
+    palette = tmp_path / "palette.png"
+    Image.fromarray(base).convert("P", palette=Image.Palette.ADAPTIVE).save(palette)
+    for path in (rotated, sixteen, palette):
+        preview = decode_preview(path)
+        probed = probe_image(path)
+        assert (preview.info.rows, preview.info.columns) == (probed.rows, probed.columns), path.name
+        full = _grey(load_pixels(path))
+        assert abs(preview.picture.shape[0] / preview.picture.shape[1] - full.shape[0] / full.shape[1]) < 0.02
+        size = (preview.picture.shape[1], preview.picture.shape[0])
+        reference = np.asarray(Image.fromarray((full * 255).astype(np.uint8)).resize(size, Image.Resampling.BOX), float)
+        assert np.corrcoef(_grey(preview.picture.astype(float)).ravel(), reference.ravel())[0, 1] > 0.9, path.name
+    assert decode_preview(rotated).info.rows == 600
