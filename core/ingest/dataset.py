@@ -2,7 +2,10 @@
 
 Files: ``images.parquet`` (one row per 2-D image or frame), ``patients.parquet`` (one row per
 patient), ``ingest_report.csv`` (every file or row that was not ingested, with the reason;
-formula-escaped because people open it in a spreadsheet) and ``manifest.json``.
+formula-escaped because people open it in a spreadsheet) and ``manifest.json``; ingest also
+stores a 256 px preview of frame 0 of every file in ``previews/`` (:mod:`core.previews`) unless
+run with ``previews=False``. A folder without ``previews/`` (an older dataset) works the same;
+galleries decode its originals.
 """
 
 from __future__ import annotations
