@@ -64,6 +64,38 @@ print(json.dumps({{
 }}))
 """
 
+# Each stage alone, one thread, in CPU seconds (robust to a loaded machine): old = header probe
+# + full-frame check, new = the one reduced decode (header included) + preview encode + pack write.
+STAGES = r"""
+import json, resource, sys, tempfile
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from core.ingest.pipeline import sha256_file
+from core.pixels import probe_image, verify_pixels
+from core.previews import PreviewWriter, decode_preview, encode_preview
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+files = [p for p in sorted(Path({source!r}).rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".dcm")]
+out, mark = {{}}, cpu()
+def stage(name):
+    global mark
+    now = cpu(); out[name] = round(now - mark, 3); mark = now
+hashes = [sha256_file(p) for p in files]; stage("hash")
+[probe_image(p) for p in files]; stage("old_header_probe")
+[verify_pixels(p) for p in files]; stage("old_full_check")
+previews = [decode_preview(p) for p in files]; stage("new_header_and_reduced_decode")
+jpegs = [encode_preview(p.picture) for p in previews]; stage("new_preview_encode")
+with tempfile.TemporaryDirectory() as folder:
+    writer = PreviewWriter(folder)
+    for digest, jpeg in zip(hashes, jpegs):
+        writer.add(digest + "-0", jpeg)
+    writer.close()
+stage("new_preview_write")
+out["files"] = len(files)
+print(json.dumps(out))
+"""
+
 # The command as cli.main.main ran it before this version: torch imported by the fine-tuned
 # encoder registration, every subcommand's module imported for the parser.
 OLD_CLI = r"""
@@ -139,6 +171,10 @@ def measure_set(source: Path, work: Path, rounds: int, env: dict) -> dict:
             if mode not in best or wall < best[mode]["wall_s"]:
                 best[mode] = run
             shutil.rmtree(out, ignore_errors=True)
+    _, stdout, _ = run_child(STAGES.format(repo=str(REPO), source=str(source)), env)
+    stage_cpu = json.loads(stdout.strip().splitlines()[-1])
+    old_cpu = stage_cpu["old_header_probe"] + stage_cpu["old_full_check"]
+    new_cpu = sum(stage_cpu[k] for k in ("new_header_and_reduced_decode", "new_preview_encode", "new_preview_write"))
     files = best["new"]["images"]
     old, new = best["old"], best["new"]
 
@@ -158,6 +194,9 @@ def measure_set(source: Path, work: Path, rounds: int, env: dict) -> dict:
                 "stage_thread_seconds": stages(new), "decodes": new["decodes"]},
             "speedup": round(old["ingest_s"] / new["ingest_s"], 2),
         },
+        "stage_cpu_seconds_one_thread": {**stage_cpu, "old_verify_total": round(old_cpu, 3),
+                                         "new_verify_and_preview_total": round(new_cpu, 3),
+                                         "verify_cpu_ratio": round(old_cpu / new_cpu, 2)},
         "scanatlas_ingest_command": {
             "old": {"seconds": round(best["old_cli"]["wall_s"], 2),
                     "files_per_s": round(files / best["old_cli"]["wall_s"], 1),
