@@ -31,9 +31,9 @@ from core.pixels import DEFAULT_MAX_PIXELS, PixelError, load_pixels
 
 __all__ = [
     "PROCESS_MIN_ITEMS",
+    "DecodePool",
     "centre_square",
     "check_image",
-    "DecodePool",
     "decode_for_model",
     "decode_processes",
     "model_planes",
@@ -161,20 +161,13 @@ def _plain_main():
     return plain_main()
 
 
-def _worker_start() -> None:
-    # Decoders in a worker use one core each: the pool, not each decoder, spreads the work.
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
-
-
 def _new_executor(kind: str, workers: int) -> Executor:
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scanatlas-decode")
     import multiprocessing
 
     executor = ProcessPoolExecutor(max_workers=workers,
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_start)
+                                   mp_context=multiprocessing.get_context("spawn"))
     # A spawn pool starts a worker on a submit that finds none idle. Start them all now, under
     # a bare __main__: one started later would import the real __main__ (a page script, or a
     # benchmark that imports torch). Jobs submitted back to back find none idle yet.
@@ -225,15 +218,18 @@ class DecodePool:
         return self._executor.submit(decode_for_model, item, *self._job)
 
     def recover(self, items: list[tuple[str, str, int]]) -> list[tuple[np.ndarray | None, str | None]]:
-        """After a worker died: decode ``items`` (the jobs that were in flight) one at a time in
-        a fresh pool, and leave a fresh pool for the jobs after them."""
-        results = []
+        """After a worker died: decode ``items`` (the jobs that were in flight) again one at a
+        time in a one-worker pool, replaced whenever a file kills it (that file fails, with a
+        reason saying so), and leave a full pool for the jobs after them."""
+        results: list[tuple[np.ndarray | None, str | None]] = []
+        self.close()
         for item in items:
-            self.close()
-            self._executor = _new_executor(self.kind, 1)
+            if self._executor is None:
+                self._executor = _new_executor(self.kind, 1)
             try:
                 results.append(self.submit(item).result())
             except BrokenProcessPool:
+                self.close()
                 results.append((None, "unreadable: the decoder's worker process died on this "
                                 "file (a decoder crash, or out of memory)"))
         self.close()

@@ -152,18 +152,24 @@ def iter_image_embeddings(
             nonlocal next_index
             while next_index < total and len(pending) < window:
                 item = items[next_index]
-                pending.append((item, pool.submit(item)))
+                try:
+                    future = pool.submit(item)
+                except BrokenProcessPool as error:  # a worker died since the last result
+                    future = Future()
+                    future.set_exception(error)
+                pending.append((item, future))
                 next_index += 1
 
         def recover() -> None:
-            # A worker process died: every job in flight went with it. Decode them again one
-            # at a time, so only a file that kills a worker again fails.
-            in_flight = [item for item, _ in pending]
-            pending.clear()
-            for item, result in zip(in_flight, pool.recover(in_flight), strict=True):
+            # A worker process died: the jobs in flight went with it. Decode them again one at
+            # a time, so only a file that kills a worker again fails; finished ones are kept.
+            lost = [index for index, (_, future) in enumerate(pending)
+                    if not future.done() or future.exception() is not None]
+            redone = pool.recover([pending[index][0] for index in lost])
+            for index, result in zip(lost, redone, strict=True):
                 finished: Future = Future()
                 finished.set_result(result)
-                pending.append((item, finished))
+                pending[index] = (pending[index][0], finished)
 
         top_up()
         while pending:
