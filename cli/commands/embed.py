@@ -128,8 +128,15 @@ def _decode_plan(args: argparse.Namespace) -> tuple[object | None, str]:
     if args.decode_processes is not None and args.decode_processes < 0:
         raise ValueError(f"--decode-processes {args.decode_processes} must be >= 0")
     spec = ENCODERS.get(args.encoder)
-    on_cuda = cuda and (wants_cuda or args.device == "auto")
-    if on_cuda and args.decode != "cpu" and spec is not None and spec.kind == "image":
+    # An entry with a fixed device (e.g. "pixels" on the CPU) runs there whatever --device says.
+    fixed = None if spec is None else spec.device
+    on_cuda = cuda and (wants_cuda or args.device == "auto") and (
+        fixed is None or str(fixed).startswith("cuda"))
+    if spec is not None and spec.kind != "image":
+        return None, ""  # texts: nothing to decode
+    if args.decode == "gpu" and not on_cuda:
+        raise ValueError(f"--decode gpu: encoder {args.encoder!r} always runs on {fixed}")
+    if on_cuda and args.decode != "cpu" and spec is not None:
         return gpu_image_embedder(), "decode:   JPEGs on the GPU (nvJPEG), other files on the CPU"
     processes = (args.decode_processes if args.decode_processes is not None
                  else decode_processes("cuda" if on_cuda else "cpu"))
