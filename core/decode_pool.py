@@ -125,17 +125,15 @@ def decode_for_model(
 
 def decode_processes(device_type: str = "cpu") -> int:
     """Worker processes for decoding: ``SCANATLAS_DECODE_PROCESSES`` if set (0 = none, decode in
-    threads); else, for a model on a GPU, one per core (``os.cpu_count()``: the cores only
-    decode), and for a model on the CPU half the cores, at least one: the forward pass already
-    runs on every core, and on the 2-core dev box two decode processes beside it made the full
-    -size set take 2x as long as one (the model's threads wait for each other whenever one is
-    preempted), while one process ran as fast as a decode thread.
-    Raises ValueError for a value that is not an integer >= 0.
+    threads), else one per core (``os.cpu_count()``), whether the model runs on a GPU (the cores
+    only decode) or on the CPU (``benchmarks/bench_decode.py`` compares threads, one process
+    and one per core beside the model; see ``benchmarks/results/decode.json``).
+    ``device_type`` is where the model runs ("cpu", "cuda", "mps"). Raises ValueError for a
+    setting that is not an integer >= 0.
     """
     raw = os.environ.get(DECODE_PROCESSES_ENV, "").strip()
     if not raw:
-        cores = max(1, os.cpu_count() or 1)
-        return cores if device_type != "cpu" else max(1, cores // 2)
+        return max(1, os.cpu_count() or 1)
     try:
         value = int(raw)
     except ValueError:
@@ -149,7 +147,7 @@ def use_processes(n_items: int, processes: int | None = None) -> bool:
     """Whether ``n_items`` images are worth a process pool: at least ``PROCESS_MIN_ITEMS`` of
     them and at least one worker process allowed (``processes``, default
     :func:`decode_processes`)."""
-    processes = decode_processes() if processes is None else processes  # (cpu default)
+    processes = decode_processes() if processes is None else processes
     return processes >= 1 and n_items >= PROCESS_MIN_ITEMS
 
 

@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="CPU decode worker processes (default: $SCANATLAS_DECODE_PROCESSES, else one per "
-        "core beside a GPU, half the cores beside a CPU model; 0 = decode in threads)",
+        "core; 0 = decode in threads)",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     parser.add_argument(

@@ -102,8 +102,7 @@ def iter_image_embeddings(
     num_workers : decode threads when decoding stays in threads; None picks
         ``default_num_workers(encoder.device)``.
     processes : decode worker processes; None picks ``core.decode_pool.decode_processes``
-        (``SCANATLAS_DECODE_PROCESSES``, else one per core beside a GPU, half the cores beside
-        a CPU model); 0 keeps decoding in threads.
+        (``SCANATLAS_DECODE_PROCESSES``, else one per core); 0 keeps decoding in threads.
         Fewer than ``core.decode_pool.PROCESS_MIN_ITEMS`` items decode in threads too (a
         pool's start-up would cost more than it saves).
     max_pixels : per-frame decode budget passed to ``core.pixels.load_pixels``.
