@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
@@ -333,43 +333,31 @@ def _raster_to_array(image: Image.Image) -> tuple[np.ndarray, bool]:
         return np.divide(grey, np.float32(255.0), dtype=np.float32), True
     has_alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info)
     if has_alpha:
-        rgba = np.asarray(image.convert("RGBA"))
-        if rgba.size and rgba[..., 3].min() == 255:  # opaque: an RGB image with a spare channel
-            return _rgb8_to_unit(rgba[..., :3]), True
-        rgba = rgba.astype(np.float32) / 255.0
+        rgba_image = image if mode == "RGBA" else image.convert("RGBA")
+        if rgba_image.getchannel("A").getextrema()[0] == 255:
+            # Opaque: an RGB image with a spare channel (Pillow drops it in one C pass).
+            return _rgb_image_to_unit(rgba_image.convert("RGB")), True
+        rgba = np.asarray(rgba_image).astype(np.float32) / 255.0
         # Transparent regions become black, the "no signal" value of a radiograph.
         return rgba[..., :3] * rgba[..., 3:4], False
-    return _rgb8_to_unit(np.asarray(image if mode == "RGB" else image.convert("RGB"))), True
+    return _rgb_image_to_unit(image if mode == "RGB" else image.convert("RGB")), True
 
 
-def _channel_spread(rgb: np.ndarray) -> int:
-    red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
-    return max(int(np.abs(red - green).max()), int(np.abs(red - blue).max()),
-               int(np.abs(green - blue).max()))
+def _rgb_image_to_unit(image: Image.Image) -> np.ndarray:
+    """An RGB Pillow image -> float32 in [0, 1]: grey (H, W), the channel mean, when the
+    channels agree within ``GREY_TOLERANCE``, else (H, W, 3).
 
-
-def _rgb8_to_unit(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 in [0, 1]: grey (H, W), the channel mean, when the channels
-    agree within ``GREY_TOLERANCE``, else (H, W, 3).
-
-    The check runs on the 8-bit values: a 2,500 px RGB radiograph is 19 MB as bytes but 75 MB
-    as float32, and most "RGB" radiographs are grey, so the float colour copy is never made.
+    The grey check runs in Pillow on the 8-bit planes (three C passes, no numpy copy of the
+    interleaved pixels): a 2,500 px RGB radiograph is 19 MB as bytes but 75 MB as float32,
+    and most "RGB" radiographs are grey, so the float colour copy is never made.
     """
-    if rgb.size and _channel_spread(rgb[::8, ::8]) > _GREY_TOLERANCE_LEVELS:
-        # One differing pixel proves colour: a 1/64 sample usually finds it without a full pass.
-        return np.divide(rgb, np.float32(255.0), dtype=np.float32)
-    red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
-    spread = 0
-    if rgb.size:
-        difference = np.subtract(red, green)  # one scratch array for the three pairs
-        for first, second in ((red, green), (red, blue), (green, blue)):
-            np.subtract(first, second, out=difference)
-            spread = max(spread, int(np.abs(difference, out=difference).max()))
-            if spread > _GREY_TOLERANCE_LEVELS:
-                return np.divide(rgb, np.float32(255.0), dtype=np.float32)
-    total = red
-    total += green
-    total += blue
+    red, green, blue = image.split()
+    for first, second in ((red, green), (red, blue), (green, blue)):
+        if ImageChops.difference(first, second).getextrema()[1] > _GREY_TOLERANCE_LEVELS:
+            return np.divide(np.asarray(image), np.float32(255.0), dtype=np.float32)
+    total = np.asarray(red).astype(np.uint16)
+    total += np.asarray(green)
+    total += np.asarray(blue)
     return np.divide(total, np.float32(3 * 255), dtype=np.float32)
 
 
