@@ -100,7 +100,8 @@ def iter_image_embeddings(
     batch_size : images per forward pass; None picks one for the device (128 on CUDA, 32
         otherwise).
     num_workers : decode threads when decoding stays in threads; None picks
-        ``default_num_workers(encoder.device)``.
+        ``default_num_workers(encoder.device)``, or one per core for a single batch (nothing
+        to overlap with the model then).
     processes : decode worker processes; None picks ``core.decode_pool.decode_processes``
         (``SCANATLAS_DECODE_PROCESSES``, else one per core); 0 keeps decoding in threads.
         Fewer than ``core.decode_pool.PROCESS_MIN_ITEMS`` items decode in threads too (a
@@ -123,12 +124,14 @@ def iter_image_embeddings(
         batch_size = default_batch_size(encoder.device)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
-    if num_workers is None:
-        num_workers = default_num_workers(encoder.device)
-    if num_workers < 1:
+    if num_workers is not None and num_workers < 1:
         raise ValueError(f"num_workers={num_workers} must be >= 1")
     items = _check_items(items)
     total = len(items)
+    if num_workers is None:
+        # One batch: the model waits for all of its decoding anyway, so every core decodes.
+        num_workers = (default_num_workers(encoder.device) if total > batch_size
+                       else available_cores())
     if processes is None:
         processes = decode_processes(encoder.device.type)
     if processes < 0:
