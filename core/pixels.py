@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
@@ -153,6 +153,55 @@ def _decode_error(path: str | os.PathLike[str], exc: BaseException) -> PixelErro
     return PixelError(path, "unreadable", f"cannot decode pixel data ({message})")
 
 
+def _linear_window(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """pydicom's ``apply_voi_lut(values, ds, index=0)`` for the common case, a LINEAR or
+    LINEAR_EXACT window without a VOI LUT sequence, with the same float64 operations in the
+    same order (so the same numbers) but without boolean-mask indexing, which costs several
+    times the arithmetic on a full-size radiograph. None when the case is another one (pydicom
+    then decides); raises what pydicom raises for a malformed window."""
+    if ds.get("VOILUTSequence") or "WindowWidth" not in ds or "WindowCenter" not in ds:
+        return None
+    if ds.PhotometricInterpretation not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if function not in ("LINEAR", "LINEAR_EXACT"):
+        return None
+    centre_element, width_element = ds["WindowCenter"], ds["WindowWidth"]
+    centre = float(centre_element.value[0] if centre_element.VM > 1 else centre_element.value)
+    width = float(width_element.value[0] if width_element.VM > 1 else width_element.value)
+    if ds.get("ModalityLUTSequence"):
+        y_min, y_max = 0, 2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1
+    elif ds.PixelRepresentation == 0:
+        y_min, y_max = 0, 2 ** int(ds.BitsStored) - 1
+    else:
+        y_min, y_max = -(2 ** (int(ds.BitsStored) - 1)), 2 ** (int(ds.BitsStored) - 1) - 1
+    slope, intercept = ds.get("RescaleSlope", None), ds.get("RescaleIntercept", None)
+    if slope is not None and intercept is not None:
+        y_min = y_min * float(slope) + float(intercept)
+        y_max = y_max * float(slope) + float(intercept)
+    y_range = y_max - y_min
+    if function == "LINEAR":
+        if width < 1:
+            raise ValueError(f"window width {width} must be >= 1 for LINEAR windowing")
+        centre -= 0.5
+        width -= 1
+    elif width <= 0:
+        raise ValueError(f"window width {width} must be > 0 for LINEAR_EXACT windowing")
+    values = np.asarray(values)
+    below = values <= (centre - width / 2)
+    above = values > (centre + width / 2)
+    out = values.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # width 0: every pixel is below/above
+        out -= centre
+        out /= width
+        out += 0.5
+        out *= y_range
+        out += y_min
+    np.copyto(out, y_min, where=below)
+    np.copyto(out, y_max, where=above)
+    return out
+
+
 def _dicom_display_values(
     path: str | os.PathLike[str], frame: int, max_pixels: int
 ) -> np.ndarray:
@@ -183,7 +232,8 @@ def _dicom_display_values(
         # A malformed window (width 0, garbage strings) only costs the window: the frame is
         # still min-max scaled.
         with contextlib.suppress(Exception):
-            values = apply_voi_lut(values, view, index=0)
+            windowed = _linear_window(values, view)
+            values = windowed if windowed is not None else apply_voi_lut(values, view, index=0)
         inverse = str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
     except Exception as exc:
         raise PixelError(path, "unreadable", f"cannot apply the image's LUTs ({exc})") from exc
@@ -263,7 +313,8 @@ def _raster_to_array(image: Image.Image) -> tuple[np.ndarray, bool]:
     """
     mode = image.mode
     if mode in _SIXTEEN_BIT_MODES:
-        return np.asarray(image).astype(np.float32) / np.float32(65535.0), True
+        # One pass (uint16 -> float32 is exact, then a float32 division), not a cast and a divide.
+        return np.divide(np.asarray(image), np.float32(65535.0), dtype=np.float32), True
     if mode == "I":
         values = np.asarray(image).astype(np.float64)
         # 16-bit PNGs open as "I" in some Pillow versions; wider integer data has no fixed
@@ -279,45 +330,35 @@ def _raster_to_array(image: Image.Image) -> tuple[np.ndarray, bool]:
         return to_unit_range(values), False
     if mode in ("1", "L"):
         grey = np.asarray(image if mode == "L" else image.convert("L"))
-        return grey.astype(np.float32) / np.float32(255.0), True
+        return np.divide(grey, np.float32(255.0), dtype=np.float32), True
     has_alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info)
     if has_alpha:
-        rgba = np.asarray(image.convert("RGBA"))
-        if rgba.size and rgba[..., 3].min() == 255:  # opaque: an RGB image with a spare channel
-            return _rgb8_to_unit(rgba[..., :3]), True
-        rgba = rgba.astype(np.float32) / 255.0
+        rgba_image = image if mode == "RGBA" else image.convert("RGBA")
+        if rgba_image.getchannel("A").getextrema()[0] == 255:
+            # Opaque: an RGB image with a spare channel (Pillow drops it in one C pass).
+            return _rgb_image_to_unit(rgba_image.convert("RGB")), True
+        rgba = np.asarray(rgba_image).astype(np.float32) / 255.0
         # Transparent regions become black, the "no signal" value of a radiograph.
         return rgba[..., :3] * rgba[..., 3:4], False
-    return _rgb8_to_unit(np.asarray(image if mode == "RGB" else image.convert("RGB"))), True
+    return _rgb_image_to_unit(image if mode == "RGB" else image.convert("RGB")), True
 
 
-def _channel_spread(rgb: np.ndarray) -> int:
-    red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
-    return max(int(np.abs(red - green).max()), int(np.abs(red - blue).max()),
-               int(np.abs(green - blue).max()))
+def _rgb_image_to_unit(image: Image.Image) -> np.ndarray:
+    """An RGB Pillow image -> float32 in [0, 1]: grey (H, W), the channel mean, when the
+    channels agree within ``GREY_TOLERANCE``, else (H, W, 3).
 
-
-def _rgb8_to_unit(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 in [0, 1]: grey (H, W), the channel mean, when the channels
-    agree within ``GREY_TOLERANCE``, else (H, W, 3).
-
-    The check runs on the 8-bit values: a 2,500 px RGB radiograph is 19 MB as bytes but 75 MB
-    as float32, and most "RGB" radiographs are grey, so the float colour copy is never made.
+    The grey check runs in Pillow on the 8-bit planes (three C passes, no numpy copy of the
+    interleaved pixels): a 2,500 px RGB radiograph is 19 MB as bytes but 75 MB as float32,
+    and most "RGB" radiographs are grey, so the float colour copy is never made.
     """
-    if rgb.size and _channel_spread(rgb[::8, ::8]) > _GREY_TOLERANCE_LEVELS:
-        # One differing pixel proves colour: a 1/64 sample usually finds it without a full pass.
-        return rgb.astype(np.float32) / np.float32(255.0)
-    red, green, blue = (rgb[..., channel].astype(np.int16) for channel in range(3))
-    spread = 0
-    if rgb.size:
-        spread = max(int(np.abs(red - green).max()), int(np.abs(red - blue).max()),
-                     int(np.abs(green - blue).max()))
-    if spread <= _GREY_TOLERANCE_LEVELS:
-        total = red
-        total += green
-        total += blue
-        return total.astype(np.float32) / np.float32(3 * 255)
-    return rgb.astype(np.float32) / np.float32(255.0)
+    red, green, blue = image.split()
+    for first, second in ((red, green), (red, blue), (green, blue)):
+        if ImageChops.difference(first, second).getextrema()[1] > _GREY_TOLERANCE_LEVELS:
+            return np.divide(np.asarray(image), np.float32(255.0), dtype=np.float32)
+    total = np.asarray(red).astype(np.uint16)
+    total += np.asarray(green)
+    total += np.asarray(blue)
+    return np.divide(total, np.float32(3 * 255), dtype=np.float32)
 
 
 def _probe_raster(path: str | os.PathLike[str], max_pixels: int) -> ImageInfo:
@@ -433,6 +474,16 @@ def to_unit_range(values: np.ndarray) -> np.ndarray:
     jointly so hues are kept.
     """
     values = np.asarray(values, dtype=np.float64)
+    if values.size:
+        low, high = values.min(), values.max()
+        # NaN propagates through min/max and an infinity is the min or the max: both finite
+        # means every value is, and the masked passes below are not needed.
+        if np.isfinite(low) and np.isfinite(high):
+            if high <= low:
+                return np.zeros(values.shape, dtype=np.float32)
+            scaled = values - low
+            scaled /= high - low
+            return scaled.astype(np.float32)
     finite = np.isfinite(values)
     if not finite.any():
         return np.zeros(values.shape, dtype=np.float32)
@@ -444,14 +495,17 @@ def to_unit_range(values: np.ndarray) -> np.ndarray:
     return ((values - low) / (high - low)).astype(np.float32)
 
 
-def _finish(values: np.ndarray, *, in_range: bool = False) -> np.ndarray:
+def _finish(values: np.ndarray, *, in_range: bool = False, unit: bool = False) -> np.ndarray:
     """Grey out colour images whose channels agree, and guarantee finite [0, 1] float32.
 
     ``in_range``: the caller made ``values`` from integers by division and already decided
-    grey or colour, so the full-size grey, NaN and clip passes are skipped.
+    grey or colour, so the full-size grey, NaN and clip passes are skipped. ``unit``: values
+    are float32, finite and in [0, 1] (``to_unit_range``'s output): only the grey check runs.
     """
     if in_range and values.dtype == np.float32:
         return np.ascontiguousarray(values)
+    if unit and values.dtype == np.float32 and (values.ndim == 2 or values.shape[2] != 3):
+        return np.ascontiguousarray(values if values.ndim == 2 else values[..., 0])
     if values.ndim == 3 and values.shape[2] == 1:
         values = values[..., 0]
     if values.ndim == 3 and values.size:
@@ -533,7 +587,7 @@ def load_pixels(
     if is_dicom(path):
         values = _dicom_display_values(path, int(frame), max_pixels)
         try:
-            return _finish(to_unit_range(values))
+            return _finish(to_unit_range(values), unit=True)
         except Exception as exc:
             raise PixelError(path, "unreadable", f"cannot scale decoded pixels ({exc})") from exc
     try:

@@ -1,13 +1,13 @@
-"""Embedding many images: decode + preprocess in worker threads while the model runs.
+"""Embedding many images: decode + preprocess in worker processes while the model runs.
 
-A bounded window of decode jobs runs ahead of the forward pass, so on CPU spare cycles decode
-the next images, and on a GPU the model never waits for the disk. Threads rather than
-DataLoader processes: decoding (Pillow, pydicom's codecs, numpy) and PIL resizing release the
-GIL, threads start instantly and behave the same under Streamlit on every OS. Measured on the
-2-core CPU dev box (efficientnet-lite0, 48 covid-chestxray images, batch 16, 20 interleaved
-runs, best run): model alone 54 img/s, decode-then-embed serially 39, one decode thread 45,
-DataLoader with one worker process 39; more decode workers than one only took cores from
-the model (median gain over serial: 1 thread +9%, 2 threads +1%, DataLoader +2%).
+A bounded window of decode jobs (two batches) runs ahead of the forward pass, so spare cores
+decode the next images while the model runs, and on a GPU the model never waits for the disk.
+The jobs run in worker processes (``core.decode_pool``): each file is decoded once, at the
+reduced scale the encoder's input allows, then cropped and resized in the worker, and only the
+small resized planes come back. Threads (the earlier design) shared one core for much of each
+file, because pydicom's and Pillow's Python parts hold the GIL. Fewer images than
+``PROCESS_MIN_ITEMS`` still decode in threads, where a pool's start-up would dominate.
+Numbers: ``benchmarks/bench_decode.py`` (``benchmarks/results/decode.json``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from core.decode_pool import DecodePool, decode_for_model, decode_processes, use_processes
 from core.encoders.device import available_cores, default_batch_size
-from core.encoders.image import ImageEncoder
-from core.pixels import DEFAULT_MAX_PIXELS, PixelError, load_pixels
+from core.encoders.image import ImageEncoder, planes_to_input
+from core.pixels import DEFAULT_MAX_PIXELS
 
 Item = tuple[str, str, int]
 Failure = tuple[str, str, str]
@@ -47,14 +49,12 @@ class EmbeddedChunk:
 def _prepare_one(
     item: Item, encoder: ImageEncoder, max_pixels: int
 ) -> tuple[torch.Tensor | None, str | None]:
-    _, path, frame = item
-    try:
-        image = load_pixels(path, int(frame), max_pixels=max_pixels, min_size=encoder.spec.input_size)
-        return encoder.preprocess(image), None
-    except PixelError as error:
-        return None, f"{error.status}: {error.reason}"
-    except Exception as error:  # one bad image must not stop the batch; its reason is kept
-        return None, f"{type(error).__name__}: {error}"
+    """One item decoded and preprocessed here, as ``encoder.preprocess(load_pixels(...))``."""
+    planes, reason = decode_for_model(item, encoder.preprocessing.input_size,
+                                      encoder.preprocessing.channels, max_pixels)
+    if planes is None:
+        return None, reason
+    return planes_to_input(planes, encoder.preprocessing), None
 
 
 def default_num_workers(device: torch.device) -> int:
@@ -88,6 +88,7 @@ def iter_image_embeddings(
     *,
     batch_size: int | None = 32,
     num_workers: int | None = None,
+    processes: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[EmbeddedChunk]:
@@ -98,7 +99,13 @@ def iter_image_embeddings(
     encoder : an image encoder from ``get_encoder``.
     batch_size : images per forward pass; None picks one for the device (128 on CUDA, 32
         otherwise).
-    num_workers : decode threads; None picks ``default_num_workers(encoder.device)``.
+    num_workers : decode threads when decoding stays in threads; None picks
+        ``default_num_workers(encoder.device)``, or one per core for a single batch (nothing
+        to overlap with the model then).
+    processes : decode worker processes; None picks ``core.decode_pool.decode_processes``
+        (``SCANATLAS_DECODE_PROCESSES``, else one per core); 0 keeps decoding in threads.
+        Fewer than ``core.decode_pool.PROCESS_MIN_ITEMS`` items decode in threads too (a
+        pool's start-up would cost more than it saves).
     max_pixels : per-frame decode budget passed to ``core.pixels.load_pixels``.
     progress : optional callable(done, total), called after every batch; failures count
         as done.
@@ -106,7 +113,8 @@ def iter_image_embeddings(
     Yields EmbeddedChunk per batch, in input order. Every item appears exactly once, either
     as a row (image_ids / vectors) or in failures with its reason; a batch in which every
     image failed yields an empty ``vectors`` of shape (0, dim).
-    Raises ValueError for a text encoder, a malformed item or batch_size / num_workers < 1.
+    Raises ValueError for a text encoder, a malformed item, batch_size / num_workers < 1 or
+    processes < 0.
     """
     if not isinstance(encoder, ImageEncoder):
         raise ValueError(
@@ -116,17 +124,29 @@ def iter_image_embeddings(
         batch_size = default_batch_size(encoder.device)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
-    if num_workers is None:
-        num_workers = default_num_workers(encoder.device)
-    if num_workers < 1:
+    if num_workers is not None and num_workers < 1:
         raise ValueError(f"num_workers={num_workers} must be >= 1")
     items = _check_items(items)
     total = len(items)
+    if num_workers is None:
+        # One batch: the model waits for all of its decoding anyway, so every core decodes.
+        num_workers = (default_num_workers(encoder.device) if total > batch_size
+                       else available_cores())
+    if processes is None:
+        processes = decode_processes(encoder.device.type)
+    if processes < 0:
+        raise ValueError(f"processes={processes} must be >= 0")
+    if use_processes(total, processes):
+        kind, workers = "process", processes
+    else:
+        kind, workers = "thread", num_workers
+    preprocessing = encoder.preprocessing
     pin = encoder.device.type == "cuda"
     # Two batches in flight: one being stacked and run, one decoding.
     window = 2 * batch_size
     done = 0
-    with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="scanatlas-decode") as pool:
+    with DecodePool(kind, workers, input_size=preprocessing.input_size,
+                    channels=preprocessing.channels, max_pixels=max_pixels) as pool:
         pending: deque[tuple[Item, Future]] = deque()
         next_index = 0
 
@@ -134,37 +154,51 @@ def iter_image_embeddings(
             nonlocal next_index
             while next_index < total and len(pending) < window:
                 item = items[next_index]
-                pending.append((item, pool.submit(_prepare_one, item, encoder, max_pixels)))
+                try:
+                    future = pool.submit(item)
+                except BrokenProcessPool as error:  # a worker died since the last result
+                    future = Future()
+                    future.set_exception(error)
+                pending.append((item, future))
                 next_index += 1
 
+        def recover() -> None:
+            # A worker process died: the jobs in flight went with it. Decode them again one at
+            # a time, so only a file that kills a worker again fails; finished ones are kept.
+            lost = [index for index, (_, future) in enumerate(pending)
+                    if not future.done() or future.exception() is not None]
+            redone = pool.recover([pending[index][0] for index in lost])
+            for index, result in zip(lost, redone, strict=True):
+                finished: Future = Future()
+                finished.set_result(result)
+                pending[index] = (pending[index][0], finished)
+
         top_up()
-        try:
-            while pending:
-                ids: list[str] = []
-                tensors: list[torch.Tensor] = []
-                failures: list[Failure] = []
-                for _ in range(min(batch_size, len(pending))):
-                    item, future = pending.popleft()
-                    tensor, reason = future.result()
-                    if tensor is None:
-                        failures.append((item[0], item[1], reason or "unknown error"))
-                    else:
-                        ids.append(item[0])
-                        tensors.append(tensor)
-                top_up()  # keep decoding while this batch runs through the model
-                if tensors:
-                    batch = torch.stack(tensors)
-                    if pin:
-                        batch = batch.pin_memory()
-                    vectors = encoder.embed_batch(batch)
-                else:
-                    vectors = np.zeros((0, encoder.spec.dim), dtype=np.float32)
-                done += len(ids) + len(failures)
-                if progress is not None:
-                    progress(done, total)
-                yield EmbeddedChunk(image_ids=ids, vectors=vectors, failures=failures)
-        finally:
-            # A consumer that stops early (closed generator) should not wait for decodes
-            # it will never use.
-            for _, future in pending:
-                future.cancel()
+        while pending:
+            ids: list[str] = []
+            tensors: list[torch.Tensor] = []
+            failures: list[Failure] = []
+            for _ in range(min(batch_size, len(pending))):
+                try:
+                    planes, reason = pending[0][1].result()
+                except BrokenProcessPool:
+                    recover()
+                    planes, reason = pending[0][1].result()
+                item, _ = pending.popleft()
+                if planes is None:
+                    failures.append((item[0], item[1], reason or "unknown error"))
+                    continue
+                ids.append(item[0])
+                tensors.append(planes_to_input(planes, preprocessing))
+            top_up()  # keep decoding while this batch runs through the model
+            if tensors:
+                batch = torch.stack(tensors)
+                if pin:
+                    batch = batch.pin_memory()
+                vectors = encoder.embed_batch(batch)
+            else:
+                vectors = np.zeros((0, encoder.spec.dim), dtype=np.float32)
+            done += len(ids) + len(failures)
+            if progress is not None:
+                progress(done, total)
+            yield EmbeddedChunk(image_ids=ids, vectors=vectors, failures=failures)

@@ -13,49 +13,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from core.decode_pool import centre_square, model_planes
 from core.encoders.base import Encoder
 from core.encoders.device import autocast_for
 from core.encoders.specs import Preprocessing
 
-# Values may overshoot [0, 1] by rounding in upstream rescaling; beyond this it is a bug.
-_RANGE_TOLERANCE = 1e-3
+__all__ = ["ImageEncoder", "centre_square", "planes_to_input", "preprocess_image", "prepare_module"]
 
 
-def _check_image(image: Any) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise ValueError(f"image must have shape (H, W) or (H, W, 3), got {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image is empty: shape {image.shape}")
-    image = np.asarray(image, dtype=np.float32)
-    low, high = float(np.min(image)), float(np.max(image))
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise ValueError("image contains NaN or infinite values")
-    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        raise ValueError(f"image values must be in [0, 1], got [{low:.4g}, {high:.4g}]")
-    return image
+def planes_to_input(planes: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
+    """Resized planes from ``core.decode_pool.model_planes`` -> the network input: grey
+    replicated to the model's channels, clipped to [0, 1], then ``(x - mean[c]) / std[c]``.
 
-
-def centre_square(image: np.ndarray) -> np.ndarray:
-    """The largest centred square of an (H, W[, C]) array."""
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return image[top : top + side, left : left + side]
-
-
-def _resize_plane(plane: np.ndarray, size: int) -> np.ndarray:
-    # PIL's bilinear filter widens its support when shrinking, i.e. it antialiases, and it
-    # releases the GIL, so decode threads resize truly in parallel.
-    resized = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize(
-        (size, size), Image.Resampling.BILINEAR
-    )
-    return np.asarray(resized, dtype=np.float32)
+    planes : float32 of shape (1, S, S) or (channels, S, S).
+    Returns a float32 tensor of shape (channels, S, S).
+    """
+    if planes.shape[0] != preprocessing.channels:
+        planes = np.broadcast_to(planes, (preprocessing.channels, *planes.shape[1:]))
+    stacked = planes.clip(0.0, 1.0)
+    mean = np.asarray(preprocessing.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(preprocessing.std, dtype=np.float32)[:, None, None]
+    return torch.from_numpy(np.ascontiguousarray((stacked - mean) / std, dtype=np.float32))
 
 
 def preprocess_image(image: np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
@@ -65,19 +44,9 @@ def preprocess_image(image: np.ndarray, preprocessing: Preprocessing) -> torch.T
     Returns a float32 tensor of shape (channels, input_size, input_size).
     Raises ValueError for a wrong shape, NaN/inf values, or values outside [0, 1].
     """
-    image = centre_square(_check_image(image))
-    size = preprocessing.input_size
-    if preprocessing.channels == 1:
-        grey = image.mean(axis=2) if image.ndim == 3 else image
-        planes = [_resize_plane(grey, size)]
-    elif image.ndim == 2:
-        planes = [_resize_plane(image, size)] * 3
-    else:
-        planes = [_resize_plane(image[:, :, c], size) for c in range(3)]
-    stacked = np.stack(planes).clip(0.0, 1.0)
-    mean = np.asarray(preprocessing.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(preprocessing.std, dtype=np.float32)[:, None, None]
-    return torch.from_numpy(np.ascontiguousarray((stacked - mean) / std, dtype=np.float32))
+    planes = model_planes(image, input_size=preprocessing.input_size,
+                          channels=preprocessing.channels)
+    return planes_to_input(planes, preprocessing)
 
 
 class ImageEncoder(Encoder):
