@@ -338,6 +338,27 @@ def _projection(cohort_key: str, method: str, n_components: int, dataset: str, _
 
 
 def projection(cohort: Cohort, method: str, n_components: int = 2):
+    """The stored (or, below ``in_worker`` size, computed) ``method`` map of ``cohort``. A large
+    cohort's PCA map not stored yet is computed by a background job in a worker process while
+    the page shows its progress and stops (UMAP and t-SNE come through ``map_projection``)."""
+    if method == "pca" and in_worker(cohort):
+        key = projection_job_key(cohort, method, n_components)
+        job = job_runner().get(key)
+        params = map_params(method, int(cohort.has_vector.sum()), n_components=n_components)
+        if job is None and stored_projection(len(cohort.has_vector), cohort.key, method, **params) is None:
+            from ui.jobs import offer_restart
+
+            if offer_restart(key, lambda: start_projection(cohort, method, n_components),
+                             what="The PCA map", button_key=f"restart_{key}"):
+                st.stop()
+            job = start_projection(cohort, method, n_components)
+        if job is not None:
+            from ui.jobs import stop_if_failed, wait_for
+
+            job = wait_for(key, intro=f"**Computing the PCA map of {int(cohort.has_vector.sum())} "
+                                      f"{cohort.level}s** in a background worker process (once; stored).")
+            stop_if_failed(job, lambda: start_projection(cohort, method, n_components, rerun=True),
+                           what="The PCA map", button_key=f"retry_{key}")
     return _projection(cohort.key, method, n_components, st.session_state["dataset"], cohort)
 
 
@@ -352,7 +373,7 @@ def projection_job_key(cohort: Cohort, method: str, n_components: int = 2) -> st
 _projection_estimates: dict[str, float] = {}
 
 
-def start_projection(cohort: Cohort, method: str, n_components: int = 2):
+def start_projection(cohort: Cohort, method: str, n_components: int = 2, *, rerun: bool = False):
     """Compute (and store) the ``method`` map of ``cohort`` in the background runner, in a
     worker process for a large cohort (``in_worker``: it gets the path of the cohort's matrix,
     written once, and stores the map in the run store itself); asking again returns the same
@@ -380,7 +401,7 @@ def start_projection(cohort: Cohort, method: str, n_components: int = 2):
             progress(0.0, label)
             return compute_or_load(cohort.masked(), cohort.key, method, dataset=dataset, **params)
 
-    return job_runner().submit(key, work)
+    return job_runner().submit(key, work, rerun=rerun)
 
 
 def map_projection(cohort: Cohort, method: str, n_components: int = 2):

@@ -1,5 +1,5 @@
-"""Issue 12, goal 4, from the pages: a large cohort's clustering and map run as background jobs in
-a worker process (the threshold lowered here so that the 80-patient demo cohort counts as
+"""Issue 12, goal 4, from the pages: a large cohort's clustering and maps (PCA, t-SNE) run as
+background jobs in a worker process (the threshold lowered here so that the 80-patient demo cohort counts as
 large), land in the run store and are reloaded, not recomputed; a job a server restart
 interrupted is shown as "interrupted at N%" with a button that starts it again.
 
@@ -99,6 +99,10 @@ def test_clustering_and_map_run_in_a_worker_process_and_are_reloaded_from_the_ru
     assert clustering_job is not None and clustering_job.error is None
     assert clustering_job.result()["pid"] != os.getpid()
     assert stored_clustering(cohort, algorithm=algorithm, **params)[0] == clustering_job.result()["key"]
+
+    # The PCA map (drawn while t-SNE is computed) came from a worker process too.
+    pca_job = data.job_runner().get(data.projection_job_key(cohort, "pca", 2))
+    assert pca_job is not None and pca_job.result()["pid"] != os.getpid()
 
     # The t-SNE map: computed in a worker process while the PCA map was drawn with a note.
     job = data.job_runner().get(data.projection_job_key(cohort, "tsne", 2))
