@@ -13,6 +13,9 @@ quality figure: adjusted Rand index against the planted groups for clusterings, 
 against the exact search for the approximate neighbour indexes (100 queries), the fraction of
 10-nearest neighbours kept for maps (trustworthiness-like, 500 rows). The growth exponent of a
 task is the least-squares slope of log(seconds) on log(rows): 1 is linear, 2 quadratic.
+``cpu_s`` is the CPU time of the task (all its threads): on a machine shared with other work
+(and under ``nice``) it says how much work a task is when wall seconds mostly say how long it
+waited for a core.
 
 Tasks: ``pca``, ``umap`` (PCA pre-reduction 512 -> 50 first), ``tsne`` (openTSNE above 20k rows)
 through ``core.projection.project``; ``opentsne``: the same PCA pre-reduction then openTSNE at
@@ -145,22 +148,24 @@ def _measure(task: str, X, groups, record: dict) -> None:
 
             _estimator_class("umap")  # numba start-up is not the fit
         notes: list[str] = []
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         if task == "opentsne":
             coords = _opentsne(X, notes)
         else:
             result = project(X, method=task)
             coords, notes = result.coords, result.notes
         record["seconds"] = time.perf_counter() - started
+        record["cpu_s"] = round(time.process_time() - cpu_started, 1)
         record["notes"] = notes
         record["neighbours_kept"] = round(_neighbour_overlap(X, coords), 3)
     elif task in ("kmeans", "minibatch-kmeans", "hdbscan"):
         from core.clustering import cluster
 
         params = {"min_cluster_size": 50} if task == "hdbscan" else {"k": N_GROUPS}
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = cluster(X, algorithm=task, **params)
         record["seconds"] = time.perf_counter() - started
+        record["cpu_s"] = round(time.process_time() - cpu_started, 1)
         record["n_clusters"] = result.n_clusters
         record["ari_vs_planted"] = round(float(adjusted_rand_score(groups, result.labels)), 3)
         record["notes"] = result.notes
@@ -169,12 +174,13 @@ def _measure(task: str, X, groups, record: dict) -> None:
 
         index = {"hnsw": "hnsw", "nndescent": "nndescent", "exact-nn": "exact"}[task]
         queries = np.random.default_rng(1).choice(n_rows, N_QUERIES, replace=False)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         search = SimilarCases("cosine", index=index).fit(X)
         built = time.perf_counter()
         answers = [set(search.query(int(row), k=10)["row"]) for row in queries]
         done = time.perf_counter()
         record["seconds"] = done - started
+        record["cpu_s"] = round(time.process_time() - cpu_started, 1)
         record["build_s"] = round(built - started, 3)
         record["query_ms"] = round((done - built) / N_QUERIES * 1000, 2)
         if index != "exact":
