@@ -93,6 +93,9 @@ with st.container(key="map_pending"):
     if pending:
         st.info(pending, icon=":material/hourglass_top:")
         jobs.rerun_when_done(pending_job, shown_while_running=True)
+        if not filling:  # a map a server restart interrupted: said, and offered again
+            jobs.offer_restart(pending_job, lambda: data.start_projection(cohort, method, dims),
+                               what=f"The {data.METHOD_NAMES[method]} map", button_key="map_restart")
 n_plotted, figure = charts.map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
     f"{n_plotted} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "

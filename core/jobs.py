@@ -62,6 +62,11 @@ class WorkerProcessError(RuntimeError):
     """A job's worker process died (killed, out of memory) or raised; the message says which."""
 
 
+class WorkerValueError(WorkerProcessError, ValueError):
+    """The worker raised a ValueError (a bad parameter or input): still a ValueError here, so
+    that a page shows it as a message with a next step, as it would from a thread job."""
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """One job as the journal last saw it."""
@@ -174,11 +179,28 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _process_main(pipe: Any, work: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the process that started it has gone (a server killed outright
+    cannot stop its workers): the journal has reported the job as interrupted, and a worker
+    left running would compete for the CPU with the restarted server's jobs."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="scanatlas-parent-watch").start()
+
+
+def _process_main(pipe: Any, work: Callable[..., Any], args: tuple, kwargs: dict,
+                  parent: int | None = None) -> None:
     """Entry point of a job's worker process: runs ``work`` and sends progress and the result
     (or the error, as text: exceptions need not pickle) back through ``pipe``. A pipe, not a
     queue: a send has left the process when it returns, so the last progress of a worker that
     is then killed is still seen."""
+    if parent is not None:
+        _exit_with_parent(parent)
 
     def progress(fraction: float, message: str) -> None:
         pipe.send(("progress", float(fraction), str(message)))
@@ -186,7 +208,8 @@ def _process_main(pipe: Any, work: Callable[..., Any], args: tuple, kwargs: dict
     try:
         result = work(*args, progress=progress, **kwargs)
     except BaseException as exc:  # everything goes back to the parent, which re-raises it
-        pipe.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=20)))
+        kind = "value-error" if isinstance(exc, ValueError) else "error"
+        pipe.send((kind, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=20)))
         return
     pipe.send(("result", result, None))
 
@@ -242,7 +265,7 @@ class JobRunner:
                 job.report(0.0, "started")
                 try:
                     if process:
-                        result = self._in_process(work, args, kwargs, report)
+                        result = run_in_process(work, *args, progress=report, **kwargs)
                     else:
                         result = work(*args, progress=report, **kwargs)
                 except BaseException as exc:
@@ -262,36 +285,48 @@ class JobRunner:
             self._jobs[key] = job
             return job
 
-    @staticmethod
-    def _in_process(work: Callable[..., Any], args: tuple, kwargs: dict,
-                    report: Callable[[float, str], None]) -> Any:
-        context = multiprocessing.get_context("spawn")  # no fork of a threaded server
-        receiver, sender = context.Pipe(duplex=False)
-        worker = context.Process(target=_process_main, args=(sender, work, args, kwargs),
-                                 daemon=True, name="scanatlas-job")
-        with _plain_main():
-            worker.start()
-        sender.close()  # the child holds the only sending end: its death ends the pipe
-        try:
-            while True:
-                try:
-                    kind, value, detail = receiver.recv()
-                except EOFError:
-                    worker.join(timeout=5)
-                    raise WorkerProcessError(
-                        f"the job's worker process ended with exit code {worker.exitcode} "
-                        "and no result (killed, or out of memory)") from None
-                if kind == "progress":
-                    report(value, detail)
-                elif kind == "error":
-                    raise WorkerProcessError(f"{value} (in the job's worker process)")
-                else:
-                    return value
-        finally:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.kill()
-            receiver.close()
-
     def get(self, key: str) -> Job | None:
         return self._jobs.get(key)
+
+
+def run_in_process(work: Callable[..., Any], /, *args: Any,
+                   progress: Callable[[float, str], None], **kwargs: Any) -> Any:
+    """``work(*args, progress=..., **kwargs)`` in a worker process of its own; its progress
+    reaches ``progress`` here and its result is returned (``work``, the arguments and the result
+    must pickle). What ``JobRunner.submit(..., process=True)`` runs; a job can also call it for
+    the expensive part of its work and keep the rest (e.g. saving with data the worker does
+    not need) in its thread. The worker ends when this process ends.
+
+    Raises :class:`WorkerProcessError` when the worker raises (its message; a
+    :class:`WorkerValueError`, also a ValueError, for a ValueError) or dies without an answer
+    (killed, out of memory).
+    """
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded server
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_process_main,
+                             args=(sender, work, args, kwargs, os.getpid()),
+                             daemon=True, name="scanatlas-job")
+    with _plain_main():
+        worker.start()
+    sender.close()  # the child holds the only sending end: its death ends the pipe
+    try:
+        while True:
+            try:
+                kind, value, detail = receiver.recv()
+            except EOFError:
+                worker.join(timeout=5)
+                raise WorkerProcessError(
+                    f"the job's worker process ended with exit code {worker.exitcode} "
+                    "and no result (killed, or out of memory)") from None
+            if kind == "progress":
+                progress(value, detail)
+            elif kind in ("error", "value-error"):
+                error = WorkerValueError if kind == "value-error" else WorkerProcessError
+                raise error(f"{value} (in the job's worker process)")
+            else:
+                return value
+    finally:
+        worker.join(timeout=5)
+        if worker.is_alive():
+            worker.kill()
+        receiver.close()

@@ -18,10 +18,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core import worker_jobs
 from core.clustering.runs import (
+    CLUSTERING_KIND,
     cluster_cohort,
+    clustering_key,
     clustering_summary,
     drivers_of_clustering,
+    save_clustering,
+    stored_clustering,
     stored_drivers,
     stored_sweep,
     sweep_cohort,
@@ -259,9 +264,65 @@ def _clustering(cohort_key: str, algorithm: str, params_items: tuple, dataset: s
     return key, result
 
 
+def in_worker(cohort: Cohort) -> bool:
+    """Whether the cohort's maps, clusterings and neighbour indexes are computed by a background
+    job in a worker process (``core.worker_jobs.PROCESS_MIN_ROWS`` rows or more)."""
+    return int(cohort.has_vector.sum()) >= worker_jobs.PROCESS_MIN_ROWS
+
+
+def clustering_job_key(cohort: Cohort, algorithm: str, params: dict[str, Any]) -> str:
+    from core.clustering import resolve_params
+
+    return f"clustering:{clustering_key(cohort.key, algorithm, resolve_params(algorithm, **params), 0)}"
+
+
+def start_clustering(cohort: Cohort, algorithm: str, params: dict[str, Any], *, rerun: bool = False):
+    """Cluster a large cohort in the background: the fit in a worker process (it gets the path
+    of the cohort's matrix, written once), then stored here with the cohort's table; asking
+    again returns the same job."""
+    dataset = st.session_state["dataset"]
+    n_valid = int(cohort.has_vector.sum())
+    estimate = worker_jobs.estimate_seconds(CLUSTERING_KIND, n_valid)
+
+    def work(*, progress):
+        from core.jobs import run_in_process
+
+        progress(0.0, f"{algorithm}: writing the cohort's matrix for the worker process")
+        path = worker_jobs.write_matrix(cohort)
+        result, seconds, pid = run_in_process(
+            worker_jobs.cluster_matrix, str(path), algorithm, params=dict(params), random_state=0,
+            estimate_s=estimate, progress=progress)
+        key = save_clustering(cohort, result, random_state=0, dataset=dataset, seconds=seconds)
+        progress(1.0, f"{algorithm} of {n_valid} rows: stored")
+        return {"key": key, "seconds": seconds, "pid": pid}
+
+    return job_runner().submit(clustering_job_key(cohort, algorithm, params), work, rerun=rerun)
+
+
 def clustering(cohort: Cohort, algorithm: str, params: dict[str, Any]):
-    """``(key, Clustering)`` for the cohort; a named run, stored on disk and reloaded by key."""
-    return _clustering(cohort.key, algorithm, tuple(sorted(params.items())), st.session_state["dataset"], cohort)
+    """``(key, Clustering)`` for the cohort; a named run, stored on disk and reloaded by key.
+
+    A large cohort's clustering that is not stored yet is computed by a background job in a
+    worker process while the page shows its progress and stops (it reruns when the job ends);
+    one a server restart interrupted is offered again with a button, not restarted on its own."""
+    items = tuple(sorted(params.items()))
+    if in_worker(cohort):
+        from ui.jobs import offer_restart, stop_if_failed, wait_for
+
+        key = clustering_job_key(cohort, algorithm, params)
+        job = job_runner().get(key)
+        if job is None and stored_clustering(cohort, algorithm=algorithm, **params) is None:
+            if offer_restart(key, lambda: start_clustering(cohort, algorithm, params),
+                             what=f"Clustering ({algorithm})", button_key=f"restart_{key}"):
+                st.stop()
+            job = start_clustering(cohort, algorithm, params)
+        if job is not None:
+            intro = (f"**Clustering {int(cohort.has_vector.sum())} {cohort.level}s with {algorithm}** "
+                     "in a background worker process; other pages stay usable meanwhile.")
+            job = wait_for(key, intro=intro)
+            stop_if_failed(job, lambda: start_clustering(cohort, algorithm, params, rerun=True),
+                           what=f"Clustering ({algorithm})", button_key=f"retry_{key}")
+    return _clustering(cohort.key, algorithm, items, st.session_state["dataset"], cohort)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -279,6 +340,27 @@ def _projection(cohort_key: str, method: str, n_components: int, dataset: str, _
 
 
 def projection(cohort: Cohort, method: str, n_components: int = 2):
+    """The stored (or, below ``in_worker`` size, computed) ``method`` map of ``cohort``. A large
+    cohort's PCA map not stored yet is computed by a background job in a worker process while
+    the page shows its progress and stops (UMAP and t-SNE come through ``map_projection``)."""
+    if method == "pca" and in_worker(cohort):
+        key = projection_job_key(cohort, method, n_components)
+        job = job_runner().get(key)
+        params = map_params(method, int(cohort.has_vector.sum()), n_components=n_components)
+        if job is None and stored_projection(len(cohort.has_vector), cohort.key, method, **params) is None:
+            from ui.jobs import offer_restart
+
+            if offer_restart(key, lambda: start_projection(cohort, method, n_components),
+                             what="The PCA map", button_key=f"restart_{key}"):
+                st.stop()
+            job = start_projection(cohort, method, n_components)
+        if job is not None:
+            from ui.jobs import stop_if_failed, wait_for
+
+            job = wait_for(key, intro=f"**Computing the PCA map of {int(cohort.has_vector.sum())} "
+                                      f"{cohort.level}s** in a background worker process (once; stored).")
+            stop_if_failed(job, lambda: start_projection(cohort, method, n_components, rerun=True),
+                           what="The PCA map", button_key=f"retry_{key}")
     return _projection(cohort.key, method, n_components, st.session_state["dataset"], cohort)
 
 
@@ -293,22 +375,35 @@ def projection_job_key(cohort: Cohort, method: str, n_components: int = 2) -> st
 _projection_estimates: dict[str, float] = {}
 
 
-def start_projection(cohort: Cohort, method: str, n_components: int = 2):
-    """Compute (and store) the ``method`` map of ``cohort`` in the background runner; asking
-    again returns the same job."""
+def start_projection(cohort: Cohort, method: str, n_components: int = 2, *, rerun: bool = False):
+    """Compute (and store) the ``method`` map of ``cohort`` in the background runner, in a
+    worker process for a large cohort (``in_worker``: it gets the path of the cohort's matrix,
+    written once, and stores the map in the run store itself); asking again returns the same
+    job."""
     dataset = st.session_state["dataset"]
     n_valid = int(cohort.has_vector.sum())
     params = map_params(method, n_valid, n_components=n_components)
     key = projection_job_key(cohort, method, n_components)
+    estimate = estimate_seconds(method, n_valid)
     if job_runner().get(key) is None:  # the note counts down from the estimate at the start
-        _projection_estimates[key] = estimate_seconds(method, n_valid)
+        _projection_estimates[key] = estimate
     label = f"Computing the {METHOD_NAMES.get(method, method)} map"
 
-    def work(*, progress):
-        progress(0.0, label)
-        return compute_or_load(cohort.masked(), cohort.key, method, dataset=dataset, **params)
+    if in_worker(cohort):
+        def work(*, progress):
+            from core.jobs import run_in_process
 
-    return job_runner().submit(key, work)
+            progress(0.0, f"{label}: writing the cohort's matrix for the worker process")
+            path = worker_jobs.write_matrix(cohort)
+            return run_in_process(worker_jobs.project_matrix, str(path), cohort.key, method,
+                                  params=params, dataset=dataset, estimate_s=estimate,
+                                  progress=progress)
+    else:
+        def work(*, progress):
+            progress(0.0, label)
+            return compute_or_load(cohort.masked(), cohort.key, method, dataset=dataset, **params)
+
+    return job_runner().submit(key, work, rerun=rerun)
 
 
 def map_projection(cohort: Cohort, method: str, n_components: int = 2):
@@ -322,22 +417,28 @@ def map_projection(cohort: Cohort, method: str, n_components: int = 2):
         return projection(cohort, method, n_components), None
     n_valid = int(cohort.has_vector.sum())
     params = map_params(method, n_valid, n_components=n_components)
-    job = job_runner().get(projection_job_key(cohort, method, n_components))
+    key = projection_job_key(cohort, method, n_components)
+    job = job_runner().get(key)
     if job is None:
         if stored_projection(len(cohort.has_vector), cohort.key, method, **params) is not None:
             return projection(cohort, method, n_components), None  # stored: loaded, not computed
+        from ui.jobs import interrupted
+
+        if interrupted(key) is not None:  # the caller offers to start it again (ui.jobs.offer_restart)
+            return projection(cohort, "pca", n_components), (
+                f"Meanwhile this is the PCA map; the {METHOD_NAMES.get(method, method)} map is not computed.")
         job = start_projection(cohort, method, n_components)
     if job.done:
         if job.error is not None:
             raise job.error
         return projection(cohort, method, n_components), None  # now stored: loaded
     name = METHOD_NAMES.get(method, method)
-    key = projection_job_key(cohort, method, n_components)
     eta = _projection_estimates.get(key) or estimate_seconds(method, n_valid)
     if job.started_at is not None:
         eta = max(1.0, eta - (time.monotonic() - job.started_at))
-    note = (f"{name} is being computed (about {eta:.0f} s); the map will switch when it is ready. "
-            "Meanwhile this is the PCA map.")
+    where = " in a background worker process" if in_worker(cohort) else ""
+    note = (f"{name} is being computed{where} (about {eta:.0f} s; {job.message}); the map will "
+            "switch when it is ready. Meanwhile this is the PCA map.")
     return projection(cohort, "pca", n_components), note
 
 
@@ -473,10 +574,77 @@ def _similar_index(cohort_key: str, _cohort: Cohort):
     return SimilarCases(metric="cosine").fit(vectors)
 
 
+def neighbour_job_key(cohort: Cohort) -> str:
+    return f"neighbours:{cohort.key}:cosine"
+
+
+def start_neighbour_index(cohort: Cohort, *, rerun: bool = False):
+    """Build a large cohort's neighbour index (faiss HNSW over its image block) in a worker
+    process, stored in the run store; asking again returns the same job."""
+    dataset = st.session_state["dataset"]
+    key = worker_jobs.index_key(cohort.key, "image", "cosine")
+    estimate = worker_jobs.estimate_seconds(worker_jobs.INDEX_KIND, int(cohort.has_vector.sum()))
+
+    def work(*, progress):
+        from core.jobs import run_in_process
+
+        progress(0.0, "Neighbour index: writing the cohort's matrix for the worker process")
+        path = worker_jobs.write_matrix(cohort, "image")
+        return run_in_process(worker_jobs.build_index, str(path), key, metric="cosine",
+                              dataset=dataset, estimate_s=estimate, progress=progress)
+
+    return job_runner().submit(neighbour_job_key(cohort), work, rerun=rerun)
+
+
+def _index_stored(index_key: str) -> bool:
+    from core.runs import RunStore
+
+    return RunStore().load(worker_jobs.INDEX_KIND, index_key, version=worker_jobs.INDEX_VERSION) is not None
+
+
+@st.cache_resource(show_spinner="Loading the neighbour index...", max_entries=4)
+def _stored_index(index_key: str, cohort_key: str, _cohort: Cohort):
+    # The vectors are the memory-mapped matrix the index was built from: no copy in the server.
+    vectors = worker_jobs.load_matrix(worker_jobs.write_matrix(_cohort, "image"))
+    found = worker_jobs.load_index(index_key, vectors, metric="cosine")
+    if found is None:
+        raise ValueError(f"the stored neighbour index {index_key} does not match this cohort's rows")
+    return found
+
+
+def _large_index(cohort: Cohort):
+    """The stored neighbour index of a large cohort, built first by a background job in a worker
+    process while the page shows its progress and stops (it reruns when the job ends)."""
+    from ui.jobs import offer_restart, stop_if_failed, wait_for
+
+    index_key = worker_jobs.index_key(cohort.key, "image", "cosine")
+    job_key = neighbour_job_key(cohort)
+    if job_runner().get(job_key) is None:
+        if _index_stored(index_key):
+            return _stored_index(index_key, cohort.key, cohort)
+        if offer_restart(job_key, lambda: start_neighbour_index(cohort), what="The neighbour index",
+                         button_key="restart_neighbours"):
+            st.stop()
+        start_neighbour_index(cohort)
+    job = wait_for(job_key, intro=f"**Building the neighbour index of {int(cohort.has_vector.sum())} "
+                                  f"{cohort.level}s** in a background worker process (once; stored).")
+    stop_if_failed(job, lambda: start_neighbour_index(cohort, rerun=True), what="The neighbour index",
+                   button_key="retry_neighbours")
+    return _stored_index(index_key, cohort.key, cohort)
+
+
 def similar_cases(cohort: Cohort, row: int, *, k: int = 8) -> pd.DataFrame:
-    """The ``k`` rows nearest to ``row`` in image-embedding space (rank, id, distance, row)."""
-    index = _similar_index(cohort.key, cohort)
-    return index.query(int(row), k=min(k, int(cohort.has_vector.sum()) - 1))
+    """The ``k`` rows nearest to ``row`` in image-embedding space (rank, id, distance, row).
+    Above ``core.explain.similar.INDEX_MIN_ROWS`` rows (with faiss) the index is built once by a
+    background job in a worker process and stored (``_large_index``)."""
+    from core.explain.similar import INDEX_MIN_ROWS, faiss_available
+
+    n_valid = int(cohort.has_vector.sum())
+    if in_worker(cohort) and n_valid > INDEX_MIN_ROWS and faiss_available():
+        index = _large_index(cohort)
+    else:
+        index = _similar_index(cohort.key, cohort)
+    return index.query(int(row), k=min(k, n_valid - 1))
 
 
 def session_cohort(dataset: Dataset) -> Cohort:

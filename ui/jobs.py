@@ -74,3 +74,47 @@ def rerun_when_done(key: str | None, *, shown_while_running: bool = False) -> No
             st.rerun()
 
     watch()
+
+
+def interrupted(key: str | None):
+    """The journal's record of job ``key`` when a server restart interrupted it and nothing has
+    started it again since (this server runs no such job), else None."""
+    if not key or data.job_runner().get(key) is not None:
+        return None
+    record = data.job_runner().record(key)
+    return record if record is not None and record.status == "interrupted" else None
+
+
+def offer_restart(key: str | None, start: Callable[[], object], *, what: str, button_key: str) -> bool:
+    """When job ``key`` was interrupted by a server restart: say so ("interrupted at N%") with
+    a button that starts it again (``start()``, then the page reruns). Not started on its own:
+    a job that took the last server down (out of memory) must not take this one down too.
+    Returns whether the notice was shown."""
+    record = interrupted(key)
+    if record is None:
+        return False
+    prefix = f"interrupted by a server restart at {record.fraction:.0%} ("
+    last = record.message[len(prefix):-1] if record.message.startswith(prefix) else record.message
+    st.warning(f"{what} was interrupted by a server restart at {record.fraction:.0%} "
+               f"(last step: {last}).", icon=":material/restart_alt:")
+    if st.button("Start it again", key=button_key):
+        start()
+        st.rerun()
+    return True
+
+
+def stop_if_failed(job, start: Callable[[], object], *, what: str, button_key: str) -> None:
+    """Nothing when ``job`` succeeded. A ValueError (bad parameters, a size an algorithm refuses)
+    is raised for the page to show with its next step; any other failure (a worker process that
+    was killed or ran out of memory) is shown with a button that starts the job again, and the
+    page stops."""
+    error = job.error
+    if error is None:
+        return
+    if isinstance(error, ValueError):
+        raise error
+    st.error(f"{what} failed: {error}")
+    if st.button("Start it again", key=button_key):
+        start()
+        st.rerun()
+    st.stop()

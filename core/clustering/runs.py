@@ -8,6 +8,7 @@ directly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -91,21 +92,52 @@ def cluster_cohort(
     Returns ``(key, clustering)``; the key is what cluster -> disease mappings are saved under.
     Raises what :func:`core.clustering.cluster` raises for bad parameters.
     """
-    store = store or RunStore()
+    stored = stored_clustering(cohort, algorithm=algorithm, random_state=random_state, store=store,
+                               **params)
+    if stored is not None:
+        return stored
+    resolved = resolve_params(algorithm, **params)
+    started = time.monotonic()
+    result = cluster(cohort.masked(), algorithm=algorithm, random_state=random_state, **resolved)
+    key = save_clustering(cohort, result, random_state=random_state, store=store, dataset=dataset,
+                          seconds=time.monotonic() - started)
+    return key, result
+
+
+def stored_clustering(cohort: Cohort, *, algorithm: str = "kmeans", random_state: int = 0,
+                      store: RunStore | None = None, **params: Any) -> tuple[str, Clustering] | None:
+    """``(key, clustering)`` when :func:`cluster_cohort` would load it, else None (computes
+    nothing). Raises ValueError for bad parameters, as :func:`cluster_cohort`."""
     resolved = resolve_params(algorithm, **params)
     key = clustering_key(cohort.key, algorithm, resolved, random_state)
-    stored = store.load(CLUSTERING_KIND, key, version=CLUSTERING_VERSION)
+    stored = (store or RunStore()).load(CLUSTERING_KIND, key, version=CLUSTERING_VERSION)
     if stored is not None and len(stored.load("labels")) == len(cohort.table):
         return key, _clustering_from_run(stored)
-    result = cluster(cohort.masked(), algorithm=algorithm, random_state=random_state, **resolved)
-    store.save(
+    return None
+
+
+def save_clustering(cohort: Cohort, result: Clustering, *, random_state: int = 0,
+                    store: RunStore | None = None, dataset: str | None = None,
+                    seconds: float | None = None) -> str:
+    """Store ``result`` (a clustering of ``cohort``'s rows, e.g. computed in a worker process)
+    as the named run :func:`cluster_cohort` loads, with its per-cluster summary; returns its key.
+    ``seconds``: how long the fit took (kept in the summary for progress estimates)."""
+    if len(result.labels) != len(cohort.table):
+        raise ValueError(f"clustering has {len(result.labels)} labels but the cohort has "
+                         f"{len(cohort.table)} rows")
+    key = clustering_key(cohort.key, result.algorithm, result.params, random_state)
+    summary = {"algorithm": result.algorithm, "n_clusters": result.n_clusters, "level": cohort.level,
+               "silhouette": round(float(result.scores.get("silhouette", np.nan)), 4),
+               "n_samples": len(cohort.table)}
+    if seconds is not None:
+        summary["seconds"] = round(float(seconds), 2)
+    (store or RunStore()).save(
         CLUSTERING_KIND, key, version=CLUSTERING_VERSION, dataset=dataset,
-        config={"algorithm": algorithm, "params": resolved, "random_state": random_state},
+        config={"algorithm": result.algorithm, "params": result.params, "random_state": random_state},
         inputs={"cohort": cohort.key}, payload=_clustering_payload(result, cohort.table),
-        summary={"algorithm": algorithm, "n_clusters": result.n_clusters, "level": cohort.level,
-                 "silhouette": round(float(result.scores.get("silhouette", np.nan)), 4)},
+        summary=summary,
     )
-    return key, result
+    return key
 
 
 def clustering_summary(key: str, *, store: RunStore | None = None) -> pd.DataFrame:

@@ -32,10 +32,14 @@ def faiss_available() -> bool:
 class _HnswIndex:
     """faiss HNSW over float32 rows; cosine as inner product of unit vectors."""
 
-    def __init__(self, data: np.ndarray, metric: str) -> None:
+    def __init__(self, data: np.ndarray | None, metric: str, serialized: np.ndarray | None = None
+                 ) -> None:
         import faiss
 
         self.metric = metric
+        if serialized is not None:  # an index this class built and serialized (run store)
+            self.index = faiss.deserialize_index(np.ascontiguousarray(serialized, dtype=np.uint8))
+            return
         data = np.ascontiguousarray(data, dtype=np.float32)
         if metric == "cosine":
             data = _unit(data)
@@ -142,6 +146,36 @@ class SimilarCases:
             self.index_ = _NNDescentIndex(fitted, self.metric, self.random_state)
         else:
             self.index_ = NearestNeighbors(metric=self.metric, algorithm="brute").fit(fitted)
+        return self
+
+    def serialized_index(self) -> np.ndarray:
+        """The fitted HNSW index as bytes (uint8 array) for the run store; read back by
+        :meth:`fit_serialized`. Raises ValueError for another index kind."""
+        self._check_fitted()
+        if self.index_kind_ != "hnsw":
+            raise ValueError(f"only an hnsw index can be stored; this one is {self.index_kind_!r}")
+        import faiss
+
+        return faiss.serialize_index(self.index_.index)
+
+    def fit_serialized(self, vectors: np.ndarray, serialized: np.ndarray,
+                       ids: Any = None) -> SimilarCases:
+        """Fit from a stored HNSW index (:meth:`serialized_index`) built over ``vectors``, the
+        same rows as given to that ``fit``, instead of building it again. Raises ValueError when
+        the index does not hold one entry per row of ``vectors`` without NaN."""
+        matrix = np.asarray(vectors)
+        if matrix.ndim != 2:
+            raise ValueError(f"vectors must have shape (n_rows, dim), got {matrix.shape}")
+        valid = np.isfinite(matrix).all(axis=1)
+        index = _HnswIndex(None, self.metric, serialized=serialized)
+        if index.index.ntotal != int(valid.sum()) or index.index.d != matrix.shape[1]:
+            raise ValueError(f"the stored index holds {index.index.ntotal} x {index.index.d} "
+                             f"vectors; these are {int(valid.sum())} x {matrix.shape[1]}")
+        row_ids = np.arange(len(matrix)) if ids is None else np.asarray(list(ids), dtype=object)
+        self.vectors_ = matrix.astype(np.float32, copy=False)
+        self.ids_, self.valid_, self.rows_ = row_ids, valid, np.flatnonzero(valid)
+        self.excluded_ids_ = list(row_ids[~valid])
+        self.index_kind_, self.index_ = "hnsw", index
         return self
 
     def _index_kind(self, n_valid: int) -> str:
