@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from core.ingest import Dataset
 
 KIND = "audit"
-AUDIT_VERSION = 3
+AUDIT_VERSION = 4
 INGEST_DUPLICATE_STATUSES = ("duplicate_row", "duplicate_file")
 ProgressFn = Callable[[float, str], None]
 
