@@ -128,26 +128,40 @@ class _Searched:
         return cls(image, _integral(wide), _integral(wide ** 2))
 
 
-def _correlate(searched: _Searched, template: np.ndarray) -> float:
-    h, w = template.shape
-    centred = (template - template.mean()).astype(np.float32)
-    template_norm = float(np.sqrt((centred.astype(np.float64) ** 2).sum()))
-    if template_norm == 0:
+@dataclass(frozen=True)
+class _Template:
+    """A template with its mean removed and its norm (computed once per template)."""
+
+    centred: np.ndarray
+    norm: float
+
+    @classmethod
+    def of(cls, template: np.ndarray) -> _Template:
+        centred = (template - template.mean()).astype(np.float32)
+        return cls(centred, float(np.sqrt((centred.astype(np.float64) ** 2).sum())))
+
+
+def _correlate(searched: _Searched, template: _Template) -> float:
+    h, w = template.centred.shape
+    if template.norm == 0:
         return -1.0
-    windows = np.lib.stride_tricks.sliding_window_view(searched.values, (h, w))
-    products = np.einsum("ijkl,kl->ij", windows, centred, optimize=False).astype(np.float64)
+    values = searched.values
+    rows, columns = values.shape[0] - h + 1, values.shape[1] - w + 1
+    windows = np.lib.stride_tricks.as_strided(values, (rows, columns, h, w), values.strides * 2, writeable=False)
+    products = np.einsum("ijkl,kl->ij", windows, template.centred, optimize=False).astype(np.float64)
     sums = _window_sums(searched.sums, (h, w))
     squares = _window_sums(searched.squares, (h, w))
     variance = np.maximum(squares - sums ** 2 / (h * w), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scores = np.where(variance > 1e-12, products / (np.sqrt(variance) * template_norm), -1.0)
-    return float(scores.max())
+    ok = variance > 1e-12
+    if not ok.any():
+        return -1.0
+    return float((products[ok] / (np.sqrt(variance[ok]) * template.norm)).max())
 
 
 def best_correlation(image: np.ndarray, template: np.ndarray) -> float:
     """The highest normalised cross-correlation of ``template`` over every position inside
     ``image`` (both 2-D float arrays, template no larger than image), in [-1, 1]."""
-    return _correlate(_Searched.of(image), template)
+    return _correlate(_Searched.of(image), _Template.of(np.asarray(template, dtype=np.float32)))
 
 
 class _Thumb:
@@ -160,7 +174,7 @@ class _Thumb:
         self.full = np.asarray(grey)
         self.half = np.asarray(Image.fromarray(self.full).reduce(2))
         self._searched: dict[bool, _Searched] = {}
-        self._templates: dict[tuple[bool, int, int], np.ndarray | None] = {}
+        self._templates: dict[tuple[bool, int, int], _Template | None] = {}
 
     def image(self, half: bool) -> np.ndarray:
         return self.half if half else self.full
@@ -170,13 +184,13 @@ class _Thumb:
             self._searched[half] = _Searched.of(_high_pass(self.image(half), 1.0 if half else 2.0))
         return self._searched[half]
 
-    def template(self, half: bool, width: int, height: int) -> np.ndarray | None:
+    def template(self, half: bool, width: int, height: int) -> _Template | None:
         """This thumbnail resized to (height, width) as a detail image; None when flat."""
         key = (half, width, height)
         if key not in self._templates:
             resized = np.asarray(Image.fromarray(self.image(half)).resize((width, height), Image.Resampling.BILINEAR))
             detail = _high_pass(resized, 1.0 if half else 2.0)
-            self._templates[key] = None if detail.std() < 1e-4 else detail
+            self._templates[key] = None if detail.std() < 1e-4 else _Template.of(detail)
         return self._templates[key]
 
 
