@@ -351,6 +351,14 @@ def _arguments(bench: Benchmark, quick: bool, values: dict[str, str]) -> list[st
         return f"skipped: no value for {error}"
 
 
+def _portable(argument: str) -> str:
+    """An argument as the results file may show it: no absolute paths of this machine."""
+    if not argument.startswith("/"):
+        return argument
+    path = Path(argument)
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else f".../{path.name}"
+
+
 def run_benchmark(bench: Benchmark, *, quick: bool, values: dict[str, str], timeout: float) -> dict:
     """Run one benchmark script in its own process (``nice`` 10 where available)."""
     script = REPO_ROOT / "benchmarks" / bench.script
@@ -363,7 +371,7 @@ def run_benchmark(bench: Benchmark, *, quick: bool, values: dict[str, str], time
     command = [sys.executable, str(script), *arguments]
     if hasattr(os, "nice"):
         command = ["nice", "-n", "10", *command]
-    record["args"] = arguments
+    record["args"] = [_portable(part) for part in arguments]
     record["load_before"] = round(os.getloadavg()[0], 2)
     started = time.perf_counter()
     try:

@@ -141,3 +141,6 @@ def test_what_cannot_run_is_skipped_with_the_reason(run_all, monkeypatch):
     assert record["status"] == "skipped: benchmarks/no_such_script.py does not exist"
     with pytest.raises(SystemExit):
         run_all.main(["--collect", "--only", "no-such-benchmark"])
+    # What a run records of its arguments holds no absolute path of this machine.
+    assert run_all._portable(str(RESULTS / "scale.json")) == "benchmarks/results/scale.json"
+    assert run_all._portable("/data/cohort") == ".../cohort" and run_all._portable("--sizes") == "--sizes"
