@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +153,7 @@ def main() -> int:
     memory = _fit(table.rename(columns={"peak_rss_mb": "memory"}), "memory")
     result = {"source": source, "encoder": args.encoder, "embedding": embedding, "sizes": rows, "growth": fits,
               "memory_growth_exponent": memory["exponent"] if memory else None, "cores": os.cpu_count(),
+              "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S%z"),
               "note": "2 cores shared with other work; wall clock; each size in its own process "
                       "(peak_rss_mb is that process's max RSS); verify_s = pixel match of the candidates"}
     out = Path(args.out)

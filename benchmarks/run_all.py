@@ -152,6 +152,14 @@ def _audit_speed(data: dict) -> list[Figure]:
     note = f"{data.get('source', '')}; growth exponent {exponent}" if exponent is not None else data.get("source", "")
     figures = [Figure(f"audit at {large['n']:,} images", seconds(large), "s", f"audit at {small['n']:,} images",
                       seconds(small), goal=f"ratio <= {large['n'] / small['n']:.0f} (linear)", note=note)]
+    if "verify_s" in large:
+        figures.append(Figure(f"duplicate pixel match at {large['n']:,} images", large["verify_s"], "s",
+                              "the whole audit", seconds(large), note="ratio = its share of the time"))
+    embedding = data.get("embedding")
+    if isinstance(embedding, dict) and _number(embedding.get("seconds")):
+        figures.append(Figure(f"embedding {embedding['images']:,} images ({embedding.get('encoder')}), once",
+                              embedding["seconds"], "s", f"the audit at {large['n']:,} images, vectors cached",
+                              seconds(large), note=f"{embedding.get('images_per_s')} images/s"))
     if "peak_rss_mb" in large:
         figures.append(Figure(f"audit peak memory at {large['n']:,} images", large["peak_rss_mb"], "MB",
                               f"at {small['n']:,} images", small["peak_rss_mb"]))
