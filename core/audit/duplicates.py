@@ -275,6 +275,23 @@ def _nearest_pairs(points: np.ndarray, usable: np.ndarray, k: int, metric: str, 
             found.add((i, j))
 
 
+def _visiting_order(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """An order to verify ``pairs`` in so that both images of a pair were prepared recently
+    (hits in the bounded thumbnail cache): rows renumbered by reverse Cuthill-McKee on the pair
+    graph, which puts connected rows near each other, then pairs by their lower new number."""
+    if not pairs:
+        return np.zeros(0, dtype=np.int64)
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    a, b = np.array(pairs, dtype=np.int64).T
+    graph = csr_matrix((np.ones(2 * len(a), dtype=np.int8), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+    position = np.empty(n, dtype=np.int64)
+    position[reverse_cuthill_mckee(graph, symmetric_mode=True)] = np.arange(n)
+    low, high = np.minimum(position[a], position[b]), np.maximum(position[a], position[b])
+    return np.lexsort((high, low))
+
+
 def _hash_bits(hashes: np.ndarray) -> np.ndarray:
     """64-bit hashes as (n, 64) float32 rows of 0/1: squared euclidean distance = Hamming."""
     return np.unpackbits(hashes.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(np.float32)
@@ -337,10 +354,11 @@ def candidate_pairs(
     if unit is not None:
         _nearest_pairs(unit, has_vector & ~skip, neighbours, "cosine", found)
 
-    records = []
     pairs = sorted(found | exact)
     prepared = _ThumbCache(thumbnails) if thumbnails is not None else None
-    for number, (i, j) in enumerate(pairs):
+    records: list[tuple | None] = [None] * len(pairs)
+    for number, index in enumerate(_visiting_order(n, pairs)):
+        i, j = pairs[index]
         hash_distance = float(np.bitwise_count(hashes[i] ^ hashes[j])) if has_hash[i] and has_hash[j] else np.nan
         cosine_distance = (max(0.0, float(1.0 - unit[i] @ unit[j]))
                            if unit is not None and has_vector[i] and has_vector[j] else np.nan)
@@ -350,7 +368,7 @@ def candidate_pairs(
             score = 1.0
         elif thumbnails is not None and thumbnails[i] is not None and thumbnails[j] is not None:
             score = match_score(prepared[i], prepared[j])
-        records.append((i, j, is_exact, hash_distance, cosine_distance, score))
+        records[index] = (i, j, is_exact, hash_distance, cosine_distance, score)
         if progress is not None and (number % 200 == 0 or number == len(pairs) - 1):
             progress(number + 1, len(pairs))
     frame = pd.DataFrame.from_records(records, columns=PAIR_COLUMNS)

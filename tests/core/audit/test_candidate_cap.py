@@ -72,3 +72,13 @@ def test_a_large_exact_group_stays_one_set_with_linear_pairs():
     assert (sets[:n_copies] == 0).all() and (sets[n_copies:] == -1).all()
     small = candidate_pairs(["x"] * 4, [None] * 4)  # a small group keeps every pair
     assert len(small) == 6
+
+
+def test_pairs_are_verified_in_a_cache_friendly_order_and_returned_sorted():
+    from core.audit.duplicates import _visiting_order
+
+    pairs = [(0, 5), (1, 2), (2, 9), (3, 4), (5, 9), (6, 7)]
+    order = _visiting_order(10, pairs)
+    assert sorted(order.tolist()) == list(range(len(pairs)))  # every pair once
+    candidates = candidate_pairs(["a", "b", "a", "c", "b", "a"], [None] * 6)
+    assert candidates[["i", "j"]].values.tolist() == sorted(candidates[["i", "j"]].values.tolist())
