@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from cli.commands import fraction_bar
-from core.audit.duplicates import COSINE, MATCH, PHASH_BITS, Thresholds
+from core.audit.duplicates import COSINE, MATCH, NEIGHBOURS, PHASH_BITS, Thresholds
 from core.audit.export import write_audit
 from core.audit.runs import audit_dataset, summary_lines
 from core.encoders import DEFAULT_IMAGE_ENCODER
@@ -34,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--phash-bits", type=int, default=PHASH_BITS, help="near duplicate: pHash bits that differ <= this (default %(default)s)")
     parser.add_argument("--cosine", type=float, default=COSINE, help="near duplicate: embedding cosine distance <= this (default %(default)s)")
     parser.add_argument("--match", type=float, default=MATCH, help="near duplicate: crop-aware pixel match >= this (default %(default)s)")
+    parser.add_argument("--neighbours", type=int, default=NEIGHBOURS,
+                        help="duplicate candidates per image from each of pHash, centre descriptor and embedding "
+                        "(default %(default)s)")
     parser.add_argument("--no-cleanvision", action="store_true", help="skip cleanvision's checks (radiograph checks still run)")
     parser.add_argument("--recompute", action="store_true", help="compute again even when the run store holds this audit")
     parser.set_defaults(func=run)
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset)
     with fraction_bar("audit") as progress:
         audit = audit_dataset(dataset, encoder=args.encoder, n_clusters=args.clusters,
-                              use_cleanvision=not args.no_cleanvision, force=args.recompute, progress=progress)
+                              use_cleanvision=not args.no_cleanvision, neighbours=args.neighbours,
+                              force=args.recompute, progress=progress)
     print("\n".join(summary_lines(audit, thresholds)))
     out = write_audit(audit, Path(args.out) if args.out else Path(f"audit-{dataset.name}"), thresholds)
     print(f"\nWrote {out} (run {audit.key or 'not saved'})")

@@ -15,9 +15,13 @@
   off; raise it to let the embedding decide alone), and the pixel match does most of the work.
 
 Candidate pairs are kept with every score, so a page can move the thresholds without
-recomputing (:func:`select_pairs` + :func:`duplicate_sets`). Pairs are found block by block
-(``BLOCK`` rows against all), so memory stays at BLOCK x n values; the pairwise part grows with
-n^2 (50M hash comparisons at n = 10,000), the verification with n.
+recomputing (:func:`select_pairs` + :func:`duplicate_sets`). Candidates are capped per image:
+each image proposes its ``NEIGHBOURS`` (5) nearest by pHash within ``CANDIDATE_PHASH_BITS``, by
+centre descriptor and by embedding, found through core's neighbour index
+(:class:`core.explain.similar.SimilarCases`), so their number and the verification grow with n,
+not n^2. Without the cap, images that all look alike (the scale generator's synthetic slices)
+gave 14 candidates per image at 1,250 images and more as n grew. A pHash slider raised towards
+``CANDIDATE_PHASH_BITS`` therefore sees each image's nearest hashes, not every hash in range.
 
 A duplicate *set* is a connected component of the pair graph. A set whose images belong to more
 than one patient id is flagged ``cross_patient``: either one person entered twice (identity
@@ -27,6 +31,7 @@ patient-grouped CV split (leakage).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,8 +48,8 @@ PHASH_BITS = 2
 COSINE = 0.0  # off: the embedding proposes candidates; alone it decides nothing (see above)
 MATCH = 0.80
 CANDIDATE_PHASH_BITS = 12
-NEIGHBOURS = 5
-BLOCK = 1024
+NEIGHBOURS = 5  # candidates per image from each of pHash, centre descriptor, embedding
+THUMB_CACHE = 2048  # prepared thumbnails kept while verifying candidates
 # Widths of the smaller thumbnail tried inside the larger one: copies (1.0) down to crops that
 # removed 30% of the width.
 MATCH_SCALES = (1.0, 0.96, 0.92, 0.88, 0.84, 0.80, 0.76, 0.72)
@@ -94,50 +99,115 @@ def _high_pass(grey: np.ndarray, sigma: float) -> np.ndarray:
     return grey - ndimage.gaussian_filter(grey, sigma)
 
 
-def _window_sums(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    table = np.pad(values.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
+def _integral(values: np.ndarray) -> np.ndarray:
+    """Summed-area table with a leading row and column of zeros, float64."""
+    table = np.zeros((values.shape[0] + 1, values.shape[1] + 1))
+    np.cumsum(values, axis=0, dtype=np.float64, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+    return table
+
+
+def _window_sums(table: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     return table[h:, w:] - table[:-h, w:] - table[h:, :-w] + table[:-h, :-w]
+
+
+@dataclass(frozen=True)
+class _Searched:
+    """An image that templates are searched in, with its summed-area tables (computed once,
+    reused for every template and scale)."""
+
+    values: np.ndarray
+    sums: np.ndarray
+    squares: np.ndarray
+
+    @classmethod
+    def of(cls, image: np.ndarray) -> _Searched:
+        image = np.asarray(image, dtype=np.float32)
+        wide = image.astype(np.float64)
+        return cls(image, _integral(wide), _integral(wide ** 2))
+
+
+@dataclass(frozen=True)
+class _Template:
+    """A template with its mean removed and its norm (computed once per template)."""
+
+    centred: np.ndarray
+    norm: float
+
+    @classmethod
+    def of(cls, template: np.ndarray) -> _Template:
+        centred = (template - template.mean()).astype(np.float32)
+        return cls(centred, float(np.sqrt((centred.astype(np.float64) ** 2).sum())))
+
+
+def _correlate(searched: _Searched, template: _Template) -> float:
+    h, w = template.centred.shape
+    if template.norm == 0:
+        return -1.0
+    values = searched.values
+    rows, columns = values.shape[0] - h + 1, values.shape[1] - w + 1
+    windows = np.lib.stride_tricks.as_strided(values, (rows, columns, h, w), values.strides * 2, writeable=False)
+    products = np.einsum("ijkl,kl->ij", windows, template.centred, optimize=False).astype(np.float64)
+    sums = _window_sums(searched.sums, (h, w))
+    squares = _window_sums(searched.squares, (h, w))
+    variance = np.maximum(squares - sums ** 2 / (h * w), 0.0)
+    ok = variance > 1e-12
+    if not ok.any():
+        return -1.0
+    return float((products[ok] / (np.sqrt(variance[ok]) * template.norm)).max())
 
 
 def best_correlation(image: np.ndarray, template: np.ndarray) -> float:
     """The highest normalised cross-correlation of ``template`` over every position inside
     ``image`` (both 2-D float arrays, template no larger than image), in [-1, 1]."""
-    h, w = template.shape
-    centred = (template - template.mean()).astype(np.float32)
-    template_norm = float(np.sqrt((centred.astype(np.float64) ** 2).sum()))
-    if template_norm == 0:
-        return -1.0
-    image = image.astype(np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(image, (h, w))
-    products = np.einsum("ijkl,kl->ij", windows, centred, optimize=False).astype(np.float64)
-    wide = image.astype(np.float64)
-    sums = _window_sums(wide, (h, w))
-    squares = _window_sums(wide ** 2, (h, w))
-    variance = np.maximum(squares - sums ** 2 / (h * w), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scores = np.where(variance > 1e-12, products / (np.sqrt(variance) * template_norm), -1.0)
-    return float(scores.max())
+    return _correlate(_Searched.of(image), _Template.of(np.asarray(template, dtype=np.float32)))
 
 
-def _score_at(big: np.ndarray, big_detail: np.ndarray, small: np.ndarray, scale: float, sigma: float) -> float:
-    height, width = big.shape
+class _Thumb:
+    """One thumbnail prepared for :func:`match_score`: its half-size copy, both searched
+    detail images, and the template details it was resized to (cached by shape)."""
+
+    __slots__ = ("full", "half", "_searched", "_templates")
+
+    def __init__(self, grey: np.ndarray) -> None:
+        self.full = np.asarray(grey)
+        self.half = np.asarray(Image.fromarray(self.full).reduce(2))
+        self._searched: dict[bool, _Searched] = {}
+        self._templates: dict[tuple[bool, int, int], _Template | None] = {}
+
+    def image(self, half: bool) -> np.ndarray:
+        return self.half if half else self.full
+
+    def searched(self, half: bool) -> _Searched:
+        if half not in self._searched:
+            self._searched[half] = _Searched.of(_high_pass(self.image(half), 1.0 if half else 2.0))
+        return self._searched[half]
+
+    def template(self, half: bool, width: int, height: int) -> _Template | None:
+        """This thumbnail resized to (height, width) as a detail image; None when flat."""
+        key = (half, width, height)
+        if key not in self._templates:
+            resized = np.asarray(Image.fromarray(self.image(half)).resize((width, height), Image.Resampling.BILINEAR))
+            detail = _high_pass(resized, 1.0 if half else 2.0)
+            self._templates[key] = None if detail.std() < 1e-4 else _Template.of(detail)
+        return self._templates[key]
+
+
+def _score_at(big: _Thumb, small: _Thumb, scale: float, half: bool) -> float:
+    height, width = big.image(half).shape
+    small_shape = small.image(half).shape
     template_width = round(scale * width)
-    template_height = round(template_width * small.shape[0] / small.shape[1])
+    template_height = round(template_width * small_shape[0] / small_shape[1])
     if not (6 <= template_height <= height and 6 <= template_width <= width):
         return -1.0
-    template = np.asarray(Image.fromarray(small).resize((template_width, template_height), Image.Resampling.BILINEAR))
-    detail = _high_pass(template, sigma)
-    if detail.std() < 1e-4:
+    detail = small.template(half, template_width, template_height)
+    if detail is None:
         return -1.0
-    return best_correlation(big_detail, detail)
+    return _correlate(big.searched(half), detail)
 
 
-def _half(grey: np.ndarray) -> np.ndarray:
-    return np.asarray(Image.fromarray(grey).reduce(2))
-
-
-def match_score(a: np.ndarray, b: np.ndarray, *, scales: Sequence[float] = MATCH_SCALES) -> float:
+def match_score(a: np.ndarray | _Thumb, b: np.ndarray | _Thumb, *, scales: Sequence[float] = MATCH_SCALES) -> float:
     """How well one thumbnail is found inside the other, at any of ``scales`` of its width:
     the best normalised cross-correlation of their high-pass (detail) images, in [-1, 1].
 
@@ -147,12 +217,12 @@ def match_score(a: np.ndarray, b: np.ndarray, *, scales: Sequence[float] = MATCH
     (and the plain overlay) at full size when the coarse score reaches ``COARSE_GATE``.
     a, b : uint8 thumbnails (h, w) from :func:`core.audit.fingerprints.match_thumbnail`.
     """
+    a = a if isinstance(a, _Thumb) else _Thumb(a)
+    b = b if isinstance(b, _Thumb) else _Thumb(b)
     coarse: list[tuple[float, int, float]] = []
     for direction, (big, small) in enumerate(((a, b), (b, a))):
-        big_half, small_half = _half(big), _half(small)
-        detail = _high_pass(big_half, 1.0)
         for scale in scales:
-            coarse.append((_score_at(big_half, detail, small_half, scale, 1.0), direction, scale))
+            coarse.append((_score_at(big, small, scale, True), direction, scale))
     coarse.sort(reverse=True)
     if coarse[0][0] < COARSE_GATE:
         return coarse[0][0]
@@ -162,25 +232,69 @@ def match_score(a: np.ndarray, b: np.ndarray, *, scales: Sequence[float] = MATCH
     best = -1.0
     for direction in (0, 1):
         big, small = (a, b) if direction == 0 else (b, a)
-        detail = _high_pass(big, 2.0)
         for scale in sorted(s for d, s in tried if d == direction):
-            best = max(best, _score_at(big, detail, small, scale, 2.0))
+            best = max(best, _score_at(big, small, scale, False))
     return best
 
 
-def _top_k(unit: np.ndarray, usable: np.ndarray, k: int, found: set[tuple[int, int]]) -> None:
+class _ThumbCache:
+    """Prepared thumbnails by row, the ``size`` most recently used kept (bounded memory)."""
+
+    def __init__(self, thumbnails: Sequence[np.ndarray | None], size: int = THUMB_CACHE) -> None:
+        self.thumbnails = thumbnails
+        self.size = size
+        self.kept: OrderedDict[int, _Thumb] = OrderedDict()
+
+    def __getitem__(self, row: int) -> _Thumb:
+        if row in self.kept:
+            self.kept.move_to_end(row)
+            return self.kept[row]
+        thumb = self.kept[row] = _Thumb(self.thumbnails[row])
+        if len(self.kept) > self.size:
+            self.kept.popitem(last=False)
+        return thumb
+
+
+def _nearest_pairs(points: np.ndarray, usable: np.ndarray, k: int, metric: str, found: set[tuple[int, int]],
+                   *, max_distance: float = np.inf) -> None:
+    """Add each usable row's ``k`` nearest other usable rows (within ``max_distance``) to
+    ``found``, through core's neighbour index (:class:`core.explain.similar.SimilarCases`: exact
+    up to its ``INDEX_MIN_ROWS``, faiss HNSW above)."""
+    from core.explain.similar import SimilarCases
+
     rows = np.flatnonzero(usable)
-    if len(rows) < 2:
+    if len(rows) < 2 or k < 1:
         return
     k = min(k, len(rows) - 1)
-    for start in range(0, len(rows), BLOCK):
-        block = rows[start:start + BLOCK]
-        distance = 1.0 - unit[block] @ unit[rows].T
-        distance[np.arange(len(block)), start + np.arange(len(block))] = np.inf
-        nearest = np.argpartition(distance, k - 1, axis=1)[:, :k]
-        for a, neighbours in zip(block, nearest, strict=True):
-            for b in rows[neighbours]:
-                found.add((int(min(a, b)), int(max(a, b))))
+    nearest, distances = SimilarCases(metric).fit(points[rows]).neighbours(k)
+    keep = (nearest >= 0) & (distances <= max_distance)
+    a = np.repeat(rows, k)[keep.ravel()]
+    b = rows[nearest[keep]]
+    for i, j in zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist(), strict=True):
+        if i != j:
+            found.add((i, j))
+
+
+def _visiting_order(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """An order to verify ``pairs`` in so that both images of a pair were prepared recently
+    (hits in the bounded thumbnail cache): rows renumbered by reverse Cuthill-McKee on the pair
+    graph, which puts connected rows near each other, then pairs by their lower new number."""
+    if not pairs:
+        return np.zeros(0, dtype=np.int64)
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    a, b = np.array(pairs, dtype=np.int64).T
+    graph = csr_matrix((np.ones(2 * len(a), dtype=np.int8), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+    position = np.empty(n, dtype=np.int64)
+    position[reverse_cuthill_mckee(graph, symmetric_mode=True)] = np.arange(n)
+    low, high = np.minimum(position[a], position[b]), np.maximum(position[a], position[b])
+    return np.lexsort((high, low))
+
+
+def _hash_bits(hashes: np.ndarray) -> np.ndarray:
+    """64-bit hashes as (n, 64) float32 rows of 0/1: squared euclidean distance = Hamming."""
+    return np.unpackbits(hashes.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(np.float32)
 
 
 def candidate_pairs(
@@ -196,10 +310,16 @@ def candidate_pairs(
 ) -> pd.DataFrame:
     """Every pair (i < j) worth judging, with all its scores.
 
-    A pair is a candidate when both rows have the same pixel hash, their pHashes differ in at
-    most ``CANDIDATE_PHASH_BITS`` bits, or one is among the other's ``neighbours`` nearest by
-    the centre descriptor or by the embedding. Each candidate then gets its pHash distance,
-    embedding cosine distance and (with ``thumbnails``) :func:`match_score`.
+    A pair is a candidate when both rows have the same pixel hash, or one is among the
+    other's ``neighbours`` nearest by pHash (counting only pHashes that differ in at most
+    ``CANDIDATE_PHASH_BITS`` bits), by the centre descriptor or by the embedding. So each
+    image proposes at most 3 x ``neighbours`` candidates (plus its exact copies: all pairs of
+    a group up to ``neighbours`` + 1 images, each image and the next ``neighbours`` in a
+    larger one, which keeps the duplicate set the same). The nearest come from core's
+    neighbour index (exact search, faiss HNSW above 50,000 rows; the pHash as 64 0/1
+    coordinates, whose squared euclidean distance is the Hamming distance). Each candidate
+    then gets its pHash distance, embedding cosine distance and (with ``thumbnails``)
+    :func:`match_score`.
 
     pixel_hashes, phashes : n_samples hex strings (None for rows that failed to decode).
     descriptors : (n_samples, d) centre descriptors or None. vectors : (n_samples, dim)
@@ -217,29 +337,28 @@ def candidate_pairs(
         if isinstance(value, str) and value and not skip[index]:
             by_hash.setdefault(value, []).append(index)
     for members in by_hash.values():
+        # Every pair of a small group; in a large one each image and the next ``neighbours``
+        # (the same duplicate set, at most neighbours x size pairs).
         for a in range(len(members)):
-            for b in range(a + 1, len(members)):
+            for b in range(a + 1, min(len(members), a + 1 + max(neighbours, 1))):
                 exact.add((members[a], members[b]))
 
     hashes, has_hash = hashes_as_uint64(phashes)
     has_hash &= ~skip
-    hash_rows = np.flatnonzero(has_hash)
-    for start in range(0, len(hash_rows), BLOCK):
-        block = hash_rows[start:start + BLOCK]
-        distance = np.bitwise_count(hashes[block][:, None] ^ hashes[hash_rows][None, :])
-        for a, b in zip(*np.nonzero(distance <= CANDIDATE_PHASH_BITS), strict=True):
-            if block[a] < hash_rows[b]:
-                found.add((int(block[a]), int(hash_rows[b])))
+    _nearest_pairs(_hash_bits(hashes), has_hash, neighbours, "euclidean", found,
+                   max_distance=float(np.sqrt(CANDIDATE_PHASH_BITS + 0.5)))
     unit_descriptors, has_descriptor = _unit_rows(descriptors, n)
     if unit_descriptors is not None:
-        _top_k(unit_descriptors, has_descriptor & ~skip, neighbours, found)
+        _nearest_pairs(unit_descriptors, has_descriptor & ~skip, neighbours, "cosine", found)
     unit, has_vector = _unit_rows(vectors, n)
     if unit is not None:
-        _top_k(unit, has_vector & ~skip, neighbours, found)
+        _nearest_pairs(unit, has_vector & ~skip, neighbours, "cosine", found)
 
-    records = []
     pairs = sorted(found | exact)
-    for number, (i, j) in enumerate(pairs):
+    prepared = _ThumbCache(thumbnails) if thumbnails is not None else None
+    records: list[tuple | None] = [None] * len(pairs)
+    for number, index in enumerate(_visiting_order(n, pairs)):
+        i, j = pairs[index]
         hash_distance = float(np.bitwise_count(hashes[i] ^ hashes[j])) if has_hash[i] and has_hash[j] else np.nan
         cosine_distance = (max(0.0, float(1.0 - unit[i] @ unit[j]))
                            if unit is not None and has_vector[i] and has_vector[j] else np.nan)
@@ -248,8 +367,8 @@ def candidate_pairs(
         if is_exact:
             score = 1.0
         elif thumbnails is not None and thumbnails[i] is not None and thumbnails[j] is not None:
-            score = match_score(thumbnails[i], thumbnails[j])
-        records.append((i, j, is_exact, hash_distance, cosine_distance, score))
+            score = match_score(prepared[i], prepared[j])
+        records[index] = (i, j, is_exact, hash_distance, cosine_distance, score)
         if progress is not None and (number % 200 == 0 or number == len(pairs) - 1):
             progress(number + 1, len(pairs))
     frame = pd.DataFrame.from_records(records, columns=PAIR_COLUMNS)

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from core.audit.duplicates import DEFAULT_THRESHOLDS, Thresholds, candidate_pairs, duplicates_report
+from core.audit.duplicates import (
+    DEFAULT_THRESHOLDS,
+    NEIGHBOURS,
+    Thresholds,
+    candidate_pairs,
+    duplicates_report,
+)
 from core.audit.fingerprints import fingerprint_images
 from core.audit.images import image_issues
 from core.audit.label_issues import find_label_problems
@@ -34,18 +40,21 @@ if TYPE_CHECKING:
     from core.ingest import Dataset
 
 KIND = "audit"
-AUDIT_VERSION = 3
+AUDIT_VERSION = 4
 INGEST_DUPLICATE_STATUSES = ("duplicate_row", "duplicate_file")
 ProgressFn = Callable[[float, str], None]
 
 
 def audit_config(*, encoder: str | None = None, n_clusters: int = 4, use_cleanvision: bool = True,
-                 n_splits: int = 5, random_state: int = 0) -> dict[str, Any]:
-    """The parameters of an audit, defaults filled in."""
+                 n_splits: int = 5, random_state: int = 0, neighbours: int = NEIGHBOURS) -> dict[str, Any]:
+    """The parameters of an audit, defaults filled in. ``neighbours``: duplicate candidates each
+    image proposes from each of pHash, centre descriptor and embedding (see
+    :func:`core.audit.duplicates.candidate_pairs`)."""
     from core.encoders import DEFAULT_IMAGE_ENCODER
 
     return {"encoder": encoder or DEFAULT_IMAGE_ENCODER, "n_clusters": int(n_clusters),
-            "use_cleanvision": bool(use_cleanvision), "n_splits": int(n_splits), "random_state": int(random_state)}
+            "use_cleanvision": bool(use_cleanvision), "n_splits": int(n_splits), "random_state": int(random_state),
+            "neighbours": int(neighbours)}
 
 
 @dataclass
@@ -131,6 +140,7 @@ def audit_dataset(
     use_cleanvision: bool = True,
     n_splits: int = 5,
     random_state: int = 0,
+    neighbours: int = NEIGHBOURS,
     store: RunStore | None = None,
     force: bool = False,
     progress: ProgressFn | None = None,
@@ -147,9 +157,11 @@ def audit_dataset(
             progress(fraction, message)
 
     config = audit_config(encoder=encoder, n_clusters=n_clusters, use_cleanvision=use_cleanvision,
-                          n_splits=n_splits, random_state=random_state)
+                          n_splits=n_splits, random_state=random_state, neighbours=neighbours)
     if config["n_clusters"] < 1:
         raise ValueError(f"n_clusters={n_clusters} must be >= 1")
+    if not 1 <= config["neighbours"] <= 100:
+        raise ValueError(f"neighbours={neighbours} must be in 1..100")
     store = store if store is not None else RunStore()
     report(0.0, f"embedding with {config['encoder']}")
     embedding = embed_dataset(dataset, config["encoder"],
@@ -170,7 +182,7 @@ def audit_dataset(
     report(0.5, "finding duplicates")
     candidates = candidate_pairs(
         prints.table["pixel_hash"].tolist(), prints.table["phash"].tolist(), descriptors=prints.descriptors,
-        vectors=embedding.vectors, thumbnails=prints.thumbnails, skip=blank,
+        vectors=embedding.vectors, thumbnails=prints.thumbnails, skip=blank, neighbours=config["neighbours"],
         progress=lambda done, total: report(0.5 + 0.2 * done / max(total, 1), "comparing candidate pairs"))
     if blank.any():
         notes.append(f"{int(blank.sum())} blank image(s) left out of duplicate matching (reported as blank)")

@@ -59,3 +59,14 @@ def test_audit_command_writes_escaped_csvs_and_a_summary(small_cohort, tmp_path,
 def test_audit_command_refuses_bad_thresholds(small_cohort, capsys):
     assert main(["audit", str(small_cohort.root), "--phash-bits", "40"]) == 2
     assert "phash_bits=40 must be in 0..12" in capsys.readouterr().err
+
+
+def test_audit_command_takes_the_candidate_cap_and_refuses_a_bad_one(small_cohort, tmp_path, capsys):
+    out = tmp_path / "audit-k2"
+    args = ["audit", str(small_cohort.root), "--encoder", "pixels", "--no-cleanvision", "--out", str(out)]
+    assert main([*args, "--neighbours", "2"]) == 0
+    assert '"neighbours": 2' in (out / "audit.json").read_text()
+    capsys.readouterr()
+    assert main([*args, "--neighbours", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "neighbours=0 must be in 1..100" in error and "Traceback" not in error
