@@ -93,14 +93,14 @@ with st.container(key="map_pending"):
     if pending:
         st.info(pending, icon=":material/hourglass_top:")
         jobs.rerun_when_done(pending_job, shown_while_running=True)
-n_plotted, figure = charts.map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
+view = charts.map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
-    f"{n_plotted} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "
+    f"{view.n_plotted:,} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "
     f"({clustering.n_clusters}). Drag a lasso or box around points to see their scans."
 )
-event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
+event = st.plotly_chart(view.figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
 
-selected_rows = sorted({int(p["customdata"][0]) for p in event.selection.points}) if dims == 2 and event and event.selection.points else []
+selected_rows = view.selected_rows(event.selection.points) if dims == 2 and event and event.selection.points else []
 if selected_rows:
     chosen = table.iloc[selected_rows]
     st.subheader(f"{len(chosen)} {level}s selected")
