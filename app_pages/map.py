@@ -115,11 +115,16 @@ if selected_rows:
     with st.expander("Find patients like this", expanded=len(chosen) == 1):
         anchor = st.selectbox("Like", selected_rows, key="map_like",
                               format_func=lambda i: f"{table.iloc[i]['patient_id']} · {table.iloc[i].get('label') or ''}")
-        similar = data.similar_cases(cohort, anchor, k=8)
-        neighbours = table.iloc[similar["row"]].assign(distance=similar["distance"].round(3).values)
-        keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view") if c in neighbours]
-        st.dataframe(neighbours[keep], hide_index=True, width="stretch")
-        widgets.gallery(data.representative_images(dataset, neighbours, level), columns=8, limit=8, key="map_similar")
-        report_draft_section(anchor)
+        similar = data.similar_cases_when_ready(cohort, anchor, k=8)
+        if similar is None:  # a large cohort's neighbour index, built once in the background
+            st.info(f"Building the similar-cases index over {len(table):,} {level}s (once for this cohort); "
+                    "the similar cases appear here when it is ready.", icon=":material/hourglass_top:")
+            jobs.rerun_when_done(data.similar_index_job_key(cohort))
+        else:
+            neighbours = table.iloc[similar["row"]].assign(distance=similar["distance"].round(3).values)
+            keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view") if c in neighbours]
+            st.dataframe(neighbours[keep], hide_index=True, width="stretch")
+            widgets.gallery(data.representative_images(dataset, neighbours, level), columns=8, limit=8, key="map_similar")
+            report_draft_section(anchor)
 else:
     st.info("Select points with the lasso or box tool to open their scans.")

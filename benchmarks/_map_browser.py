@@ -17,15 +17,15 @@ CHART = '[data-testid="stPlotlyChart"] .js-plotly-plot'
 
 # Points drawn: the sum of every trace's length as Plotly computed it, once a WebGL canvas exists.
 DRAWN_POINTS_JS = """() => {
-  const gd = document.querySelector('%s');
+  const gd = document.querySelector('CHART');
   if (!gd || !gd._fullData || !gd.querySelector('canvas.gl-canvas-context')) return -1;
   return gd._fullData.reduce((n, t) => n + (t.visible === true ? (t._length || 0) : 0), 0);
-}""" % CHART
+}""".replace("CHART", CHART)
 
 # A square (in screen pixels) around one point of the first trace that holds about `target`
 # points: its corners in page coordinates and how many points lie strictly inside it.
 LASSO_SQUARE_JS = """(target) => {
-  const gd = document.querySelector('%s');
+  const gd = document.querySelector('CHART');
   const fl = gd._fullLayout, xa = fl.xaxis, ya = fl.yaxis;
   const box = gd.getBoundingClientRect();
   const px = [], py = [];
@@ -51,7 +51,7 @@ LASSO_SQUARE_JS = """(target) => {
     if (Math.abs(px[i] - cx) < half && Math.abs(py[i] - cy) < half) inside++;
   }
   return {x0: cx - half, x1: cx + half, y0: cy - half, y1: cy + half, inside: inside, total: px.length};
-}""" % CHART
+}""".replace("CHART", CHART)
 
 SELECTED = re.compile(r"^([\d,]+) \w+s? selected$")
 
@@ -116,7 +116,7 @@ def lasso(page, frames: FrameCounter, *, target: int = 1000, steps: int = 12, ti
     corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
     page.mouse.move(*corners[0])
     page.mouse.down()
-    for (ax, ay), (bx, by) in zip(corners, corners[1:]):
+    for (ax, ay), (bx, by) in zip(corners, corners[1:], strict=False):
         for step in range(1, steps + 1):
             page.mouse.move(ax + (bx - ax) * step / steps, ay + (by - ay) * step / steps)
     before = frames.received

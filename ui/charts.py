@@ -137,7 +137,9 @@ def _map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: s
     with_text = len(plot) <= HOVER_TEXT_MAX_POINTS
     hover = hover_text(plot, [*DESCRIBING_COLUMNS, "cluster", colour]).to_numpy() if with_text else None
     scatter = go.Scattergl if dims == 2 else go.Scatter3d
-    size = 7 if dims == 2 else 4
+    # Smaller markers on a large map: a dense map reads as well, and every redraw (a lasso drags
+    # through several) fills a fifth of the pixels, which software WebGL pays for in full.
+    size = (7 if len(plot) <= HOVER_TEXT_MAX_POINTS else 3) if dims == 2 else (4 if len(plot) <= HOVER_TEXT_MAX_POINTS else 2)
 
     def trace(inside: np.ndarray | None, name: str, marker: dict, **options) -> go.Scatter:
         picked = slice(None) if inside is None else inside
