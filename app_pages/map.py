@@ -57,6 +57,22 @@ def report_draft_section(anchor: int) -> None:
                            file_name=export_file_name(dataset.name, "csv"), mime="text/csv", key=f"map_draft_csv_{anchor}")
 
 
+def similar_cases_section(selected_rows: list[int]) -> None:
+    """The cases most like one selected row, and a report draft from their notes."""
+    anchor = st.selectbox("Like", selected_rows, key="map_like",
+                          format_func=lambda i: f"{table.iloc[i]['patient_id']} · {table.iloc[i].get('label') or ''}")
+    similar = data.similar_cases_when_ready(cohort, anchor, k=8)
+    if similar is None:  # a large cohort's neighbour index, built once in the background
+        st.info(f"Building the similar-cases index over {len(table):,} {level}s (once for this cohort); "
+                "the similar cases appear here when it is ready.", icon=":material/hourglass_top:")
+        jobs.rerun_when_done(data.similar_index_job_key(cohort))
+        return
+    neighbours = table.iloc[similar["row"]].assign(distance=similar["distance"].round(3).values)
+    keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view") if c in neighbours]
+    st.dataframe(neighbours[keep], hide_index=True, width="stretch")
+    widgets.gallery(data.representative_images(dataset, neighbours, level), columns=8, limit=8, key="map_similar")
+    report_draft_section(anchor)
+
 
 widgets.page_header("Map")
 dataset = data.current_dataset()
@@ -112,19 +128,11 @@ if selected_rows:
     with st.expander("Scan viewer (window / level)", expanded=False):
         scans = dataset.images[dataset.images["patient_id"].isin(chosen["patient_id"])] if level == "patient" else rows
         widgets.scan_viewer(dataset, scans.reset_index(drop=True), key="map_viewer")
-    with st.expander("Find patients like this", expanded=len(chosen) == 1):
-        anchor = st.selectbox("Like", selected_rows, key="map_like",
-                              format_func=lambda i: f"{table.iloc[i]['patient_id']} · {table.iloc[i].get('label') or ''}")
-        similar = data.similar_cases_when_ready(cohort, anchor, k=8)
-        if similar is None:  # a large cohort's neighbour index, built once in the background
-            st.info(f"Building the similar-cases index over {len(table):,} {level}s (once for this cohort); "
-                    "the similar cases appear here when it is ready.", icon=":material/hourglass_top:")
-            jobs.rerun_when_done(data.similar_index_job_key(cohort))
-        else:
-            neighbours = table.iloc[similar["row"]].assign(distance=similar["distance"].round(3).values)
-            keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view") if c in neighbours]
-            st.dataframe(neighbours[keep], hide_index=True, width="stretch")
-            widgets.gallery(data.representative_images(dataset, neighbours, level), columns=8, limit=8, key="map_similar")
-            report_draft_section(anchor)
+    # Runs only while open (a lasso of thousands opens it closed: no neighbour search for it).
+    like_this = st.expander("Find patients like this", expanded=len(chosen) == 1, on_change="rerun",
+                            key=f"map_like_open_{len(chosen) == 1}")
+    with like_this:
+        if like_this.open:
+            similar_cases_section(selected_rows)
 else:
     st.info("Select points with the lasso or box tool to open their scans.")

@@ -46,11 +46,15 @@ LASSO_SQUARE_JS = """(target) => {
   const cx = px[centre], cy = py[centre];
   const reach = px.map((x, i) => Math.max(Math.abs(x - cx), Math.abs(py[i] - cy))).sort((a, b) => a - b);
   const half = Math.max(4, Math.round(reach[Math.min(target, reach.length - 1)]));
-  let inside = 0;
-  for (let i = 0; i < px.length; i++) {
-    if (Math.abs(px[i] - cx) < half && Math.abs(py[i] - cy) < half) inside++;
-  }
-  return {x0: cx - half, x1: cx + half, y0: cy - half, y1: cy + half, inside: inside, total: px.length};
+  // Inside the square, and inside it shrunk / grown by 1.5 px: a point within a pixel or two of
+  // the lasso's edge may go either way (Plotly's lasso test and the mouse path round).
+  const count = (h) => {
+    let n = 0;
+    for (let i = 0; i < px.length; i++) if (Math.abs(px[i] - cx) < h && Math.abs(py[i] - cy) < h) n++;
+    return n;
+  };
+  return {x0: cx - half, x1: cx + half, y0: cy - half, y1: cy + half, inside: count(half),
+          inside_low: count(half - 1.5), inside_high: count(half + 1.5), total: px.length};
 }""".replace("CHART", CHART)
 
 SELECTED = re.compile(r"^([\d,]+) \w+s? selected$")
@@ -103,6 +107,8 @@ def open_map(page, base: str, query: str, n_points: int, *, timeout_s: float = 1
 @dataclass
 class Lasso:
     expected: int  # points strictly inside the lassoed square, counted in the page
+    expected_low: int  # ... inside the square shrunk by 1.5 px on every side
+    expected_high: int  # ... inside the square grown by 1.5 px on every side
     selected: int  # the count the page reported back ("N patients selected")
     seconds: float  # mouse up -> the selection's table shown and the rerun finished
     bytes_received: int  # websocket bytes the server sent for that rerun
@@ -127,7 +133,8 @@ def lasso(page, frames: FrameCounter, *, target: int = 1000, steps: int = 12, ti
     wait_idle(page, timeout_s * 1000)
     seconds = time.perf_counter() - started
     match = SELECTED.match(heading.inner_text().strip())
-    return Lasso(int(square["inside"]), int(match.group(1).replace(",", "")), seconds, frames.received - before)
+    return Lasso(int(square["inside"]), int(square["inside_low"]), int(square["inside_high"]),
+                 int(match.group(1).replace(",", "")), seconds, frames.received - before)
 
 
 def rss_mb(pid: int) -> float:

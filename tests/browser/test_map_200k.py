@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,21 +42,24 @@ def big_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_map_draws_200k_points_and_a_lasso_selection_reaches_the_page(big_cache, start_server, new_tab) -> None:
     tools = _map_browser()
     server = start_server(cache=big_cache)
+    started = time.monotonic()
     with new_tab() as tab:
         frames = tools.FrameCounter().attach(tab)
         tools.open_map(tab, server.base, "dataset=synthetic-200k&encoder=synthetic-vectors&level=image&method=pca",
                        N_POINTS, timeout_s=110)
         tools.wait_idle(tab)
+        print(f"map drawn {time.monotonic() - started:.1f} s after the server started")
         assert tools.drawn_points(tab) == N_POINTS
         caption = tab.get_by_text("200,000 images · synthetic-vectors · PCA")
         assert caption.count() == 1
         # The figure went as packed float32 and without a text per point: a few MB, not 17.
         assert frames.received < 40 * N_POINTS
 
-        found = tools.lasso(tab, frames, target=1000, steps=3)
+        found = tools.lasso(tab, frames, target=1000, steps=1)  # each mouse move redraws the map
+        print(f"lasso done {time.monotonic() - started:.1f} s after the server started: {found}")
         assert 800 <= found.expected <= 1300, found
-        # The page's count is the lassoed points (a point on the square's edge may go either way).
-        assert abs(found.selected - found.expected) <= max(5, found.expected // 50), found
+        # The page's count is the lassoed points (a point within 1.5 px of the edge may go either way).
+        assert found.expected_low <= found.selected <= found.expected_high, found
         # The selection table lists the selected rows; the dataset has no pixels and says so.
         table = tab.locator('[data-testid="stDataFrame"]').first
         table.wait_for()
