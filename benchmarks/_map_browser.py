@@ -57,6 +57,18 @@ LASSO_SQUARE_JS = """(target) => {
           inside_low: count(half - 1.5), inside_high: count(half + 1.5), total: px.length};
 }""".replace("CHART", CHART)
 
+# Page-side timestamps of a selection: mouse up, Plotly's "selected" event, the rerun starting
+# (the selection reached the server) and ending.
+SELECTION_CLOCK_JS = """() => {
+  window.__selection = {};
+  const mark = (name) => { if (!(name in window.__selection)) window.__selection[name] = performance.now(); };
+  document.addEventListener('mouseup', () => mark('mouseup'), {capture: true, once: true});
+  document.querySelector('CHART').on('plotly_selected', () => mark('plotly_selected'));
+  const app = document.querySelector('[data-testid="stApp"]');
+  new MutationObserver(() => mark(app.getAttribute('data-test-script-state') === 'running' ? 'running' : 'x'))
+    .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}""".replace("CHART", CHART)
+
 SELECTED = re.compile(r"^([\d,]+) \w+s? selected$")
 
 
@@ -112,6 +124,8 @@ class Lasso:
     selected: int  # the count the page reported back ("N patients selected")
     seconds: float  # mouse up -> the selection's table shown and the rerun finished
     bytes_received: int  # websocket bytes the server sent for that rerun
+    selected_event_s: float | None = None  # mouse up -> Plotly's "selected" event
+    rerun_started_s: float | None = None  # mouse up -> the rerun started (the selection reached the server)
 
 
 def lasso(page, frames: FrameCounter, *, target: int = 1000, steps: int = 12, timeout_s: float = 110) -> Lasso:
@@ -125,6 +139,7 @@ def lasso(page, frames: FrameCounter, *, target: int = 1000, steps: int = 12, ti
     for (ax, ay), (bx, by) in zip(corners, corners[1:], strict=False):
         for step in range(1, steps + 1):
             page.mouse.move(ax + (bx - ax) * step / steps, ay + (by - ay) * step / steps)
+    page.evaluate(SELECTION_CLOCK_JS)
     before = frames.received
     started = time.perf_counter()
     page.mouse.up()
@@ -133,8 +148,11 @@ def lasso(page, frames: FrameCounter, *, target: int = 1000, steps: int = 12, ti
     wait_idle(page, timeout_s * 1000)
     seconds = time.perf_counter() - started
     match = SELECTED.match(heading.inner_text().strip())
+    clock = page.evaluate("() => window.__selection")
+    since_up = {name: round((at - clock["mouseup"]) / 1000, 2) for name, at in clock.items() if "mouseup" in clock}
     return Lasso(int(square["inside"]), int(square["inside_low"]), int(square["inside_high"]),
-                 int(match.group(1).replace(",", "")), seconds, frames.received - before)
+                 int(match.group(1).replace(",", "")), seconds, frames.received - before,
+                 since_up.get("plotly_selected"), since_up.get("running"))
 
 
 def rss_mb(pid: int) -> float:
