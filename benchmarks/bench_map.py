@@ -15,6 +15,8 @@ dimension 32, PCA map, k-means k=4), in a temporary cache.
    * ``lasso_s``: mouse up after a lasso around a square holding about 1,000 points -> the
      "N images selected" heading shown (the selection table and the gallery's place below it)
      and the rerun finished; ``lasso_bytes`` what the server sent for that rerun;
+     ``lasso_selected_event_s`` (Plotly's "selected" event) and ``lasso_rerun_started_s`` (the
+     rerun starting: the selection has left the page) split it into page and server time;
    * ``open_bytes``: websocket bytes of the first page load;
    * ``server_rss_mb`` after the first session; ``session_rss_mb``: what one more session
      (open, draw, lasso) adds to the server's resident memory.
@@ -23,8 +25,10 @@ dimension 32, PCA map, k-means k=4), in a temporary cache.
 2. **Side by side**: the same 10k / 200k points (x, y, label) in two minimal apps
    (``benchmarks/map_apps``): Plotly as the Map draws it, and Apple's ``embedding-atlas``
    Streamlit widget (installed with ``pip install --no-deps --target DIR embedding-atlas``
-   and given as ``--atlas-site DIR``; skipped without it): drawn time, bytes of the first load
-   and of a rerun (a button), server memory, and any request the page could not make.
+   and given as ``--atlas-site DIR``; skipped without it): drawn time (from a cold server: the
+   first script run included), bytes of the first load and of a rerun (a button), the server's
+   resident memory after one session (the Plotly app imports ScanAtlas's ``ui``, and so torch),
+   and any request the page could not make (the widget fetches DuckDB-WASM from a CDN).
 """
 
 from __future__ import annotations
