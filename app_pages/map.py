@@ -57,6 +57,22 @@ def report_draft_section(anchor: int) -> None:
                            file_name=export_file_name(dataset.name, "csv"), mime="text/csv", key=f"map_draft_csv_{anchor}")
 
 
+def similar_cases_section(selected_rows: list[int]) -> None:
+    """The cases most like one selected row, and a report draft from their notes."""
+    anchor = st.selectbox("Like", selected_rows, key="map_like",
+                          format_func=lambda i: f"{table.iloc[i]['patient_id']} · {table.iloc[i].get('label') or ''}")
+    similar = data.similar_cases_when_ready(cohort, anchor, k=8)
+    if similar is None:  # a large cohort's neighbour index, built once in the background
+        st.info(f"Building the similar-cases index over {len(table):,} {level}s (once for this cohort); "
+                "the similar cases appear here when it is ready.", icon=":material/hourglass_top:")
+        jobs.rerun_when_done(data.similar_index_job_key(cohort))
+        return
+    neighbours = table.iloc[similar["row"]].assign(distance=similar["distance"].round(3).values)
+    keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view") if c in neighbours]
+    st.dataframe(neighbours[keep], hide_index=True, width="stretch")
+    widgets.gallery(data.representative_images(dataset, neighbours, level), columns=8, limit=8, key="map_similar")
+    report_draft_section(anchor)
+
 
 widgets.page_header("Map")
 dataset = data.current_dataset()
@@ -96,14 +112,14 @@ with st.container(key="map_pending"):
         if not filling:  # a map a server restart interrupted: said, and offered again
             jobs.offer_restart(pending_job, lambda: data.start_projection(cohort, method, dims),
                                what=f"The {data.METHOD_NAMES[method]} map", button_key="map_restart")
-n_plotted, figure = charts.map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
+view = charts.map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
-    f"{n_plotted} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "
+    f"{view.n_plotted:,} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "
     f"({clustering.n_clusters}). Drag a lasso or box around points to see their scans."
 )
-event = st.plotly_chart(figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
+event = st.plotly_chart(view.figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
 
-selected_rows = sorted({int(p["customdata"][0]) for p in event.selection.points}) if dims == 2 and event and event.selection.points else []
+selected_rows = view.selected_rows(event.selection.points) if dims == 2 and event and event.selection.points else []
 if selected_rows:
     chosen = table.iloc[selected_rows]
     st.subheader(f"{len(chosen)} {level}s selected")
@@ -115,14 +131,11 @@ if selected_rows:
     with st.expander("Scan viewer (window / level)", expanded=False):
         scans = dataset.images[dataset.images["patient_id"].isin(chosen["patient_id"])] if level == "patient" else rows
         widgets.scan_viewer(dataset, scans.reset_index(drop=True), key="map_viewer")
-    with st.expander("Find patients like this", expanded=len(chosen) == 1):
-        anchor = st.selectbox("Like", selected_rows, key="map_like",
-                              format_func=lambda i: f"{table.iloc[i]['patient_id']} · {table.iloc[i].get('label') or ''}")
-        similar = data.similar_cases(cohort, anchor, k=8)
-        neighbours = table.iloc[similar["row"]].assign(distance=similar["distance"].round(3).values)
-        keep = [c for c in ("patient_id", "distance", "cluster", "label", "age", "sex", "modality", "view") if c in neighbours]
-        st.dataframe(neighbours[keep], hide_index=True, width="stretch")
-        widgets.gallery(data.representative_images(dataset, neighbours, level), columns=8, limit=8, key="map_similar")
-        report_draft_section(anchor)
+    # Runs only while open (a lasso of thousands opens it closed: no neighbour search for it).
+    like_this = st.expander("Find patients like this", expanded=len(chosen) == 1, on_change="rerun",
+                            key=f"map_like_open_{len(chosen) == 1}")
+    with like_this:
+        if like_this.open:
+            similar_cases_section(selected_rows)
 else:
     st.info("Select points with the lasso or box tool to open their scans.")

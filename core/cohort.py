@@ -120,5 +120,8 @@ def representative_images(images: pd.DataFrame, table: pd.DataFrame, level: str)
     middle slice (patient level), in the order of ``table``."""
     if level == "image":
         return table
-    picked = images.groupby("patient_id", sort=False).apply(lambda g: g.iloc[len(g) // 2], include_groups=False)
-    return table[["patient_id"]].merge(picked.reset_index(), on="patient_id", how="left")
+    # Vectorised (a Python call per patient took seconds at 200,000 patients): the row at
+    # position len // 2 of each patient's images, in the images table's order.
+    grouped = images.groupby("patient_id", sort=False)
+    picked = images[grouped.cumcount().to_numpy() == grouped["patient_id"].transform("size").to_numpy() // 2]
+    return table[["patient_id"]].merge(picked, on="patient_id", how="left")

@@ -18,6 +18,8 @@ call, a keyword one it reads as given.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -80,56 +82,95 @@ def _map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clusteri
     return table, options
 
 
-def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
-               dims: int, table: pd.DataFrame, coords: np.ndarray) -> tuple[int, SharedFigure]:
-    """``(plotted rows, figure)`` of one map view, shared by every session.
+# Above this many points the hover shows the point's colour group only, not who it is: a text per
+# point is most of a large map's bytes (about 60 of them a point), and the selection table below
+# the map lists who the selected points are.
+HOVER_TEXT_MAX_POINTS = 20_000
 
-    A category column colours its 10 commonest values (each with its own marker shape too) and
-    draws the rest grey as "other"; a numeric column gets a colour bar titled with its name.
-    Hover shows who the point is (``DESCRIBING_COLUMNS``), never its coordinates."""
+
+@dataclass(frozen=True)
+class MapView:
+    """One drawn map: ``figure`` (shared, read-only) and, per trace, the table rows of its points
+    (``trace_rows[curve_number][point_index]``), so a selection comes back as table rows without
+    sending a row id with every point."""
+
+    n_plotted: int
+    figure: SharedFigure
+    trace_rows: tuple[np.ndarray, ...]
+
+    def selected_rows(self, points: list[dict[str, Any]]) -> list[int]:
+        """The sorted table rows of the selected ``points`` (Streamlit's Plotly selection: each
+        with ``curve_number`` and ``point_index``). What the browser sends is not trusted: a
+        point whose trace or index is not in this map is ignored."""
+        rows = set()
+        for point in points:
+            curve, index = point.get("curve_number"), point.get("point_index")
+            if (isinstance(curve, int) and isinstance(index, int) and 0 <= curve < len(self.trace_rows)
+                    and 0 <= index < len(self.trace_rows[curve])):
+                rows.add(int(self.trace_rows[curve][index]))
+        return sorted(rows)
+
+
+def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
+               dims: int, table: pd.DataFrame, coords: np.ndarray) -> MapView:
+    """The ``MapView`` of one map view, shared by every session.
+
+    Coordinates go as float32 typed arrays (Plotly packs numpy arrays as base64 ``{dtype,
+    bdata}``: 8 bytes a point in 2-D, not a JSON number list); no per-point row ids go with
+    them (``MapView.selected_rows`` maps a selection back). A category column colours its 10
+    commonest values (each with its own marker shape too) and draws the rest grey as "other";
+    a numeric column gets a colour bar titled with its name. Hover shows who the point is
+    (``DESCRIBING_COLUMNS``), never its coordinates, up to ``HOVER_TEXT_MAX_POINTS`` points;
+    above that, the point's colour group."""
     return _map_figure(token=token, cohort_key=cohort_key, cluster_key=cluster_key, projection_key=projection_key,
                        colour=colour, dims=dims, _table=table, _coords=coords)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: str | None, colour: str,
-               dims: int, _table: pd.DataFrame, _coords: np.ndarray) -> tuple[int, SharedFigure]:
+               dims: int, _table: pd.DataFrame, _coords: np.ndarray) -> MapView:
     """See ``map_figure``."""
     keep = np.isfinite(_coords[:, :dims]).all(axis=1)
-    plot = _table.assign(row=np.arange(len(_table)))[keep]
-    coords = _coords[keep]
-    shown = [*DESCRIBING_COLUMNS, "cluster", colour]
-    hover = hover_text(plot, shown).to_numpy()
-    # Lists, not a numpy array: Plotly ships arrays base64-packed, and a selected point's
-    # customdata then does not come back as [row].
-    rows = [[int(r)] for r in plot["row"]]
-    axes = {"x": coords[:, 0], "y": coords[:, 1], **({"z": coords[:, 2]} if dims == 3 else {})}
+    rows = np.flatnonzero(keep)
+    plot = _table.iloc[rows]
+    coords = np.ascontiguousarray(_coords[rows, :dims], dtype=np.float32)
+    with_text = len(plot) <= HOVER_TEXT_MAX_POINTS
+    hover = hover_text(plot, [*DESCRIBING_COLUMNS, "cluster", colour]).to_numpy() if with_text else None
     scatter = go.Scattergl if dims == 2 else go.Scatter3d
-    size = 7 if dims == 2 else 4
-    template = "%{text}<extra></extra>"
+    # Smaller markers on a large map: a dense map reads as well, and every redraw (a lasso drags
+    # through several) fills a fifth of the pixels, which software WebGL pays for in full.
+    size = (7 if len(plot) <= HOVER_TEXT_MAX_POINTS else 3) if dims == 2 else (4 if len(plot) <= HOVER_TEXT_MAX_POINTS else 2)
+
+    def trace(inside: np.ndarray | None, name: str, marker: dict, **options) -> go.Scatter:
+        picked = slice(None) if inside is None else inside
+        axes = {axis: coords[picked, i] for i, axis in enumerate("xyz"[:dims])}
+        text = {"text": hover[picked], "hovertemplate": "%{text}<extra></extra>"} if with_text else \
+            {"hovertemplate": f"{escape(colour)}: {escape(name)}<extra></extra>"}
+        return scatter(**axes, mode="markers", name=name, marker={"size": size, "opacity": 0.85, **marker},
+                       **text, **options)
+
     numeric = pd.api.types.is_numeric_dtype(plot[colour]) and plot[colour].nunique() > 8
     if numeric:
-        traces = [scatter(
-            **axes, mode="markers", text=hover, hovertemplate=template, customdata=rows,
-            name=colour, showlegend=False,
-            marker={"size": size, "opacity": 0.85, "color": plot[colour].astype("Float64").to_numpy(dtype=float, na_value=np.nan),
-                    "colorscale": "Viridis", "colorbar": {"title": {"text": colour}}},
-        )]
+        values = plot[colour].astype("Float64").to_numpy(dtype=np.float32, na_value=np.nan)
+        traces = [trace(None, colour, {"color": values, "colorscale": "Viridis",
+                                       "colorbar": {"title": {"text": colour}}}, showlegend=False)]
+        if not with_text:
+            traces[0].hovertemplate = f"{escape(colour)}: %{{marker.color:.3g}}<extra></extra>"
+        trace_rows = (rows,)
     else:
-        grouped = group_rare(plot[colour])
-        traces = []
-        for style in category_styles(grouped, three_d=dims == 3):
-            inside = (grouped == style.name).to_numpy()
-            traces.append(scatter(
-                x=axes["x"][inside], y=axes["y"][inside], **({"z": axes["z"][inside]} if dims == 3 else {}),
-                mode="markers", name=style.name, text=hover[inside], hovertemplate=template,
-                customdata=[rows[i] for i in np.flatnonzero(inside)],
-                marker={"size": size, "opacity": 0.85, "color": style.colour, "symbol": style.symbol},
-            ))
+        grouped = group_rare(plot[colour]).to_numpy()
+        traces, trace_rows = [], []
+        for style in category_styles(pd.Series(grouped), three_d=dims == 3):
+            inside = grouped == style.name
+            traces.append(trace(inside, style.name, {"color": style.colour, "symbol": style.symbol}))
+            trace_rows.append(rows[inside])
+        trace_rows = tuple(trace_rows)
     figure = go.Figure(traces)
     figure.update_layout(legend_title_text=colour, height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                          **({"dragmode": "lasso", "xaxis_title": "dim1", "yaxis_title": "dim2"} if dims == 2 else {}))
-    return len(plot), SharedFigure(readable(figure))
+    for trace_row in trace_rows:
+        trace_row.flags.writeable = False
+    return MapView(len(plot), SharedFigure(readable(figure)), trace_rows)
 
 
 def cluster_mix_figure(token: str, cluster_key: str, labels: np.ndarray, truth: pd.Series) -> SharedFigure:

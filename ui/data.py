@@ -566,7 +566,7 @@ def gradcam_for(study_key: str, _study, path: str, frame: int, class_index: int 
     return study_gradcam(_study, path, frame, class_index)
 
 
-@st.cache_resource(max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def _similar_index(cohort_key: str, _cohort: Cohort):
     from core.explain import SimilarCases
 
@@ -645,6 +645,28 @@ def similar_cases(cohort: Cohort, row: int, *, k: int = 8) -> pd.DataFrame:
     else:
         index = _similar_index(cohort.key, cohort)
     return index.query(int(row), k=min(k, n_valid - 1))
+
+
+def similar_index_job_key(cohort: Cohort) -> str:
+    return f"similar-index:{cohort.key}"
+
+
+def similar_cases_when_ready(cohort: Cohort, row: int, *, k: int = 8) -> pd.DataFrame | None:
+    """``similar_cases``, or None while the neighbour index of a large cohort (more than
+    ``core.explain.similar.INDEX_MIN_ROWS`` rows: an approximate index, about a minute to build
+    at 200,000 rows on 2 cores) is built in the background, so that a selection shows its rows at
+    once; the caller says so and reruns when the job ends
+    (``ui.jobs.rerun_when_done(similar_index_job_key(cohort))``). A failed build raises its error."""
+    from core.explain.similar import INDEX_MIN_ROWS
+
+    if int(cohort.has_vector.sum()) > INDEX_MIN_ROWS:
+        key = similar_index_job_key(cohort)
+        job = job_runner().submit(key, lambda *, progress: _similar_index(cohort.key, cohort))  # the same job again
+        if not job.done:
+            return None
+        if job.error is not None:
+            raise job.error
+    return similar_cases(cohort, row, k=k)
 
 
 def session_cohort(dataset: Dataset) -> Cohort:

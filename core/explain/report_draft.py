@@ -474,7 +474,8 @@ def notes_by_row(images: pd.DataFrame, table: pd.DataFrame, level: str, text_col
         values = images[text_column].to_numpy(dtype=object)[: len(table)]
         return pd.Series([v if isinstance(v, str) else None for v in values], index=table.index, dtype=object)
     notes = images[["patient_id", text_column]].dropna()
-    notes = notes[notes[text_column].map(lambda t: isinstance(t, str) and bool(t.strip()))]
+    # A boolean array, not a Series: an empty object Series would select columns (none of them).
+    notes = notes[notes[text_column].map(lambda t: isinstance(t, str) and bool(t.strip())).to_numpy(dtype=bool)]
     joined = notes.groupby(notes["patient_id"].astype(str), sort=False)[text_column].agg(
         lambda texts: " ".join(dict.fromkeys(t.strip() for t in texts)))
     found = joined.to_dict()

@@ -244,9 +244,20 @@ def test_colour_by_changes_the_legend() -> None:
     hover = traces[0]["text"][0]
     assert hover.startswith("patient_id: ") and "label: " in hover and "dim1" not in hover
     assert all(t["hovertemplate"] == "%{text}<extra></extra>" for t in traces)
-    # A selected point hands back its row as customdata [row]: plain lists, not packed arrays.
-    rows = sorted(r for t in traces for (r,) in t["customdata"])
-    assert rows == list(range(len(rows)))
+    # Coordinates go packed as float32, with no per-point row ids: a selected point comes back as
+    # (curve_number, point_index) and the page maps it to its row: a patient with that trace's label.
+    from streamlit.util import AttributeDictionary as Attributes
+
+    assert all(t["x"].dtype == np.float32 and "customdata" not in t for t in traces)
+    for curve, trace in enumerate(traces[:2]):
+        at.session_state["map_chart"] = Attributes({"selection": Attributes(
+            {"points": [Attributes({"curve_number": curve, "point_index": 0, "point_number": 0})],
+             "box": [], "lasso": [], "point_indices": [0]})})
+        at.run()
+        assert_clean(at)
+        assert at.subheader[0].value == "1 patients selected"
+        chosen = next(d.value for d in at.dataframe if "patient_id" in d.value.columns)
+        assert chosen["label"].tolist() == [trace["name"]]
     at.selectbox(key="map_colour").set_value("age").run()
     assert_clean(at)
     (trace,) = map_traces(at)

@@ -109,8 +109,8 @@ def test_map_selection_shows_similar_cases_notes_and_an_editable_marked_draft(co
     if not (cache / "datasets" / "covid" / "images.parquet").is_file():
         ingest(covid_dir, cache / "datasets" / "covid", name="covid")
     at = open_page("map", dataset="covid", encoder="pixels", level="image", method="pca")
-    # One point selected, as the browser sends it (the scan in row 5 of the map's table).
-    point = Attributes({"customdata": [5], "point_index": 5})
+    # One point selected, as the browser sends it (the sixth point of the map's first trace).
+    point = Attributes({"curve_number": 0, "point_index": 5, "point_number": 5})
     at.session_state["map_chart"] = Attributes({"selection": Attributes(
         {"points": [point], "box": [], "lasso": [], "point_indices": [5]})})
     at.run()

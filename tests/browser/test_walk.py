@@ -226,8 +226,13 @@ def edit_cell(page, *, column: int, value: str) -> None:
     grid.scroll_into_view_if_needed()
     area = grid.bounding_box()
     page.mouse.click(area["x"] + 20, area["y"] + 35 + 17)  # first cell below the header row
-    for _ in range(column):
-        page.keyboard.press("ArrowRight")
+    # Each move must land before the next key: on a slow page a key pressed before the grid has
+    # taken the click (or the previous move) is lost, and Enter then opens a read-only cell.
+    # The grid marks its selection on its accessible cells (aria-selected).
+    for step in range(column + 1):
+        if step:
+            page.keyboard.press("ArrowRight")
+        expect(page.get_by_test_id(f"glide-cell-{step}-0").first).to_have_attribute("aria-selected", "true")
     page.keyboard.press("Enter")
     page.locator("textarea.gdg-input, input.gdg-input").first.fill(value)
     page.keyboard.press("Enter")
