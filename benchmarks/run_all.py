@@ -110,6 +110,12 @@ def _decode(data: dict) -> list[Figure]:
         figures.append(Figure(f"load_pixels time, {name}", dig(one, "seconds.load_pixels"), "s",
                               "the decoder alone", dig(one, "seconds.decoder"), goal="ratio <= 1.3",
                               note=f"{dig(one, 'images')} images"))
+        for mode, ratio in one.get("end_to_end_over_limit", {}).items():
+            figures.append(Figure(f"embedding end to end ({mode.replace('_', ' ')}), {name}",
+                                  dig(one, f"images_per_s.end_to_end_{mode}"), "images/s",
+                                  "the sum-of-parts limit (reduced decode over all cores + model)",
+                                  dig(one, "images_per_s.limit"), ratio=ratio, goal="ratio >= 0.8",
+                                  note=f"decode share of CPU {one.get('decode_share', '?')}"))
         if "end_to_end" in one.get("seconds", {}):
             figures.append(Figure(f"embedding end to end, {name}", dig(one, "images_per_s.end_to_end"), "images/s",
                                   "every step serially", dig(one, "images_per_s.serial"),
@@ -200,6 +206,21 @@ def _api_latency(data: dict) -> list[Figure]:
                dig(data, "model_only.p50_ms"), goal="ratio near 1"),
         Figure("prediction API throughput, 4 clients", dig(data, "api_concurrent.requests_per_s"), "requests/s",
                "the model alone", dig(data, "model_only.per_s"), goal="ratio near 1"),
+    ]
+
+
+def _map(data: dict) -> list[Figure]:
+    small, large = sorted(dig(data, "map_page"), key=int)
+    one, big = dig(data, f"map_page.{small}"), dig(data, f"map_page.{large}")
+    return [
+        Figure(f"map drawn, {int(large):,} points", dig(big, "drawn_s"), "s",
+               f"{int(small):,} points", dig(one, "drawn_s"), goal="ratio <= 3",
+               note=f"{dig(big, 'open_bytes') / 1e6:.1f} MB on first load"),
+        Figure(f"lasso of ~1k points to the table, {int(large):,} points", dig(big, "lasso_s"), "s",
+               f"{int(small):,} points", dig(one, "lasso_s"), goal="ratio <= 2",
+               note="headless Chromium, software WebGL"),
+        Figure(f"server memory one more session adds, {int(large):,} points", dig(big, "session_rss_mb"), "MB",
+               "the 300 MB target", 300.0, goal="ratio < 1"),
     ]
 
 
@@ -297,6 +318,7 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
               ("decode_only.json",), _decode),
     Benchmark("ingest", "bench_ingest.py", ("--out", "{results}/ingest.json"), ("ingest.json",), _ingest,
               quick=("--rounds", "1", "--out", "{results}/ingest.json")),
+    Benchmark("map", "bench_map.py", (), ("map.json",), _map, slow=True, quick=("--repeats", "1")),
     Benchmark("gpu_decode", "bench_gpu_decode.py", (), ("gpu_decode.json",), _gpu_decode, quick=("--images", "16")),
     Benchmark("scale", "bench_scale.py", ("--out", "{results}/scale.json"), ("scale.json",), _scale, slow=True,
               quick=("--sizes", "2000,10000", "--tasks", "pca,minibatch-kmeans,hnsw,exact-nn",
