@@ -114,6 +114,21 @@ def _read_dicom_frame(path: str | os.PathLike[str], layout: DicomLayout, frame: 
     return pixel_array(ds, index=frame)
 
 
+def _decoded_frame(path: str | os.PathLike[str], layout: DicomLayout, frame: int) -> np.ndarray:
+    """One frame decoded and checked against the header's shape; any decoder failure becomes a
+    PixelError naming the file."""
+    try:
+        array = _read_dicom_frame(path, layout, frame)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # decoders raise anything, Rust ones panic
+        raise _decode_error(path, exc) from exc
+    if array.shape[:2] != (layout.rows, layout.columns):
+        raise PixelError(path, "unreadable", f"decoded frame has shape {array.shape}, expected "
+                         f"{(layout.rows, layout.columns)}")
+    return array
+
+
 def _lut_view(ds: Dataset, frame: int) -> Dataset:
     """The dataset with enhanced multi-frame rescale/window values for ``frame`` lifted up.
 
@@ -212,15 +227,7 @@ def _dicom_display_values(
     Returns ndarray of shape (rows, columns) or (rows, columns, 3).
     """
     layout = inspect_dicom(path, frame, max_pixels=max_pixels)
-    try:
-        array = _read_dicom_frame(path, layout, frame)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # decoders raise anything, Rust ones panic
-        raise _decode_error(path, exc) from exc
-    if array.shape[:2] != (layout.rows, layout.columns):
-        raise PixelError(path, "unreadable", f"decoded frame has shape {array.shape}, expected "
-                         f"{(layout.rows, layout.columns)}")
+    array = _decoded_frame(path, layout, frame)
     ds = layout.header.ds
     try:
         if layout.photometric == "PALETTE COLOR":

@@ -56,7 +56,7 @@ from core.pixels import (
     DEFAULT_MAX_PIXELS,
     ImageInfo,
     _check_budget,
-    _decode_error,
+    _decoded_frame,
     _exif_orientation,
     _finish,
     _lut_view,
@@ -66,7 +66,6 @@ from core.pixels import (
     _raster_error,
     _raster_frames,
     _raster_to_array,
-    _read_dicom_frame,
     to_unit_range,
     verify_bytes,
 )
@@ -315,15 +314,7 @@ def _dicom_preview(path: str | os.PathLike[str], max_pixels: int, size: int,
             array, level = reduced
             decode = f"j2k 1/{1 << level}"
         else:
-            try:
-                array = _read_dicom_frame(path, layout, 0)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # decoders raise anything, Rust ones panic
-                raise _decode_error(path, exc) from exc
-            if array.shape[:2] != (layout.rows, layout.columns):
-                raise PixelError(path, "unreadable", f"decoded frame has shape {array.shape}, "
-                                 f"expected {(layout.rows, layout.columns)}")
+            array = _decoded_frame(path, layout, 0)
             decode = "dicom full"
             if layout.photometric != "PALETTE COLOR":  # palette indices cannot be averaged
                 array = _box_reduce(array, _box_factor(max(array.shape[:2]), size))

@@ -20,9 +20,8 @@ from core.dicom_layout import inspect_dicom
 from core.pixels import (
     DEFAULT_MAX_PIXELS,
     PixelError,
-    _decode_error,
+    _decoded_frame,
     _lut_view,
-    _read_dicom_frame,
     load_pixels,
 )
 
@@ -118,12 +117,7 @@ def load_scan_values(path: str | os.PathLike[str], frame: int = 0, *,
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
         raise ValueError(f"frame={frame!r} must be an integer >= 0")
     layout = inspect_dicom(path, int(frame), max_pixels=max_pixels)
-    try:
-        array = _read_dicom_frame(path, layout, int(frame))
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # decoders raise anything, Rust ones panic
-        raise _decode_error(path, exc) from exc
+    array = _decoded_frame(path, layout, int(frame))
     ds = layout.header.ds
     try:
         if layout.photometric == "PALETTE COLOR":
