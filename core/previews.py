@@ -456,9 +456,13 @@ class PreviewWriter:
 def _remove_unused_packs(folder: Path, used: set[str]) -> None:
     """Delete packs (and temp files of interrupted writes) the index no longer names; only
     files whose names are pack names, directly in the previews folder, are touched."""
+    if folder.is_symlink():
+        return
+    resolved = folder.resolve()
     for entry in folder.iterdir():
         unused = _PACK_NAME.fullmatch(entry.name) is not None and entry.name not in used
-        if (unused or is_temp(entry)) and entry.is_file() and not entry.is_symlink():
+        if ((unused or is_temp(entry)) and entry.is_file() and not entry.is_symlink()
+                and entry.resolve().parent == resolved):
             entry.unlink(missing_ok=True)
 
 

@@ -95,7 +95,9 @@ def write_matrix(cohort: Any, block: str | None = None, *, folder: Path | None =
 def _clean(folder: Path, *, keep: Path) -> None:
     """Remove all but the ``KEEP_INPUTS`` newest matrix files. A worker that has one open keeps
     reading it (an unlinked file lives on while open)."""
-    files = sorted((p for p in folder.glob("*.npy") if not is_temp(p) and p != keep),
+    resolved = folder.resolve()
+    files = sorted((p for p in folder.glob("*.npy")
+                    if not is_temp(p) and p != keep and not p.is_symlink() and p.resolve().parent == resolved),
                    key=lambda p: p.stat().st_mtime, reverse=True)
     for old in files[KEEP_INPUTS - 1:]:
         old.unlink(missing_ok=True)

@@ -371,6 +371,8 @@ def ingest(
     zip_source = source if is_zip else None
     if is_zip:
         extract_dir = out_dir / "source"
+        if extract_dir.is_symlink() or (extract_dir.exists() and extract_dir.resolve().parent != out_dir.resolve()):
+            raise ValueError(f"{extract_dir}: is a link; refusing to replace it")
         if extract_dir.exists():
             shutil.rmtree(extract_dir)
         extraction = safe_extract_zip(source, extract_dir, zip_limits)

@@ -291,3 +291,22 @@ def test_exif_rotation_16_bit_and_palette_rasters_match_the_full_path(tmp_path):
         reference = np.asarray(Image.fromarray((full * 255).astype(np.uint8)).resize(size, Image.Resampling.BOX), float)
         assert np.corrcoef(_grey(preview.picture.astype(float)).ravel(), reference.ravel())[0, 1] > 0.9, path.name
     assert decode_preview(rotated).info.rows == 600
+
+
+def test_removing_previews_never_follows_a_link_out_of_the_folder(tmp_path):
+    from core.previews import PREVIEW_FOLDER, remove_previews
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "pack-0123456789ab-00000.bin"
+    victim.write_bytes(b"keep me")
+    folder = tmp_path / "ds" / PREVIEW_FOLDER
+    folder.mkdir(parents=True)
+    (folder / "pack-0123456789ab-00001.bin").symlink_to(victim)
+    remove_previews(tmp_path / "ds")
+    assert victim.read_bytes() == b"keep me"
+    linked = tmp_path / "ds2"
+    linked.mkdir()
+    (linked / PREVIEW_FOLDER).symlink_to(outside, target_is_directory=True)
+    remove_previews(linked)
+    assert victim.read_bytes() == b"keep me"
