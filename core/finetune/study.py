@@ -213,23 +213,6 @@ def finetune_study(
     dataset: Dataset,
     *,
     user: User | None,
-    encoder: str,
-    positive: str | None,
-    target_column: str = "label",
-    epochs: int = 5,
-    patience: int = 2,
-    image_size: int | None = None,
-    batch_size: int = 16,
-    lr: float = 1e-4,
-    head_lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    flip_probability: float = 0.5,
-    max_rotation: float = 10.0,
-    val_fraction: float = 0.2,
-    n_splits: int = 5,
-    n_bootstrap: int = 500,
-    final_model: bool = True,
-    random_state: int = 0,
     device: str | torch.device = "auto",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: ProgressFn | None = None,
@@ -237,10 +220,14 @@ def finetune_study(
     cancel: Callable[[], bool] | threading.Event | None = None,
     store: RunStore | None = None,
     force: bool = False,
+    **params: Any,
 ) -> FineTuneResult:
     """Fine-tune ``encoder`` on ``target_column == positive`` vs the rest, image level, with
     the linear probe's patient-grouped folds; or load the run when it is stored.
 
+    params : the run's parameters, exactly those :func:`finetune_config` takes (``encoder`` and
+        ``positive`` required; epochs, image size, learning rates, augmentation, folds...); they
+        and the rows make the run's key.
     user : who starts it (``core.auth.require(user, "finetune")``: labeler or admin).
     device : "auto" (CUDA with mixed precision, then MPS, then CPU), "cpu", "cuda[:N]", "mps".
     progress : callable(fraction, message), e.g. a background job's ``report``; the message
@@ -257,13 +244,10 @@ def finetune_study(
     """
     require(user, "finetune")
     report = progress or (lambda fraction, message: None)
-    config = finetune_config(
-        encoder=encoder, positive=positive, target_column=target_column, epochs=epochs,
-        patience=patience, image_size=image_size, batch_size=batch_size, lr=lr, head_lr=head_lr,
-        weight_decay=weight_decay, flip_probability=flip_probability, max_rotation=max_rotation,
-        val_fraction=val_fraction, n_splits=n_splits, n_bootstrap=n_bootstrap,
-        final_model=final_model, random_state=random_state,
-    )
+    config = finetune_config(**params)
+    encoder, target_column, positive = config["encoder"], config["target_column"], config["positive"]
+    n_splits, n_bootstrap, random_state = config["n_splits"], config["n_bootstrap"], config["random_state"]
+    final_model = config["final_model"]
     spec = get_spec(encoder)
     weights = ensure_weights(spec).path  # a missing file fails here, with which file goes where
     resolved = resolve_device(device)
