@@ -78,26 +78,14 @@ def study_config(
 def classifier_study(
     dataset: Dataset,
     *,
-    target_column: str | Sequence[str] = "label",
-    positive: str | Sequence[str] | None = None,
-    uncertain_policy: str = "ignore",
-    calibrate: bool = False,
-    encoder: str = DEFAULT_IMAGE_ENCODER,
-    use_text: bool = True,
-    metadata: Sequence[str] = ("age", "sex"),
-    model: str = "logreg",
-    level: str = "image",
-    n_splits: int = 5,
-    n_bootstrap: int = 500,
-    mask_leaking_words: bool = False,
-    rare_classes: str = "merge",
     progress: ProgressFn | None = None,
-    random_state: int = 0,
     store: RunStore | None = None,
     force: bool = False,
+    **params: Any,
 ) -> ClassifierStudy:
     """Run the study, or load it from the run store. Rows are images (grouped by patient in
-    CV) or patients.
+    CV) or patients. ``params`` are the run's parameters, exactly those :func:`study_config`
+    takes (it fills in the defaults: label column, logistic regression, image level, 5 folds).
 
     ``target_column``: one column (binary with ``positive``, else multi-class) or several
     columns for a multi-label target in the CheXpert convention (1 positive, 0 negative, -1
@@ -111,12 +99,12 @@ def classifier_study(
         if progress:
             progress(fraction, message)
 
-    config = study_config(
-        target_column=target_column, positive=positive, uncertain_policy=uncertain_policy,
-        calibrate=calibrate, encoder=encoder, use_text=use_text, metadata=metadata, model=model,
-        level=level, n_splits=n_splits, n_bootstrap=n_bootstrap, mask_leaking_words=mask_leaking_words,
-        rare_classes=rare_classes, random_state=random_state,
-    )
+    config = study_config(**params)
+    target_column, positive = config["target_column"], config["positive"]
+    uncertain_policy, calibrate, model = config["uncertain_policy"], config["calibrate"], config["model"]
+    encoder, use_text, metadata, level = config["encoder"], config["use_text"], config["metadata"], config["level"]
+    n_splits, n_bootstrap, random_state = config["n_splits"], config["n_bootstrap"], config["random_state"]
+    mask_leaking_words, rare_classes = config["mask_leaking_words"], config["rare_classes"]
     table = dataset.images if level == "image" else dataset.patients
     columns = [target_column] if isinstance(target_column, str) else list(target_column)
     missing = [c for c in columns if c not in table.columns]
