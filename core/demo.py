@@ -35,6 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -579,17 +580,9 @@ def make_demo_cohort(
     return csv_path
 
 
-def ensure_demo_cohort(
-    root: str | os.PathLike[str],
-    *,
-    n_patients: int = DEMO_PATIENTS,
-    n_slices: int = DEMO_SLICES,
-    size: int = 128,
-    seed: int = DEMO_SEED,
-    progress: Callable[[int, int], None] | None = None,
-    workers: int = 1,
-) -> Path:
-    """Return ``root/patients.csv``, generating the cohort into ``root`` only if it is missing.
+def ensure_demo_cohort(root: str | os.PathLike[str], **options: Any) -> Path:
+    """Return ``root/patients.csv``, generating the cohort into ``root`` only if it is missing
+    (``options`` as :func:`make_demo_cohort` takes them: patients, slices, size, seed...).
 
     The CSV is written last, so its presence means an earlier generation finished; an
     existing cohort is never regenerated or checked against the parameters given here.
@@ -598,8 +591,7 @@ def ensure_demo_cohort(
     csv_path = Path(root) / CSV_NAME
     if csv_path.is_file():
         return csv_path
-    return make_demo_cohort(root, n_patients=n_patients, n_slices=n_slices, size=size, seed=seed,
-                            progress=progress, workers=workers)
+    return make_demo_cohort(root, **options)
 
 
 def synthetic_vectors(
