@@ -128,6 +128,19 @@ def _scale(data: dict) -> list[Figure]:
     figures = []
     for task, entry in dig(data, "tasks").items():
         runs = sorted((r for r in entry.get("runs", []) if _number(r.get("seconds"))), key=lambda r: r["rows"])
+        stopped = [r for r in entry.get("runs", []) if _number(r.get("timed_out_after_s"))]
+        if not runs and stopped:
+            # A run stopped at its time limit is a measurement too: more than the limit.
+            run = min(stopped, key=lambda r: r["rows"])
+            same_task = dig(data, "tasks").get(run.get("task", ""), {}).get("runs", [])
+            baseline = next((r for r in same_task if r.get("rows") == run["rows"] and _number(r.get("seconds"))), None)
+            figures.append(Figure(
+                f"{task} ({run.get('dim')} dims) at {run['rows']:,} rows", run["timed_out_after_s"], "s (at least)",
+                f"{run.get('task')} at {run['rows']:,} rows as shipped" if baseline else "",
+                baseline["seconds"] if baseline else None,
+                note=f"did not finish: stopped after {run['timed_out_after_s']:.0f} s, so value and ratio are lower "
+                     f"bounds; {entry.get('note', '')}".strip("; ")))
+            continue
         if not runs:
             figures.append(Figure(f"{task}", None, status=NOT_MEASURED,
                                   note="no run finished: " + "; ".join(
@@ -503,7 +516,10 @@ def summary_markdown(report: dict) -> str:
         recorded = when.get(f["file"], {})
         measured = str(recorded.get("measured_at", ""))[:16]
         load = recorded.get("load")
-        if load is not None:
+        if isinstance(load, dict):  # load per part of a run done in parts
+            measured += ", load " + "; ".join(
+                f"{part} {'/'.join(_cell(x) for x in (v if isinstance(v, list) else [v]))}" for part, v in load.items())
+        elif load is not None:
             measured += f", load {'/'.join(_cell(x) for x in (load if isinstance(load, list) else [load]))}"
         lines.append(f"| {f['benchmark']} | {_cell(f['figure'])} | {value} | {_cell(baseline)} | {_cell(f['ratio'])} "
                      f"| {_cell(f['goal'])} | {_cell(measured.strip(', '))} | {_cell(f['note'])} |")

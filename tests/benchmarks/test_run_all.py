@@ -90,10 +90,14 @@ def test_collect_on_a_copy_of_the_real_results(run_all, tmp_path):
         assert figure["ratio"] == pytest.approx(one["load_over_decoder"], abs=0.01)
     for task, entry in data["scale.json"]["tasks"].items():
         finished = [r for r in entry["runs"] if "seconds" in r]
-        figure = _figure(report, "scale", task + (" at" if finished else ""))
+        figure = _figure(report, "scale", task + (" at" if finished else " ("))
         if finished:
             largest = max(finished, key=lambda r: r["rows"])
             assert figure["value"] == pytest.approx(largest["seconds"], rel=1e-3)
+        elif any("timed_out_after_s" in r for r in entry["runs"]):  # stopped at its limit: a lower bound
+            stopped = min((r for r in entry["runs"] if "timed_out_after_s" in r), key=lambda r: r["rows"])
+            assert figure["value"] == stopped["timed_out_after_s"] and figure["unit"] == "s (at least)"
+            assert "lower bounds" in figure["note"]
         else:
             assert figure["status"] == "not measured"
     api = _figure(report, "api_latency", "prediction API p50")
