@@ -67,10 +67,16 @@ if result.n_noise:
 
 if spec.takes_k:
     with st.expander("How many groups? (a sweep over k)", expanded=False):
+        # A background job (a worker process for a large cohort): its progress shows here while
+        # the rest of the page draws; the page reruns when it ends.
         asked = st.button("Try k = 2-10 and compare", key="clusters_sweep_run")
-        sweep = data.sweep(cohort, algorithm, compute=asked)
+        try:
+            sweep = data.sweep(cohort, algorithm, compute=asked)
+        except ValueError as error:
+            sweep = None
+            st.info(f"No sweep for this clustering: {error}")
         if sweep is None:
-            st.caption("Clusters the cohort once per k and scores each; saved for next time.")
+            st.caption("Clusters the cohort once per k and scores each, in the background; saved for next time.")
         else:
             best = suggested_k(sweep)
             best_silhouette = float(sweep.loc[sweep["k"] == best, "silhouette"].iloc[0]) if best is not None else np.nan
@@ -115,7 +121,8 @@ with st.expander("What drives these clusters? Metadata that predicts membership 
         drivers = None
         st.info(f"No drivers for this clustering: {error}")
     if drivers is None:
-        st.caption("A random forest learns each row's cluster from its metadata; saved for next time.")
+        st.caption("A random forest learns each row's cluster from its metadata, in the background; "
+                   "saved for next time.")
     else:
         accuracy, baseline = drivers.attrs.get("cv_accuracy", float("nan")), drivers.attrs.get("baseline_accuracy", float("nan"))
         st.caption(f"A random forest predicts the cluster from metadata with cross-validated accuracy {accuracy:.2f} "

@@ -9,12 +9,14 @@ effects rather than disease.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from core.metadata import encode_metadata, sum_by_source
 
@@ -51,6 +53,7 @@ def cluster_drivers(
     max_depth: int | None = 8,
     n_splits: int = 5,
     max_categories: int = 20,
+    progress: Callable[[float, str], None] | None = None,
 ) -> pd.DataFrame:
     """Mean |SHAP| of each metadata column for each cluster.
 
@@ -66,6 +69,9 @@ def cluster_drivers(
     ``cv_accuracy_std``, ``baseline_accuracy`` (share of the largest cluster), ``n_splits``,
     ``n_rows_used``, ``n_rows_unlabelled``, ``skipped_columns`` ({column: reason}) and
     ``notes``; ``cv_accuracy`` is NaN when there are too few rows to cross-validate.
+
+    progress : optional ``progress(fraction, message)``, called after each cross-validation
+        fold, the final fit and the SHAP values (for a background job's progress bar).
 
     Raises ValueError for mismatched lengths, fewer than two clusters, bad parameters, or
     metadata that gives no usable column.
@@ -98,13 +104,25 @@ def cluster_drivers(
     splitter, folds, note = _splitter(targets, n_splits, random_state)
     if note:
         notes.append(note)
+    report = progress or (lambda fraction, message: None)
+    n_used = int(labelled.sum())
+    report(0.02, f"{len(encoded.feature_names)} metadata features of {n_used} rows encoded")
     if splitter is not None:
-        scores = cross_val_score(forest, encoded.matrix, targets, cv=splitter, scoring="accuracy")
-        cv_accuracy, cv_std = float(scores.mean()), float(scores.std())
+        # Fold by fold (what cross_val_score does: a fresh clone per fold, accuracy on the
+        # held-out rows), so that each fold can report its progress.
+        scores = []
+        for fold, (train, test) in enumerate(splitter.split(encoded.matrix, targets), start=1):
+            model = clone(forest).fit(encoded.matrix[train], targets[train])
+            scores.append(model.score(encoded.matrix[test], targets[test]))
+            report(0.05 + 0.5 * fold / folds, f"cross-validation fold {fold} of {folds} done")
+        cv_accuracy, cv_std = float(np.mean(scores)), float(np.std(scores))
     else:
         cv_accuracy, cv_std = float("nan"), float("nan")
+    report(0.55, f"fitting the forest on all {n_used} rows")
     forest.fit(encoded.matrix, targets)
+    report(0.65, f"SHAP values of {n_used} rows")
     values = np.asarray(shap.TreeExplainer(forest).shap_values(encoded.matrix), dtype=np.float64)
+    report(0.95, "SHAP values done")
     if values.ndim == 2:  # older shap: one output only when two classes
         values = np.stack([-values, values], axis=2)
     per_column, columns = sum_by_source(values, encoded.sources)
