@@ -514,6 +514,7 @@ def start_drivers(cohort: Cohort, clustering_key: str, labels: np.ndarray, *, re
         def work(*, progress):
             from core.jobs import run_in_process
 
+            progress(0.0, f"{label}: starting a worker process")
             drivers, seconds, pid = run_in_process(worker_jobs.drivers_of_labels, driver_metadata(cohort),
                                                    np.asarray(labels), progress=report(progress))
             save_drivers(cohort, clustering_key, drivers, dataset=dataset)

@@ -358,7 +358,7 @@ def test_cluster_drivers_report_each_fold_and_score_as_cross_val_score_does() ->
         f"cross-validation fold {i} of 5 done" for i in range(1, 6)]
     assert messages[-2:] == ["SHAP values of 120 rows", "SHAP values done"]
     fractions = [f for f, _ in seen]
-    assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] < 1
+    assert fractions == sorted(fractions) and fractions[0] > 0 and fractions[-1] < 1
     # The fold-by-fold loop scores exactly as scikit-learn's cross_val_score.
     forest = RandomForestClassifier(n_estimators=20, max_depth=8, min_samples_leaf=2, class_weight="balanced",
                                     random_state=0, n_jobs=1)
