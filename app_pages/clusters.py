@@ -128,6 +128,8 @@ with st.expander("What drives these clusters? Metadata that predicts membership 
         st.caption(f"A random forest predicts the cluster from metadata with cross-validated accuracy {accuracy:.2f} "
                    f"(largest cluster alone: {baseline:.2f}). High accuracy means clusters track metadata such as "
                    "view, scanner or sex rather than disease.")
+        for note in drivers.attrs.get("notes") or ():
+            st.caption(f"Note: {note}.")
         top = drivers.sort_values("mean_abs_shap", ascending=False).groupby("cluster").head(5)
         st.plotly_chart(charts.readable(px.bar(top, x="mean_abs_shap", y="column", color="cluster", orientation="h", barmode="group",
                                height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""})), key="clusters_drivers")

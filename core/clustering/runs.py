@@ -219,7 +219,7 @@ def _drivers_key(clustering_key: str) -> str:
 
 
 _DRIVER_ATTRS = ("cv_accuracy", "cv_accuracy_std", "baseline_accuracy", "n_splits", "n_rows_used",
-                 "n_rows_unlabelled", "skipped_columns", "notes")
+                 "n_rows_shap", "n_rows_unlabelled", "skipped_columns", "notes")
 
 
 def _drivers_from_run(run: Run) -> pd.DataFrame:
