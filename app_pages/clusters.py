@@ -67,10 +67,16 @@ if result.n_noise:
 
 if spec.takes_k:
     with st.expander("How many groups? (a sweep over k)", expanded=False):
+        # A background job (a worker process for a large cohort): its progress shows here while
+        # the rest of the page draws; the page reruns when it ends.
         asked = st.button("Try k = 2-10 and compare", key="clusters_sweep_run")
-        sweep = data.sweep(cohort, algorithm, compute=asked)
+        try:
+            sweep = data.sweep(cohort, algorithm, compute=asked)
+        except ValueError as error:
+            sweep = None
+            st.info(f"No sweep for this clustering: {error}")
         if sweep is None:
-            st.caption("Clusters the cohort once per k and scores each; saved for next time.")
+            st.caption("Clusters the cohort once per k and scores each, in the background; saved for next time.")
         else:
             best = suggested_k(sweep)
             best_silhouette = float(sweep.loc[sweep["k"] == best, "silhouette"].iloc[0]) if best is not None else np.nan
@@ -115,12 +121,15 @@ with st.expander("What drives these clusters? Metadata that predicts membership 
         drivers = None
         st.info(f"No drivers for this clustering: {error}")
     if drivers is None:
-        st.caption("A random forest learns each row's cluster from its metadata; saved for next time.")
+        st.caption("A random forest learns each row's cluster from its metadata, in the background; "
+                   "saved for next time.")
     else:
         accuracy, baseline = drivers.attrs.get("cv_accuracy", float("nan")), drivers.attrs.get("baseline_accuracy", float("nan"))
         st.caption(f"A random forest predicts the cluster from metadata with cross-validated accuracy {accuracy:.2f} "
                    f"(largest cluster alone: {baseline:.2f}). High accuracy means clusters track metadata such as "
                    "view, scanner or sex rather than disease.")
+        for note in drivers.attrs.get("notes") or ():
+            st.caption(f"Note: {note}.")
         top = drivers.sort_values("mean_abs_shap", ascending=False).groupby("cluster").head(5)
         st.plotly_chart(charts.readable(px.bar(top, x="mean_abs_shap", y="column", color="cluster", orientation="h", barmode="group",
                                height=360, labels={"mean_abs_shap": "mean |SHAP|", "column": ""})), key="clusters_drivers")

@@ -43,7 +43,9 @@ def report_draft_section(anchor: int) -> None:
                "Read the scan; edit or discard the draft.", icon=":material/edit_note:")
     patient = str(table.iloc[int(anchor)]["patient_id"])
     edited = st.text_area("Draft (editable)", draft.text, height=200, key=f"map_draft_{cohort.key}_{anchor}")
-    if auth.can("export_patients"):
+    if auth.can("export_patients") and clustering is None:
+        st.caption("The download of this row with the draft appears when the clustering is ready.")
+    elif auth.can("export_patients"):
         store = data.label_store()
         try:
             row = labeled_export(dataset.patients[dataset.patients["patient_id"].astype(str) == patient],
@@ -85,14 +87,19 @@ dims = c2.radio("Dimensions", [2, 3], horizontal=True, key="map_dims")
 
 # While the dataset is being embedded: a first map of each patient's middle slice (see there).
 cohort, filling = data.map_cohort(dataset)
+# A large cohort's clustering runs in a background worker process; the map does not wait for it:
+# it is drawn at once, coloured by what there is, and the colours switch when the clustering is in.
+found = data.current_clustering_when_ready(cohort)
 algorithm = st.session_state["algorithm"]
-cluster_key, clustering = data.current_clustering(cohort)
+waiting = found if isinstance(found, data.ClusteringWait) else None
+cluster_key, clustering = ("", None) if waiting else found
 
 # The table and the figure are built once per view for the whole server and shared read-only by
 # every session (ui/charts.py): a rerun only looks them up and sends the figure.
 token = dataset.token
 table, colour_options = charts.map_table(token, cohort.key, cluster_key, cohort, clustering)
-colour = c3.selectbox("Colour by", colour_options, key="map_colour",
+# Its own key while the clustering is computed: "Colour by" comes back on "cluster" when it is in.
+colour = c3.selectbox("Colour by", colour_options, key="map_colour" if clustering is not None else "map_colour_waiting",
                       help="cluster (current clustering), label (ground truth) or any metadata column")
 
 # PCA first: a UMAP / t-SNE map not stored yet is computed in the background while the PCA map
@@ -106,6 +113,10 @@ else:
 # One slot, there in every run: the chart keeps its place in the page when the note goes (a chart
 # that moved up after the switch stopped answering lasso selections in the browser).
 with st.container(key="map_pending"):
+    if waiting:
+        jobs.show_clustering_wait(waiting, button_key="map_cluster_restart")
+        if waiting.status == "running":
+            st.caption(f"Meanwhile coloured by {colour}.")
     if pending:
         st.info(pending, icon=":material/hourglass_top:")
         jobs.rerun_when_done(pending_job, shown_while_running=True)
@@ -115,7 +126,7 @@ with st.container(key="map_pending"):
 view = charts.map_figure(token, cohort.key, cluster_key, projection.key, colour, dims, table, projection.coords)
 st.caption(
     f"{view.n_plotted:,} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "
-    f"({clustering.n_clusters}). Drag a lasso or box around points to see their scans."
+    f"({clustering.n_clusters if clustering is not None else 'being computed'}). Drag a lasso or box around points to see their scans."
 )
 event = st.plotly_chart(view.figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
 

@@ -1,4 +1,5 @@
-"""Maps, clusterings and neighbour indexes of large cohorts, computed in a worker process.
+"""Maps, clusterings, k sweeps, cluster drivers and neighbour indexes of large cohorts,
+computed in a worker process.
 
 The pages run these through ``core.jobs.run_in_process`` when a cohort has at least
 ``PROCESS_MIN_ROWS`` rows (below that the start-up of a worker, measured at 4-16 s on the
@@ -12,8 +13,11 @@ each worker (:func:`load_matrix`); projections and clusterings cast it exactly a
 Results go where the pages read them: projections and neighbour indexes straight into the run
 store (kinds ``projection`` and ``neighbour-index``); a clustering comes back to the job's
 thread, which stores it with its per-cluster summary (``core.clustering.runs.save_clustering``:
-the worker never needs the cohort's table). Progress is reported in stages, and during a fit
-that reports nothing itself as elapsed time against an estimate from earlier runs ("about").
+the worker never needs the cohort's table); so do a k sweep's scores and a clustering's drivers
+(``save_sweep``, ``save_drivers``; the drivers' worker gets the cohort's metadata columns and the
+labels, not the matrix). Progress is reported in stages (each k of a sweep, each fold of the
+drivers' cross-validation), and during a fit that reports nothing itself as elapsed time
+against an estimate from earlier runs ("about").
 
 A primitive module: it takes the cohort as any object with ``key``, ``X`` (or ``features``) and
 ``has_vector``, and imports no task module.
@@ -175,6 +179,38 @@ def cluster_matrix(path: str, algorithm: str, *, params: dict[str, Any], random_
         result = cluster(matrix, algorithm=algorithm, random_state=random_state, **dict(params))
     progress(0.9, f"{label}: storing")
     return result, round(time.monotonic() - started, 2), os.getpid()
+
+
+def sweep_matrix(path: str, algorithm: str, *, ks: list[int], random_state: int,
+                 progress: Progress) -> tuple[Any, float, int]:
+    """Worker: ``core.clustering.k_sweep`` of the matrix at ``path`` (its NaN rows left out, as
+    every clustering leaves them), reporting after each k. Returns ``(scores, seconds, pid)``;
+    the job's thread stores the scores (``core.clustering.runs.save_sweep``)."""
+    from core.clustering import k_sweep
+
+    progress(0.01, f"worker process {os.getpid()}: reading the matrix")
+    matrix = load_matrix(path)
+    started = time.monotonic()
+    label = f"{algorithm} k sweep of {len(matrix)} rows"
+
+    def each_k(fraction: float, message: str) -> None:
+        progress(0.02 + 0.96 * fraction, f"{label}: {message}")
+
+    progress(0.02, f"{label}: k = {ks[0]} first" if ks else label)
+    scores = k_sweep(matrix, algorithm=algorithm, ks=ks, random_state=random_state, progress=each_k)
+    return scores, round(time.monotonic() - started, 2), os.getpid()
+
+
+def drivers_of_labels(metadata: Any, labels: np.ndarray, *, progress: Progress) -> tuple[Any, float, int]:
+    """Worker: ``core.explain.cluster_drivers`` (a random forest and its SHAP values) of one
+    clustering's ``labels`` from the cohort's ``metadata`` table, reporting each step. Returns
+    ``(drivers, seconds, pid)``; the job's thread stores them (``core.clustering.runs.save_drivers``)."""
+    from core.explain import cluster_drivers
+
+    progress(0.01, f"worker process {os.getpid()}: {len(metadata)} rows, {metadata.shape[1]} metadata columns")
+    started = time.monotonic()
+    drivers = cluster_drivers(metadata, labels, progress=progress)
+    return drivers, round(time.monotonic() - started, 2), os.getpid()
 
 
 def index_key(cohort_key: str, block: str | None, metric: str) -> str:

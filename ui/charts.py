@@ -67,7 +67,8 @@ class SharedFigure(go.Figure):
 
 
 def map_table(token: str, cohort_key: str, cluster_key: str, cohort, clustering) -> tuple[pd.DataFrame, list[str]]:
-    """The cohort's rows with their cluster name, and the columns the map can be coloured by.
+    """The cohort's rows with their cluster name, and the columns the map can be coloured by
+    (no cluster while ``clustering`` is None: a large cohort's is still being computed).
     The dataset token is part of the key: two ingests of the same files share embeddings (and so
     cohort keys) but not their metadata."""
     return _map_table(token=token, cohort_key=cohort_key, cluster_key=cluster_key, _cohort=cohort, _clustering=clustering)
@@ -77,9 +78,12 @@ def map_table(token: str, cohort_key: str, cluster_key: str, cohort, clustering)
 def _map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clustering) -> tuple[pd.DataFrame, list[str]]:
     """See ``map_table``."""
     table = _cohort.table.copy()
+    columns = [c for c in metadata_columns(table) if tells_rows_apart(table[c])]
+    if _clustering is None:  # still computed: ground truth first, or a column when there is none
+        label_first = table["label"].notna().any() or not columns
+        return table, ["label", *columns] if label_first else [*columns, "label"]
     table["cluster"] = pd.Series(_clustering.labels).map(lambda c: "noise" if c < 0 else f"C{c}").values
-    options = ["cluster", "label", *[c for c in metadata_columns(table) if tells_rows_apart(table[c])]]
-    return table, options
+    return table, ["cluster", "label", *columns]
 
 
 # Above this many points the hover shows the point's colour group only, not who it is: a text per

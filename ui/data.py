@@ -9,8 +9,9 @@ before changing it."""
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,17 @@ from core.clustering.runs import (
     cluster_cohort,
     clustering_key,
     clustering_summary,
+    default_ks,
+    driver_metadata,
     drivers_of_clustering,
     save_clustering,
+    save_drivers,
+    save_sweep,
     stored_clustering,
     stored_drivers,
     stored_sweep,
     sweep_cohort,
+    sweep_key,
 )
 from core.cohort import Cohort, build_cohort
 from core.cohort import representative_images as _representative_images
@@ -442,22 +448,98 @@ def map_projection(cohort: Cohort, method: str, n_components: int = 2):
     return projection(cohort, "pca", n_components), note
 
 
+def sweep_job_key(cohort: Cohort, algorithm: str) -> str:
+    return f"sweep:{sweep_key(cohort.key, algorithm, default_ks(cohort))}"
+
+
+def start_sweep(cohort: Cohort, algorithm: str, *, rerun: bool = False):
+    """The k sweep (k = 2-10) of ``cohort`` in the background runner, reporting each k: in a
+    worker process for a large cohort (``in_worker``: it gets the path of the cohort's matrix,
+    written once; the scores come back to the job's thread, which stores them), else in the
+    runner's thread; asking again returns the same job."""
+    dataset = st.session_state["dataset"]
+    ks = list(default_ks(cohort))
+    label = f"{algorithm} with k = {ks[0]}-{ks[-1]} on {int(cohort.has_vector.sum())} {cohort.level}s"
+
+    if in_worker(cohort):
+        def work(*, progress):
+            from core.jobs import run_in_process
+
+            progress(0.0, f"{label}: writing the cohort's matrix for the worker process")
+            path = worker_jobs.write_matrix(cohort)
+            scores, seconds, pid = run_in_process(worker_jobs.sweep_matrix, str(path), algorithm, ks=ks,
+                                                  random_state=0, progress=progress)
+            save_sweep(cohort, algorithm, scores, ks=ks, dataset=dataset)
+            progress(1.0, f"{label}: {len(ks)} of {len(ks)} done in {seconds:.0f} s; stored")
+            return {"seconds": seconds, "pid": pid}
+    else:
+        def work(*, progress):
+            progress(0.0, label)
+            sweep_cohort(cohort, algorithm, ks=ks, dataset=dataset,
+                         progress=lambda fraction, message: progress(fraction, f"{label}: {message}"))
+            return {"pid": os.getpid()}
+
+    return job_runner().submit(sweep_job_key(cohort, algorithm), work, rerun=rerun)
+
+
 def sweep(cohort: Cohort, algorithm: str, *, compute: bool) -> pd.DataFrame | None:
-    """The stored k sweep, or (when ``compute``) a new one; None when neither."""
-    stored = stored_sweep(cohort, algorithm)
-    if stored is not None or not compute:
-        return stored
-    with st.spinner("Sweeping k..."):
-        return sweep_cohort(cohort, algorithm, dataset=st.session_state["dataset"])
+    """The stored k sweep (a named run, reloaded), or None: not asked for yet, or (when
+    ``compute``, or already running) computed by a background job whose progress is drawn here
+    while the rest of the page draws as usual (``ui.jobs.on_request``). Raises the job's
+    ValueError (a refusal) for the page to show."""
+    from ui.jobs import on_request
+
+    return on_request(sweep_job_key(cohort, algorithm), stored=lambda: stored_sweep(cohort, algorithm),
+                      start=lambda rerun: start_sweep(cohort, algorithm, rerun=rerun), asked=compute,
+                      what=f"The k sweep ({algorithm})", button_key="clusters_sweep",
+                      quick=not in_worker(cohort))
+
+
+def drivers_job_key(clustering_key: str) -> str:
+    return f"drivers:{clustering_key}"
+
+
+def start_drivers(cohort: Cohort, clustering_key: str, labels: np.ndarray, *, rerun: bool = False):
+    """What drives clustering ``clustering_key`` (a random forest on the metadata and its SHAP
+    values) in the background runner, reporting each step: in a worker process for a large
+    cohort (it gets the metadata columns and the labels; the drivers come back to the job's
+    thread, which stores them), else in the runner's thread; asking again returns the same job."""
+    dataset = st.session_state["dataset"]
+    label = f"What drives the clusters ({len(labels)} {cohort.level}s)"
+
+    def report(progress):
+        return lambda fraction, message: progress(fraction, f"{label}: {message}")
+
+    if in_worker(cohort):
+        def work(*, progress):
+            from core.jobs import run_in_process
+
+            progress(0.0, f"{label}: starting a worker process")
+            drivers, seconds, pid = run_in_process(worker_jobs.drivers_of_labels, driver_metadata(cohort),
+                                                   np.asarray(labels), progress=report(progress))
+            save_drivers(cohort, clustering_key, drivers, dataset=dataset)
+            progress(1.0, f"{label}: done in {seconds:.0f} s; stored")
+            return {"seconds": seconds, "pid": pid}
+    else:
+        def work(*, progress):
+            progress(0.0, label)
+            drivers_of_clustering(cohort, clustering_key, labels, dataset=dataset, progress=report(progress))
+            return {"pid": os.getpid()}
+
+    return job_runner().submit(drivers_job_key(clustering_key), work, rerun=rerun)
 
 
 def cluster_drivers(cohort: Cohort, clustering_key: str, labels: np.ndarray, *, compute: bool) -> pd.DataFrame | None:
-    """Mean |SHAP| per metadata column and cluster: stored, or computed when asked."""
-    stored = stored_drivers(clustering_key)
-    if stored is not None or not compute:
-        return stored
-    with st.spinner("Finding what drives the clusters..."):
-        return drivers_of_clustering(cohort, clustering_key, labels, dataset=st.session_state["dataset"])
+    """Mean |SHAP| per metadata column and cluster: stored (reloaded), or None: not asked for
+    yet, or (when ``compute``, or already running) computed by a background job whose progress
+    is drawn here while the rest of the page draws (``ui.jobs.on_request``). Raises the job's
+    ValueError (e.g. no usable metadata column) for the page to show."""
+    from ui.jobs import on_request
+
+    return on_request(drivers_job_key(clustering_key), stored=lambda: stored_drivers(clustering_key),
+                      start=lambda rerun: start_drivers(cohort, clustering_key, labels, rerun=rerun),
+                      asked=compute, what="Finding what drives the clusters", button_key="clusters_drivers",
+                      quick=not in_worker(cohort))
 
 
 @st.cache_resource
@@ -527,8 +609,8 @@ def representative_images(dataset: Dataset, table: pd.DataFrame, level: str) -> 
     return _representative_images(dataset.images, table, level)
 
 
-def current_clustering(cohort: Cohort):
-    """The clustering the user chose on the Clusters page (defaults until they do)."""
+def current_clustering_params() -> tuple[str, dict[str, Any]]:
+    """``(algorithm, params)`` the user chose on the Clusters page (defaults until they do)."""
     from core.clustering import get_algorithm
 
     algorithm = st.session_state["algorithm"]
@@ -536,7 +618,75 @@ def current_clustering(cohort: Cohort):
     params.update(st.session_state.get("cluster_params", {}).get(algorithm, {}))
     if get_algorithm(algorithm).takes_k:
         params["k"] = int(st.session_state["k"])
+    return algorithm, params
+
+
+def current_clustering(cohort: Cohort):
+    """The clustering the user chose on the Clusters page (defaults until they do); a large
+    cohort's is computed in the background while the page shows its progress and stops."""
+    algorithm, params = current_clustering_params()
     return clustering(cohort, algorithm, params)
+
+
+@dataclass(frozen=True)
+class ClusteringWait:
+    """A large cohort's clustering that is not ready (``current_clustering_when_ready``).
+
+    status: "running" (``note`` says what and about how long), "interrupted" (by a server
+    restart; ``restart()`` starts it again), "failed" (``note`` says why; ``restart()`` starts it
+    again) or "refused" (a ValueError: ``note`` is the reason)."""
+
+    job_key: str
+    algorithm: str
+    status: str
+    note: str
+    restart: Any
+
+
+# Seconds each clustering job was expected to take when it started (for the pending note).
+_clustering_estimates: dict[str, float] = {}
+
+
+def current_clustering_when_ready(cohort: Cohort):
+    """``current_clustering`` without holding the page: ``(key, Clustering)`` when it is
+    stored (or the cohort is small enough to cluster here), else a ``ClusteringWait`` while a
+    large cohort's clustering runs in a background worker process (started here; a server
+    restart's interrupted one is not restarted on its own). The caller draws what it can
+    meanwhile and reruns when the job ends (``ui.jobs.show_clustering_wait``)."""
+    algorithm, params = current_clustering_params()
+    if not in_worker(cohort):
+        return clustering(cohort, algorithm, params)
+    try:
+        key = clustering_job_key(cohort, algorithm, params)
+        job = job_runner().get(key)
+        if job is None and stored_clustering(cohort, algorithm=algorithm, **params) is not None:
+            return clustering(cohort, algorithm, params)  # stored: loaded
+    except ValueError as error:  # parameters the algorithm refuses
+        return ClusteringWait("", algorithm, "refused", str(error), None)
+
+    def restart():
+        return start_clustering(cohort, algorithm, params, rerun=True)
+
+    if job is None:
+        from ui.jobs import interrupted
+
+        if interrupted(key) is not None:
+            return ClusteringWait(key, algorithm, "interrupted", "", restart)
+        n_valid = int(cohort.has_vector.sum())
+        _clustering_estimates[key] = worker_jobs.estimate_seconds(CLUSTERING_KIND, n_valid)
+        job = start_clustering(cohort, algorithm, params)
+    if job.done:
+        if job.error is None:
+            return clustering(cohort, algorithm, params)  # now stored: loaded
+        status = "refused" if isinstance(job.error, ValueError) else "failed"
+        return ClusteringWait(key, algorithm, status, str(job.error), restart)
+    n_valid = int(cohort.has_vector.sum())
+    eta = _clustering_estimates.get(key) or worker_jobs.estimate_seconds(CLUSTERING_KIND, n_valid)
+    if job.started_at is not None:
+        eta = max(1.0, eta - (time.monotonic() - job.started_at))
+    note = (f"Clustering {n_valid:,} {cohort.level}s with {algorithm} in the background (about {eta:.0f} s; "
+            f"{job.message}); colours switch when it is ready.")
+    return ClusteringWait(key, algorithm, "running", note, restart)
 
 
 @st.cache_resource

@@ -118,3 +118,77 @@ def stop_if_failed(job, start: Callable[[], object], *, what: str, button_key: s
         start()
         st.rerun()
     st.stop()
+
+
+def show_progress(job) -> None:
+    """``job``'s progress bar where the caller is (an expander, a column), refreshed every 2 s;
+    the whole page reruns once when the job ends. Never stops the page: the rest of it draws as
+    usual meanwhile."""
+
+    @st.fragment(run_every=2)
+    def progress() -> None:
+        if job.done:
+            st.rerun()
+        st.progress(min(max(float(job.fraction), 0.0), 1.0), text=job.message)
+
+    progress()
+
+
+def on_request(key: str, *, stored: Callable[[], object | None], start: Callable[..., object],
+               asked: bool, what: str, button_key: str, quick: bool = True):
+    """A result that a background job computes when the user asks (``asked``: their button).
+
+    Returns ``stored()`` when it is stored (a named run: reloaded, never recomputed), else None:
+    nothing asked yet (the caller shows its button's hint), or the job is running (its progress
+    bar is drawn here by ``show_progress``; the rest of the page draws as usual and the page
+    reruns when the job ends). ``start(rerun=...)`` starts the job (``data.job_runner().submit``);
+    asking again after a failure starts it again. A job a server restart interrupted is said and
+    offered again with a button (``offer_restart``), not restarted on its own. The job's
+    ValueError (a refusal: bad parameters, a size refused) is raised for the caller to show as a
+    message; any other failure (a worker process killed, out of memory) is shown here with a
+    button that starts it again. ``quick``: right after the click, wait up to ``QUICK_S`` for a
+    job that may be that quick (a small cohort's, in a thread), so its result shows at once."""
+    found = stored()
+    if found is not None:
+        return found
+    job = data.job_runner().get(key)
+    started_now = False
+    if asked and (job is None or job.done):
+        job, started_now = start(rerun=True), True
+    elif job is None:
+        offer_restart(key, lambda: start(rerun=False), what=what, button_key=f"{button_key}_restart")
+        return None
+    if started_now and quick and job.future is not None:
+        wait([job.future], timeout=QUICK_S)
+    if job.done:
+        if job.error is None:
+            return stored()
+        if isinstance(job.error, ValueError):
+            raise job.error
+        st.error(f"{what} failed: {job.error}")
+        if st.button("Start it again", key=f"{button_key}_retry"):
+            start(rerun=True)
+            st.rerun()
+        return None
+    show_progress(job)
+    return None
+
+
+def show_clustering_wait(waiting, *, button_key: str) -> None:
+    """Say why the clustering is not there yet (``data.ClusteringWait``), without stopping the
+    page: running (the note; the page reruns when the job ends), interrupted by a server restart
+    (offered again with a button), failed (the reason, with a button that starts it again) or
+    refused (the reason and where to change the parameters)."""
+    if waiting.status == "running":
+        st.info(waiting.note, icon=":material/hourglass_top:")
+        rerun_when_done(waiting.job_key, shown_while_running=True)
+    elif waiting.status == "interrupted":
+        offer_restart(waiting.job_key, waiting.restart, what=f"Clustering ({waiting.algorithm})",
+                      button_key=button_key)
+    elif waiting.status == "failed":
+        st.error(f"Clustering ({waiting.algorithm}) failed: {waiting.note}")
+        if st.button("Start it again", key=f"{button_key}_retry"):
+            waiting.restart()
+            st.rerun()
+    else:
+        st.warning(f"No clustering: {waiting.note}. Change the parameters on the Clusters page.")

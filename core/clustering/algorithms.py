@@ -629,13 +629,15 @@ def k_sweep(
     ks: Iterable[int] = range(2, 11),
     random_state: int = 0,
     standardize: bool = False,
+    progress: Callable[[float, str], None] | None = None,
     **params: Any,
 ) -> pd.DataFrame:
     """Run ``algorithm`` for each k and tabulate the scores (to pick k).
 
     X : ndarray of shape (n_samples, n_features). ``params`` are the algorithm's other
     parameters. Returns a DataFrame with one row per k: k, n_clusters (found),
-    silhouette, davies_bouldin, calinski_harabasz, inertia.
+    silhouette, davies_bouldin, calinski_harabasz, inertia. ``progress(fraction, message)``,
+    when given, is called after each k ("k = 4 done (3 of 9)").
 
     Raises ValueError for an algorithm that does not take k, ``k`` inside ``params``, an empty
     ``ks`` or any k outside [2, n_samples] (checked before any fitting).
@@ -657,7 +659,7 @@ def k_sweep(
         if k > n_valid:
             raise ValueError(f"k={k} must be <= n_samples={n_valid}")
     rows = []
-    for k in ks:
+    for done, k in enumerate(ks, start=1):
         result = cluster(
             X,
             algorithm=algorithm,
@@ -669,6 +671,8 @@ def k_sweep(
         rows.append(
             {"k": k, "n_clusters": result.n_clusters, **result.scores, "inertia": result.inertia}
         )
+        if progress is not None:
+            progress(done / len(ks), f"k = {k} done ({done} of {len(ks)})")
     return pd.DataFrame(
         rows,
         columns=["k", "n_clusters", "silhouette", "davies_bouldin", "calinski_harabasz", "inertia"],

@@ -9,7 +9,7 @@ directly.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -168,36 +168,49 @@ def default_ks(cohort: Cohort) -> range:
     return range(2, max(3, min(10, int(cohort.has_vector.sum()) - 1) + 1))
 
 
-def stored_sweep(cohort: Cohort, algorithm: str, *, ks: Iterable[int] | None = None,
+def stored_sweep(cohort: Cohort, algorithm: str, *, ks: Iterable[int] | None = None, random_state: int = 0,
                  store: RunStore | None = None) -> pd.DataFrame | None:
     """The stored k sweep of ``cohort`` for ``algorithm``, or None (nothing is computed)."""
     ks = list(default_ks(cohort) if ks is None else ks)
-    run = (store or RunStore()).load(SWEEP_KIND, sweep_key(cohort.key, algorithm, ks), version=SWEEP_VERSION)
+    run = (store or RunStore()).load(SWEEP_KIND, sweep_key(cohort.key, algorithm, ks, random_state),
+                                     version=SWEEP_VERSION)
     return None if run is None else run.load("scores")
 
 
 def sweep_cohort(cohort: Cohort, algorithm: str, *, ks: Iterable[int] | None = None, random_state: int = 0,
-                 store: RunStore | None = None, dataset: str | None = None) -> pd.DataFrame:
+                 store: RunStore | None = None, dataset: str | None = None,
+                 progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
     """Scores of ``algorithm`` for each k on the embedded rows of ``cohort`` (a stored run).
 
     Returns one row per k: k, n_clusters, silhouette, davies_bouldin, calinski_harabasz, inertia.
-    Raises ValueError for an algorithm that takes no k (see :func:`core.clustering.k_sweep`).
+    ``progress(fraction, message)`` is called after each k. Raises ValueError for an algorithm
+    that takes no k (see :func:`core.clustering.k_sweep`).
     """
     ks = list(default_ks(cohort) if ks is None else ks)
     if not get_algorithm(algorithm).takes_k:
         raise ValueError(f"algorithm {algorithm!r} does not take k; nothing to sweep")
     store = store or RunStore()
-    key = sweep_key(cohort.key, algorithm, ks, random_state)
+    stored = stored_sweep(cohort, algorithm, ks=ks, random_state=random_state, store=store)
+    if stored is not None:
+        return stored
+    scores = k_sweep(cohort.X[cohort.has_vector], algorithm=algorithm, ks=ks, random_state=random_state,
+                     progress=progress)
+    return save_sweep(cohort, algorithm, scores, ks=ks, random_state=random_state, store=store, dataset=dataset)
 
-    def compute() -> tuple[dict[str, Any], dict[str, Any]]:
-        scores = k_sweep(cohort.X[cohort.has_vector], algorithm=algorithm, ks=ks, random_state=random_state)
-        return {"scores": scores}, {"algorithm": algorithm, "suggested_k": suggested_k(scores)}
 
-    run, _ = store.compute_or_load(
-        SWEEP_KIND, key, version=SWEEP_VERSION, compute=compute, dataset=dataset,
-        config={"algorithm": algorithm, "ks": ks, "random_state": random_state},
-        inputs={"cohort": cohort.key},
-    )
+def save_sweep(cohort: Cohort, algorithm: str, scores: pd.DataFrame, *, ks: Iterable[int] | None = None,
+               random_state: int = 0, store: RunStore | None = None, dataset: str | None = None) -> pd.DataFrame:
+    """Store ``scores`` (``core.clustering.k_sweep`` of ``cohort``'s embedded rows, e.g. computed
+    in a worker process) as the run :func:`sweep_cohort` and :func:`stored_sweep` load; returns
+    the stored table."""
+    ks = list(default_ks(cohort) if ks is None else ks)
+    if sorted(int(k) for k in scores["k"]) != sorted(ks):
+        raise ValueError(f"the sweep has k = {list(scores['k'])}, expected {ks}")
+    run = (store or RunStore()).save(
+        SWEEP_KIND, sweep_key(cohort.key, algorithm, ks, random_state), version=SWEEP_VERSION,
+        dataset=dataset, config={"algorithm": algorithm, "ks": ks, "random_state": random_state},
+        inputs={"cohort": cohort.key}, payload={"scores": scores},
+        summary={"algorithm": algorithm, "suggested_k": suggested_k(scores)})
     return run.load("scores")
 
 
@@ -206,7 +219,7 @@ def _drivers_key(clustering_key: str) -> str:
 
 
 _DRIVER_ATTRS = ("cv_accuracy", "cv_accuracy_std", "baseline_accuracy", "n_splits", "n_rows_used",
-                 "n_rows_unlabelled", "skipped_columns", "notes")
+                 "n_rows_shap", "n_rows_unlabelled", "skipped_columns", "notes")
 
 
 def _drivers_from_run(run: Run) -> pd.DataFrame:
@@ -223,6 +236,12 @@ def stored_drivers(clustering_key: str, *, store: RunStore | None = None) -> pd.
     return None if run is None else _drivers_from_run(run)
 
 
+def driver_metadata(cohort: Cohort) -> pd.DataFrame:
+    """The metadata columns of ``cohort``'s table that :func:`drivers_of_clustering` learns from."""
+    table = cohort.table
+    return table[metadata_columns(table)]
+
+
 def drivers_of_clustering(
     cohort: Cohort,
     clustering_key: str,
@@ -230,24 +249,33 @@ def drivers_of_clustering(
     *,
     store: RunStore | None = None,
     dataset: str | None = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> pd.DataFrame:
     """Mean |SHAP| per metadata column and cluster (``core.explain.cluster_drivers``), stored.
 
     Returns the drivers table with ``.attrs`` (cv_accuracy, baseline_accuracy, ...).
+    ``progress(fraction, message)`` is called after each step (folds, fit, SHAP).
     Raises ValueError when the table has no usable metadata column.
     """
     from core.explain import cluster_drivers
 
     store = store or RunStore()
-    key = _drivers_key(clustering_key)
-    stored = store.load(DRIVERS_KIND, key, version=DRIVERS_VERSION)
+    stored = stored_drivers(clustering_key, store=store)
     if stored is not None:
-        return _drivers_from_run(stored)
-    table = cohort.table
-    drivers = cluster_drivers(table[metadata_columns(table)], labels)
+        return stored
+    drivers = cluster_drivers(driver_metadata(cohort), labels, progress=progress)
+    return save_drivers(cohort, clustering_key, drivers, store=store, dataset=dataset)
+
+
+def save_drivers(cohort: Cohort, clustering_key: str, drivers: pd.DataFrame, *,
+                 store: RunStore | None = None, dataset: str | None = None) -> pd.DataFrame:
+    """Store ``drivers`` (``core.explain.cluster_drivers`` of clustering ``clustering_key`` of
+    ``cohort``, e.g. computed in a worker process, ``.attrs`` included) as the run
+    :func:`stored_drivers` loads; returns the stored table."""
     attrs = {k: drivers.attrs.get(k) for k in _DRIVER_ATTRS}
-    run = store.save(DRIVERS_KIND, key, version=DRIVERS_VERSION, config={}, dataset=dataset,
-                     inputs={"clustering": clustering_key, "cohort": cohort.key},
-                     payload={"drivers": drivers, "attrs": attrs},
-                     summary={"cv_accuracy": attrs["cv_accuracy"], "baseline": attrs["baseline_accuracy"]})
+    run = (store or RunStore()).save(
+        DRIVERS_KIND, _drivers_key(clustering_key), version=DRIVERS_VERSION, config={}, dataset=dataset,
+        inputs={"clustering": clustering_key, "cohort": cohort.key},
+        payload={"drivers": drivers, "attrs": attrs},
+        summary={"cv_accuracy": attrs["cv_accuracy"], "baseline": attrs["baseline_accuracy"]})
     return _drivers_from_run(run)

@@ -9,12 +9,14 @@ effects rather than disease.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from core.metadata import encode_metadata, sum_by_source
 
@@ -42,6 +44,27 @@ def _splitter(labels: np.ndarray, n_splits: int, random_state: int) -> tuple[Any
     return KFold(folds, shuffle=True, random_state=random_state), folds, note
 
 
+# Above these many labelled rows the forest is fitted (and cross-validated) on a sample, and
+# its SHAP values are computed for a smaller one, each stratified by cluster: TreeSHAP of a
+# 200-tree forest runs at about 100 rows/s on one core here, so 200,000 rows would take over
+# half an hour; mean |SHAP| over 2,000 rows ranks the columns as well. Noted in ``attrs``.
+FIT_MAX_ROWS = 20_000
+SHAP_MAX_ROWS = 2_000
+_SHAP_CHUNK = 250
+
+
+def _stratified_rows(targets: np.ndarray, size: int, random_state: int) -> np.ndarray:
+    """Sorted positions of about ``size`` of ``targets``' rows: each cluster in proportion, at
+    least one row each (so every cluster stays a class of the forest)."""
+    rng = np.random.default_rng(random_state)
+    chosen = []
+    for code in np.unique(targets):
+        members = np.flatnonzero(targets == code)
+        take = min(len(members), max(1, round(len(members) * size / len(targets))))
+        chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
 def cluster_drivers(
     metadata: pd.DataFrame,
     cluster_labels: Any,
@@ -51,6 +74,9 @@ def cluster_drivers(
     max_depth: int | None = 8,
     n_splits: int = 5,
     max_categories: int = 20,
+    fit_max_rows: int | None = FIT_MAX_ROWS,
+    shap_max_rows: int | None = SHAP_MAX_ROWS,
+    progress: Callable[[float, str], None] | None = None,
 ) -> pd.DataFrame:
     """Mean |SHAP| of each metadata column for each cluster.
 
@@ -66,6 +92,14 @@ def cluster_drivers(
     ``cv_accuracy_std``, ``baseline_accuracy`` (share of the largest cluster), ``n_splits``,
     ``n_rows_used``, ``n_rows_unlabelled``, ``skipped_columns`` ({column: reason}) and
     ``notes``; ``cv_accuracy`` is NaN when there are too few rows to cross-validate.
+
+    fit_max_rows, shap_max_rows : above ``fit_max_rows`` labelled rows the forest is fitted
+        and cross-validated on a sample of that many, and SHAP values are averaged over a
+        sample of ``shap_max_rows`` of those (both stratified by cluster, seeded by
+        ``random_state``; None: every row); ``notes`` say so and ``n_rows_used`` /
+        ``n_rows_shap`` count the rows.
+    progress : optional ``progress(fraction, message)``, called after each cross-validation
+        fold, the final fit and each chunk of SHAP values (for a background job's progress bar).
 
     Raises ValueError for mismatched lengths, fewer than two clusters, bad parameters, or
     metadata that gives no usable column.
@@ -89,22 +123,50 @@ def cluster_drivers(
             f"no usable metadata columns (skipped: {encoded.skipped or 'no columns'})"
         )
     # Integer codes: cluster labels may mix types (ints and a "noise" string).
-    names, targets = np.unique([str(label) for label in labels[labelled]], return_inverse=True)
+    names, all_targets = np.unique([str(label) for label in labels[labelled]], return_inverse=True)
+    n_labelled = len(all_targets)
+    notes: list[str] = []
+    matrix, targets = encoded.matrix, all_targets
+    if fit_max_rows is not None and n_labelled > fit_max_rows:
+        rows = _stratified_rows(all_targets, fit_max_rows, random_state)
+        matrix, targets = matrix[rows], all_targets[rows]
+        notes.append(f"the forest learned from a sample of {len(rows):,} of the {n_labelled:,} rows "
+                     "(stratified by cluster)")
+    shap_rows = np.arange(len(targets))
+    if shap_max_rows is not None and len(targets) > shap_max_rows:
+        shap_rows = _stratified_rows(targets, shap_max_rows, random_state + 1)
+        notes.append(f"mean |SHAP| over a sample of {len(shap_rows):,} rows (stratified by cluster)")
     forest = RandomForestClassifier(
         n_estimators=n_estimators, max_depth=max_depth, min_samples_leaf=2,
         class_weight="balanced", random_state=random_state, n_jobs=1,
     )
-    notes: list[str] = []
     splitter, folds, note = _splitter(targets, n_splits, random_state)
     if note:
         notes.append(note)
+    report = progress or (lambda fraction, message: None)
+    n_used = len(targets)
+    report(0.02, f"{len(encoded.feature_names)} metadata features of {n_used} rows encoded")
     if splitter is not None:
-        scores = cross_val_score(forest, encoded.matrix, targets, cv=splitter, scoring="accuracy")
-        cv_accuracy, cv_std = float(scores.mean()), float(scores.std())
+        # Fold by fold (what cross_val_score does: a fresh clone per fold, accuracy on the
+        # held-out rows), so that each fold can report its progress.
+        scores = []
+        for fold, (train, test) in enumerate(splitter.split(matrix, targets), start=1):
+            model = clone(forest).fit(matrix[train], targets[train])
+            scores.append(model.score(matrix[test], targets[test]))
+            report(0.05 + 0.4 * fold / folds, f"cross-validation fold {fold} of {folds} done")
+        cv_accuracy, cv_std = float(np.mean(scores)), float(np.std(scores))
     else:
         cv_accuracy, cv_std = float("nan"), float("nan")
-    forest.fit(encoded.matrix, targets)
-    values = np.asarray(shap.TreeExplainer(forest).shap_values(encoded.matrix), dtype=np.float64)
+    report(0.45, f"fitting the forest on {n_used} rows")
+    forest.fit(matrix, targets)
+    explainer = shap.TreeExplainer(forest)
+    chunks = []
+    for start in range(0, len(shap_rows), _SHAP_CHUNK):  # each row's SHAP values are its own
+        chunk = shap_rows[start:start + _SHAP_CHUNK]
+        report(0.55 + 0.4 * start / len(shap_rows), f"SHAP values of {start} of {len(shap_rows)} rows")
+        chunks.append(np.asarray(explainer.shap_values(matrix[chunk]), dtype=np.float64))
+    values = np.concatenate(chunks, axis=0)
+    report(0.95, "SHAP values done")
     if values.ndim == 2:  # older shap: one output only when two classes
         values = np.stack([-values, values], axis=2)
     per_column, columns = sum_by_source(values, encoded.sources)
@@ -124,13 +186,14 @@ def cluster_drivers(
             rows.append((cluster, columns[column_position],
                          float(mean_abs[column_position, class_position]), rank))
     table = pd.DataFrame(rows, columns=DRIVER_COLUMNS)
-    _, counts = np.unique(targets, return_counts=True)
+    _, counts = np.unique(all_targets, return_counts=True)
     table.attrs.update(
         cv_accuracy=cv_accuracy,
         cv_accuracy_std=cv_std,
         baseline_accuracy=float(counts.max() / counts.sum()),
         n_splits=folds,
-        n_rows_used=int(labelled.sum()),
+        n_rows_used=n_used,
+        n_rows_shap=len(shap_rows),
         n_rows_unlabelled=int((~labelled).sum()),
         skipped_columns=dict(encoded.skipped),
         notes=notes,

@@ -473,7 +473,8 @@ def test_classifier_on_real_covid_compares_image_text_metadata_and_fused(covid_n
 def test_k_sweep_suggests_a_k_with_readable_score_names() -> None:
     at = open_app("clusters", encoder="pixels")
     at.button(key="clusters_sweep_run").click().run()
-    assert_clean(at)
+    # A background job: shown at once when it takes under ui.jobs.QUICK_S, else its progress first.
+    run_until(at, lambda at: any(m.value.startswith("Suggested number") for m in at.markdown), what="the sweep")
     [suggestion] = [m.value for m in at.markdown if m.value.startswith("Suggested number of clusters:")]
     assert re.match(r"Suggested number of clusters: ([2-9]|10) \(best separation in the sweep\)\.", suggestion)
     sweep = next(spec for spec in plotly_specs(at) if any(t.get("mode") == "lines+markers" for t in spec["data"]))

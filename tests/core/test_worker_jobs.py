@@ -1,4 +1,4 @@
-"""core.worker_jobs: maps, clusterings and neighbour indexes computed in a real worker process
+"""core.worker_jobs: maps, clusterings, k sweeps, cluster drivers and neighbour indexes computed in a real worker process
 from a matrix file written once, stored in the run store and equal to the in-process result
 (issue 12, goal 4)."""
 
@@ -15,7 +15,18 @@ import pytest
 
 from core import worker_jobs
 from core.clustering import cluster
-from core.clustering.runs import cluster_cohort, save_clustering, stored_clustering
+from core.clustering.runs import (
+    cluster_cohort,
+    driver_metadata,
+    drivers_of_clustering,
+    save_clustering,
+    save_drivers,
+    save_sweep,
+    stored_clustering,
+    stored_drivers,
+    stored_sweep,
+    sweep_cohort,
+)
 from core.cohort import build_cohort
 from core.embed import embed_dataset
 from core.explain.similar import SimilarCases
@@ -104,6 +115,49 @@ def test_a_clustering_from_a_worker_is_saved_here_and_then_loaded(cohort):
     assert cluster_cohort(cohort, algorithm="kmeans", k=3)[0] == key  # loaded, not recomputed
     run = RunStore().load("clustering", key)
     assert run.summary["n_samples"] == len(cohort.table) and run.summary["seconds"] == seconds
+
+
+def test_a_k_sweep_in_a_worker_reports_each_k_and_is_saved_here_as_the_in_process_one(cohort, tmp_path):
+    path = worker_jobs.write_matrix(cohort)
+    ks = list(range(2, 11))
+    progress = Progress()
+    scores, seconds, pid = run_in_process(worker_jobs.sweep_matrix, str(path), "kmeans", ks=ks,
+                                          random_state=0, progress=progress)
+    assert pid != os.getpid() and seconds > 0
+    per_k = [m for _, m in progress.seen if " done (" in m]
+    label = f"kmeans k sweep of {len(cohort.table)} rows"
+    assert per_k == [f"{label}: k = {k} done ({i} of 9)" for i, k in enumerate(ks, start=1)]
+    assert [f for f, _ in progress.seen] == sorted(f for f, _ in progress.seen)
+    assert progress.seen[-1][0] == pytest.approx(0.98)
+    assert stored_sweep(cohort, "kmeans") is None
+    saved = save_sweep(cohort, "kmeans", scores, ks=ks, dataset="demo40")
+    assert stored_sweep(cohort, "kmeans").equals(saved)
+    assert sweep_cohort(cohort, "kmeans").equals(saved)  # loaded, not recomputed
+    here = sweep_cohort(cohort, "kmeans", store=RunStore(tmp_path))  # the two NaN rows left out here too
+    assert here["k"].tolist() == saved["k"].tolist() == ks
+    np.testing.assert_allclose(saved[["silhouette", "davies_bouldin", "calinski_harabasz"]].to_numpy(),
+                               here[["silhouette", "davies_bouldin", "calinski_harabasz"]].to_numpy(), rtol=1e-4)
+    with pytest.raises(ValueError, match="expected"):
+        save_sweep(cohort, "kmeans", scores.iloc[:3], ks=ks)
+
+
+def test_cluster_drivers_in_a_worker_report_each_fold_and_are_saved_here(cohort, tmp_path):
+    key, result = cluster_cohort(cohort, algorithm="kmeans", k=3)
+    progress = Progress()
+    drivers, seconds, pid = run_in_process(worker_jobs.drivers_of_labels, driver_metadata(cohort),
+                                           np.asarray(result.labels), progress=progress)
+    assert pid != os.getpid() and seconds > 0
+    messages = [m for _, m in progress.seen]
+    assert messages[0].startswith(f"worker process {pid}: {len(cohort.table)} rows")
+    folds = [m for m in messages if m.startswith("cross-validation")]
+    assert folds and folds == [f"cross-validation fold {i} of {len(folds)} done" for i in range(1, len(folds) + 1)]
+    assert messages[-1] == "SHAP values done"
+    assert stored_drivers(key) is None
+    saved = save_drivers(cohort, key, drivers, dataset="demo40")
+    assert stored_drivers(key).equals(saved)
+    assert saved.attrs["cv_accuracy"] == pytest.approx(drivers.attrs["cv_accuracy"])
+    here = drivers_of_clustering(cohort, key, result.labels, store=RunStore(tmp_path))
+    assert here.equals(saved)  # the same forest and SHAP values, whichever process computed them
 
 
 def test_a_value_error_in_the_worker_stays_a_value_error(cohort):

@@ -75,10 +75,16 @@ def test_a_stored_clustering_loads_in_a_new_process(pixel_cohort, cache_env):
 def test_k_sweep_is_computed_only_when_asked_and_then_stored(pixel_cohort, cache_env):
     store = RunStore(cache_env / "runs")
     assert stored_sweep(pixel_cohort, "kmeans", store=store) is None
-    sweep = sweep_cohort(pixel_cohort, "kmeans", store=store, dataset="demo40")
+    seen: list[tuple[float, str]] = []
+    sweep = sweep_cohort(pixel_cohort, "kmeans", store=store, dataset="demo40",
+                         progress=lambda fraction, message: seen.append((fraction, message)))
     assert sweep["k"].tolist() == list(range(2, 11))
+    assert seen == [(i / 9, f"k = {k} done ({i} of 9)") for i, k in enumerate(range(2, 11), start=1)]
     again = stored_sweep(pixel_cohort, "kmeans", store=store)
     assert again.equals(sweep)
+    seen.clear()
+    assert sweep_cohort(pixel_cohort, "kmeans", store=store, progress=lambda *a: seen.append(a)).equals(sweep)
+    assert seen == []  # loaded, not recomputed
     best = suggested_k(sweep)
     assert best == int(sweep.loc[sweep["silhouette"].idxmax(), "k"])
     run = store.runs(kind="k-sweep")[0]

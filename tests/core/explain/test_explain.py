@@ -340,6 +340,57 @@ def test_cluster_drivers_find_the_planted_column() -> None:
     assert "accession" in attrs["skipped_columns"]
 
 
+def test_cluster_drivers_report_each_fold_and_score_as_cross_val_score_does() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from core.metadata import encode_metadata
+
+    rng = np.random.default_rng(2)
+    metadata = pd.DataFrame({"site": rng.choice(["A", "B"], 120), "age": rng.normal(60, 15, 120)})
+    clusters = np.where(metadata["site"] == "A", 0, 1)
+    clusters[rng.random(120) < 0.2] = 2
+    seen: list[tuple[float, str]] = []
+    drivers = cluster_drivers(metadata, clusters, n_estimators=20,
+                              progress=lambda fraction, message: seen.append((fraction, message)))
+    messages = [m for _, m in seen]
+    assert [m for m in messages if m.startswith("cross-validation")] == [
+        f"cross-validation fold {i} of 5 done" for i in range(1, 6)]
+    assert messages[-2:] == ["SHAP values of 0 of 120 rows", "SHAP values done"]
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] > 0 and fractions[-1] < 1
+    # The fold-by-fold loop scores exactly as scikit-learn's cross_val_score.
+    forest = RandomForestClassifier(n_estimators=20, max_depth=8, min_samples_leaf=2, class_weight="balanced",
+                                    random_state=0, n_jobs=1)
+    expected = cross_val_score(forest, encode_metadata(metadata).matrix, clusters,
+                               cv=StratifiedKFold(5, shuffle=True, random_state=0), scoring="accuracy")
+    assert drivers.attrs["cv_accuracy"] == pytest.approx(expected.mean())
+    assert drivers.attrs["cv_accuracy_std"] == pytest.approx(expected.std())
+
+
+def test_cluster_drivers_of_many_rows_learn_from_a_stratified_sample_and_say_so() -> None:
+    rng = np.random.default_rng(3)
+    n = 600
+    site = rng.choice(["A", "B", "C"], n, p=[0.6, 0.35, 0.05])
+    clusters = pd.Series(site).map({"A": 0, "B": 1, "C": 2}).to_numpy()
+    metadata = pd.DataFrame({"site": site, "age": rng.normal(60, 15, n)})
+    seen: list[str] = []
+    drivers = cluster_drivers(metadata, clusters, n_estimators=20, fit_max_rows=300, shap_max_rows=120,
+                              progress=lambda fraction, message: seen.append(message))
+    attrs = drivers.attrs
+    assert attrs["n_rows_used"] == pytest.approx(300, abs=3) and attrs["n_rows_shap"] == pytest.approx(120, abs=3)
+    assert attrs["notes"][:2] == [f"the forest learned from a sample of {attrs['n_rows_used']:,} of the 600 rows "
+                                  "(stratified by cluster)",
+                                  f"mean |SHAP| over a sample of {attrs['n_rows_shap']:,} rows (stratified by cluster)"]
+    assert set(drivers["cluster"]) == {0, 1, 2}  # the 5% cluster is in the sample too
+    assert list(drivers[drivers["rank"] == 1]["column"]) == ["site"] * 3
+    assert attrs["baseline_accuracy"] == pytest.approx((clusters == 0).mean())  # over every row
+    assert f"SHAP values of 0 of {attrs['n_rows_shap']} rows" in seen
+    everything = cluster_drivers(metadata, clusters, n_estimators=20, fit_max_rows=None, shap_max_rows=None)
+    assert everything.attrs["n_rows_used"] == everything.attrs["n_rows_shap"] == 600
+    assert everything.attrs["notes"] == []
+
+
 def test_cluster_drivers_report_low_accuracy_when_metadata_says_nothing() -> None:
     rng = np.random.default_rng(1)
     metadata = pd.DataFrame({"age": rng.normal(60, 15, 200), "sex": rng.choice(["M", "F"], 200)})
