@@ -444,7 +444,7 @@ def verify_pixels(
 
 
 def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int,
-                 min_size: int | None = None) -> tuple[np.ndarray, bool]:
+                 min_size: int | None = None, on_raster=None) -> tuple[np.ndarray, bool]:
     with _open_raster(path) as image:
         n_frames = _raster_frames(image)
         if not 0 <= frame < n_frames:
@@ -462,7 +462,10 @@ def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int,
             image.load()
             if _exif_orientation(image) != 1:
                 image = ImageOps.exif_transpose(image)
-            return _raster_to_array(image)
+            converted = _raster_to_array(image)
+            if on_raster is not None:  # core.previews.load_with_preview: the same decode's preview
+                on_raster(image)
+            return converted
         except PixelError:
             raise
         except Exception as exc:  # Pillow's plugins raise OSError, SyntaxError, ValueError...
@@ -563,6 +566,7 @@ def load_pixels(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_size: int | None = None,
+    on_raster=None,
 ) -> np.ndarray:
     """Decode one frame of a DICOM or raster image.
 
@@ -572,6 +576,8 @@ def load_pixels(
 
     ``min_size``: a hint that the caller only needs both sides >= ``min_size`` (e.g. a model's
     input size); JPEGs are then decoded at a reduced scale where that stays above it.
+    ``on_raster``: called with a raster's decoded (EXIF-transposed) Pillow image after the
+    pixels are taken from it (``core.previews.load_with_preview`` makes its preview there).
 
     Returns
     -------
@@ -598,7 +604,7 @@ def load_pixels(
         except Exception as exc:
             raise PixelError(path, "unreadable", f"cannot scale decoded pixels ({exc})") from exc
     try:
-        values, in_range = _load_raster(path, int(frame), max_pixels, min_size)
+        values, in_range = _load_raster(path, int(frame), max_pixels, min_size, on_raster)
         return _finish(values, in_range=in_range)
     except (PixelError, FrameRangeError):
         raise

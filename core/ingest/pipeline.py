@@ -50,8 +50,8 @@ from core.previews import (
     PREVIEW_FOLDER,
     PREVIEW_SIZE,
     PreviewWriter,
-    decode_preview,
     encode_preview,
+    ingest_probe,
     remove_previews,
 )
 
@@ -84,7 +84,8 @@ def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate
     """Hash, read the header and (optionally) decode the first frame of one file.
 
     With ``previews`` (and ``verify``) frame 0 is decoded once, at reduced scale where the
-    format allows (``core.previews.decode_preview``), and its preview encoded as JPEG.
+    format allows (``core.previews.ingest_probe``), and its preview encoded as JPEG; a PNG is
+    checked by its structure without inflating it, and gets its preview from the embedding.
     Without it, the full-frame check of earlier versions (``verify_pixels``) runs.
     Never raises for a property of the file: every failure becomes ``error``.
     """
@@ -100,12 +101,13 @@ def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate
         probed.sha256 = sha256_file(path)
         probed.seconds["hash"] = clock() - started
         if verify and previews:
-            preview = decode_preview(path, max_pixels=max_pixels, reserve=gate.hold)
+            preview = ingest_probe(path, max_pixels=max_pixels, reserve=gate.hold)
             probed.info, probed.header, probed.decode = preview.info, preview.header, preview.decode
             probed.seconds.update(preview.seconds)
-            started = clock()
-            probed.preview = encode_preview(preview.picture)
-            probed.seconds["preview_encode"] = clock() - started
+            if preview.picture is not None:  # None for a PNG: made by the embedding's decode
+                started = clock()
+                probed.preview = encode_preview(preview.picture)
+                probed.seconds["preview_encode"] = clock() - started
             return probed
         started = clock()
         probed.info = probe_image(path, max_pixels=max_pixels)
@@ -459,7 +461,10 @@ def ingest(
         "n_reported": len(report),
         "notes": list(layout_result.notes),
         "previews": ({"folder": PREVIEW_FOLDER, "size": PREVIEW_SIZE, "format": "jpeg packs",
-                      "count": n_previews, "frames": "frame 0 of each file"} if writer else None),
+                      "count": n_previews, "frames": "frame 0 of each file",
+                      "deferred": sum(item.decode == "png structure" for item in probed),
+                      "deferred_until": "the first embedding that decodes the file (PNG)"}
+                     if writer else None),
     }
     dataset = write_dataset(out_dir, images, patients, report, manifest)
     return IngestResult(dataset=dataset, layout=layout, notes=list(layout_result.notes),
