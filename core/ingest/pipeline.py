@@ -135,6 +135,22 @@ def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate
     return probed
 
 
+def _keep_embedded_previews(writer: PreviewWriter, out_dir: Path, probed: list[_Probed]) -> None:
+    """A re-ingest keeps the previews an earlier embedding made for files it checks without
+    decoding (PNG: ``core.previews``), when the same bytes are still there: the embedding
+    would not decode them again (its vectors are cached)."""
+    from core.previews import PreviewStore
+
+    deferred = [item for item in probed if item.error is None and item.decode == "png structure"]
+    old = PreviewStore.open(out_dir) if deferred else None
+    if old is None:
+        return
+    for item in deferred:
+        jpeg = old.jpeg(f"{item.sha256}-0")
+        if jpeg is not None:
+            writer.add(f"{item.sha256}-0", jpeg)
+
+
 def _present(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
@@ -438,6 +454,7 @@ def ingest(
     n_previews = 0
     if writer is not None:
         started = time.perf_counter()
+        _keep_embedded_previews(writer, out_dir, probed)
         n_previews = writer.close()
         write_seconds += time.perf_counter() - started
     else:
