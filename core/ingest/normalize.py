@@ -11,7 +11,6 @@ import math
 import re
 from collections.abc import Mapping
 
-import ftfy
 import numpy as np
 import pandas as pd
 
@@ -139,6 +138,8 @@ def clean_text(value: object) -> object:
         # Nothing ftfy or the fixes below change: no non-ASCII character to repair, no HTML
         # entity, no CR line break, no control character. ftfy was most of a CSV's read time.
         return value.strip()
+    import ftfy  # only text that needs it pays its import (~30 ms)
+
     text = ftfy.fix_text(value)
     for pattern, replacement in _REPLACEMENT_FIXES:
         text = pattern.sub(replacement, text)
