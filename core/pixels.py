@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
-from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from core.dicom import (
     DEFLATED_SYNTAX,
@@ -29,6 +27,9 @@ from core.dicom import (
     is_dicom,
 )
 from core.dicom_layout import MAX_FRAMES_PER_FILE, DicomLayout, inspect_dicom
+
+if TYPE_CHECKING:  # pydicom is imported where a DICOM is decoded: a raster never needs it
+    from pydicom.dataset import Dataset
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -89,6 +90,9 @@ def _check_frame(frame: int) -> None:
 
 
 def _read_dicom_frame(path: str | os.PathLike[str], layout: DicomLayout, frame: int) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import pixel_array
+
     syntax = layout.header.transfer_syntax
     if syntax is not None and syntax != DEFLATED_SYNTAX:
         try:
@@ -137,6 +141,8 @@ def _lut_view(ds: Dataset, frame: int) -> Dataset:
     """
     if "SharedFunctionalGroupsSequence" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
         return ds
+    from pydicom.dataset import Dataset
+
     view = Dataset()
     for element in ds:
         if element.VR != "SQ" or element.keyword in ("ModalityLUTSequence", "VOILUTSequence"):
@@ -229,6 +235,8 @@ def _dicom_display_values(
     layout = inspect_dicom(path, frame, max_pixels=max_pixels)
     array = _decoded_frame(path, layout, frame)
     ds = layout.header.ds
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
     try:
         if layout.photometric == "PALETTE COLOR":
             return np.asarray(apply_color_lut(array, ds), dtype=np.float64)

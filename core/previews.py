@@ -52,7 +52,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from core.atomic import atomic_write, atomic_write_bytes, is_temp
 from core.dicom import PixelError, checked_file_size, header_fields, is_dicom
@@ -290,6 +289,8 @@ def _box_reduce(array: np.ndarray, factor: int) -> np.ndarray:
 def _dicom_values(path: str | os.PathLike[str], layout: DicomLayout, array: np.ndarray) -> np.ndarray:
     """The LUT steps of ``core.pixels._dicom_display_values`` (same order) on a decoded or
     reduced frame 0: palette -> RGB, modality LUT, first VOI window, MONOCHROME1 inversion."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
     ds = layout.header.ds
     try:
         if layout.photometric == "PALETTE COLOR":
