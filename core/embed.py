@@ -12,6 +12,7 @@ next run (a fixed file or a new decoder then just works).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -384,8 +385,11 @@ def embed_middle_slices_first(
         return embed_dataset(dataset, encoder_name, progress=progress, **kwargs)
     total = len(images)
     first_progress = None if progress is None else (lambda done, _n: progress(done, total))
-    first = embed_dataset(images.iloc[rows].reset_index(drop=True), encoder_name,
-                          progress=first_progress, **kwargs)
+    subset = images.iloc[rows].reset_index(drop=True)
+    if dataclasses.is_dataclass(dataset) and hasattr(dataset, "root"):
+        # Keep the dataset folder: pass 1's decodes make the previews ingest left to them (PNG).
+        subset = dataclasses.replace(dataset, images=subset)
+    first = embed_dataset(subset, encoder_name, progress=first_progress, **kwargs)
     on_first_pass(rows, first)
     full = embed_dataset(dataset, encoder_name, progress=progress, **kwargs)
     # Pass 1's computed vectors were cache hits in pass 2: count them as computed.

@@ -147,3 +147,20 @@ def test_a_dataset_ingested_without_previews_gets_none_from_the_embedding(tmp_pa
     dataset = ingest(source.parent, tmp_path / "ds", layout="class-folders", previews=False).dataset
     assert embed_dataset(dataset, "pixels", cache_root=tmp_path / "cache").n_computed == 1
     assert PreviewStore.open(dataset.root) is None and not (dataset.root / PREVIEW_FOLDER).exists()
+
+
+def test_the_middle_slices_first_pass_makes_its_previews_too(dataset, tmp_path, monkeypatch):
+    """The app embeds each patient's middle image first; those decodes make their previews as
+    well (pass 2 reads them from the cache and decodes nothing)."""
+    from core.embed import embed_middle_slices_first
+
+    monkeypatch.setenv(decode_pool.DECODE_PROCESSES_ENV, "0")
+    images = dataset.images.copy()
+    images["patient_id"] = ["p1", "p1", "p1", "p2", "p2", "p2"][: len(images)]
+    dataset.images = images
+    first_rows = []
+    result = embed_middle_slices_first(dataset, "pixels", cache_root=tmp_path / "cache",
+                                       on_first_pass=lambda rows, _set: first_rows.extend(rows))
+    assert first_rows and len(first_rows) < len(images) and result.n_failed == 0
+    store = PreviewStore.open(dataset.root)
+    assert all(image_id in store for image_id in images["image_id"])
