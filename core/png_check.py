@@ -164,6 +164,8 @@ def check_png(path: str | os.PathLike[str], *, max_pixels: int) -> PngStructure:
                 raise _broken(path, f"chunk type {cid!r} at byte {offset}")
             if ihdr is None and cid != b"IHDR":
                 raise _broken(path, f"first chunk is {cid.decode('ascii')}, not IHDR")
+            if cid == b"IHDR" and length != 13:  # checked before reading: never hold a huge one
+                raise _broken(path, f"IHDR is {length} bytes, not 13")
             keep = (cid == b"IHDR" or (cid in _METADATA and not animated_frames
                                         and metadata_bytes + length <= MAX_METADATA_BYTES))
             crc = zlib.crc32(cid)

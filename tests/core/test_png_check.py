@@ -219,6 +219,10 @@ def test_hostile_chunk_lengths_and_counts_are_refused_without_reading_them(tmp_p
     huge.write_bytes(data[:ihdr_end] + struct.pack(">I", 0xFFFFFFF0) + b"tEXt" + b"x" * 100)
     with pytest.raises(PixelError, match="chunk length"):
         check_png(huge, max_pixels=BUDGET)
+    big_header = tmp_path / "big_ihdr.png"
+    big_header.write_bytes(PNG_SIGNATURE + struct.pack(">I", 2**31 - 1) + b"IHDR" + b"x" * 100)
+    with pytest.raises(PixelError, match="IHDR is 2147483647 bytes"):
+        check_png(big_header, max_pixels=BUDGET)
     lying = tmp_path / "lying_length.png"
     lying.write_bytes(data[:ihdr_end] + struct.pack(">I", 2**30) + b"tEXt" + b"x" * 100)
     with pytest.raises(PixelError) as error:
