@@ -7,6 +7,7 @@ of the report with its reason, and the batch goes on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -35,6 +36,7 @@ from core.ingest.layouts import (
     LAYOUTS,
     Candidate,
     LayoutResult,
+    csv_memo,
     detect_layout,
     read_class_folders,
     read_covid_chestxray,
@@ -263,7 +265,9 @@ def _patients_table(images: pd.DataFrame) -> pd.DataFrame:
     skip = {"image_id", "sha256", "path", "frame", "n_frames", "rows", "columns", "age", "sex", "label",
             "patient_id", "instance_number", "sop_uid", "slice_location", "filename",
             "burned_in_annotation"}
-    constant = [c for c in images.columns if c not in skip and (grouped[c].nunique(dropna=False) <= 1).all()]
+    candidates = [c for c in images.columns if c not in skip]
+    counts = grouped[candidates].nunique(dropna=False) if candidates else None  # one pass, all columns
+    constant = [c for c in candidates if (counts[c] <= 1).all()]
     for column in constant:
         patients[column] = grouped[column].first().values
     return patients
@@ -323,6 +327,19 @@ def _check_free_space(zip_path: Path, out_dir: Path, limits: ZipLimits) -> None:
                          "are free on the output disk (refused, nothing extracted)")
 
 
+def _reading_each_csv_once(function: Callable[..., IngestResult]) -> Callable[..., IngestResult]:
+    """The layout's CSV is read several times (detecting the layout, finding its image column,
+    reading it): within one ingest each read is kept (``core.ingest.layouts.csv_memo``)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs) -> IngestResult:
+        with csv_memo():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_reading_each_csv_once
 def ingest(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
