@@ -373,8 +373,10 @@ def ingest(
         cannot be read (a few seconds per thousand images)
     previews : with ``verify``, decode frame 0 once at reduced scale (JPEG DCT scaling, JPEG
         2000 resolution levels) and store a ``PREVIEW_SIZE`` px preview per file under
-        ``out_dir/previews/`` for galleries; False runs the full-frame check of earlier
-        versions and stores none
+        ``out_dir/previews/`` for galleries; a PNG is verified by its chunks without inflating
+        it (``core.png_check``) and its preview is added by the first embedding that decodes
+        it (``core.previews``); False runs the full-frame check of earlier versions and stores
+        none
     progress : ``progress(done, total, message)`` callback
     zip_limits : what a ZIP source may expand to (``ZipLimits()`` by default)
     decode_budget_bytes : most bytes the verification decodes may hold at once, all workers
