@@ -103,16 +103,24 @@ def model_planes(image: np.ndarray, *, input_size: int, channels: int) -> np.nda
 
 
 def decode_for_model(
-    item: tuple[str, str, int], input_size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[np.ndarray | None, str | None]:
+    item: tuple[str, str, int], input_size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+    preview: bool = False,
+) -> tuple:
     """One (image_id, path, frame) as the model's planes, or (None, reason) when it fails.
 
     The file is decoded at the reduced scale ``load_pixels(min_size=input_size)`` allows. Never
     raises for a bad file: the reason names the failure (``"status: reason"`` for a
     ``PixelError``), so one bad file costs its own row only. Runs in worker processes.
+    With ``preview`` a decoded image also gives its stored preview
+    (``core.previews.load_with_preview``): (planes, None, JPEG bytes or None).
     """
     _, path, frame = item
     try:
+        if preview:  # the one decode of a file ingest did not inflate (a PNG) makes its preview
+            from core.previews import load_with_preview
+
+            image, jpeg = load_with_preview(path, int(frame), max_pixels=max_pixels, min_size=input_size)
+            return model_planes(image, input_size=input_size, channels=channels), None, jpeg
         image = load_pixels(path, int(frame), max_pixels=max_pixels, min_size=input_size)
         return model_planes(image, input_size=input_size, channels=channels), None
     except PixelError as error:
@@ -208,12 +216,12 @@ class DecodePool:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    def submit(self, item: tuple[str, str, int]) -> Future:
-        """Schedule one item; its future gives ``decode_for_model``'s (planes, reason) and
-        raises ``BrokenProcessPool`` only when a worker process died."""
+    def submit(self, item: tuple[str, str, int], preview: bool = False) -> Future:
+        """Schedule one item; its future gives ``decode_for_model``'s (planes, reason[, preview])
+        and raises ``BrokenProcessPool`` only when a worker process died."""
         if self._executor is None:
             raise RuntimeError("DecodePool is not open: use it in a with block")
-        return self._executor.submit(decode_for_model, item, *self._job)
+        return self._executor.submit(decode_for_model, item, *self._job, preview=preview)
 
     def recover(self, items: list[tuple[str, str, int]]) -> list[tuple[np.ndarray | None, str | None]]:
         """After a worker died: decode ``items`` (the jobs that were in flight) again one at a

@@ -16,11 +16,10 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
+if TYPE_CHECKING:  # pydicom is imported where a DICOM is read: a raster-only ingest never needs it
+    from pydicom.dataset import Dataset
 
 PIXEL_STATUSES = frozenset({"empty_file", "not_an_image", "unreadable", "truncated",
                             "no_pixel_data", "unsupported_transfer_syntax", "too_large",
@@ -339,6 +338,8 @@ def read_header_dataset(path: str | os.PathLike[str]) -> DicomHeader:
     try:
         with BoundedFile(path) as fp:
             # force=True only matters for the preamble-less files that is_dicom accepted.
+            import pydicom
+
             ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
             position = fp.tell()
     except Exception as exc:  # pydicom raises many types on hostile headers
@@ -363,6 +364,9 @@ def _to_column_value(column: str, value: Any) -> str | int | float | bool | None
         return isinstance(value, str | bytes) and (
             value.decode("latin-1", "replace") if isinstance(value, bytes) else value
         ).strip(" \x00").upper() == "YES"
+    from pydicom.dataset import Dataset
+    from pydicom.multival import MultiValue
+
     if value is None or value == "" or isinstance(value, Dataset):
         return None
     values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]

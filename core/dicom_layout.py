@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pydicom.dataset import Dataset
-from pydicom.pixels import get_decoder
-from pydicom.uid import UID
+if TYPE_CHECKING:  # pydicom is imported where a DICOM is read (core.dicom)
+    from pydicom.dataset import Dataset
 
 from core.dicom import (
     ALL_VRS,
@@ -66,6 +66,8 @@ def _int_element(path: str | os.PathLike[str], ds: Dataset, keyword: str, defaul
 def _no_pixels_reason(ds: Dataset) -> str:
     if "DirectoryRecordSequence" in ds:
         return "DICOM file has no pixel data (a DICOMDIR index)"
+    from pydicom.uid import UID
+
     sop_class = str(ds.get("SOPClassUID", "") or "")
     name = UID(sop_class).name if sop_class else ""
     kind = f" ({name})" if name and name != sop_class else ""
@@ -197,6 +199,9 @@ def _check_codestream(path, fp, fragment, rows: int, columns: int, max_pixels: i
 def _check_decoder(path: str | os.PathLike[str], syntax: str | None) -> None:
     if syntax is None:
         return  # preamble-less: native data in the dataset's own encoding
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
     name = UID(syntax).name
     label = f"{name} ({syntax})" if name and name != syntax else syntax
     try:

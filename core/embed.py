@@ -11,6 +11,8 @@ next run (a fixed file or a new decoder then just works).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -103,6 +105,51 @@ def _imported_set(dataset: Any, encoder_name: str, progress: Callable[[int, int]
     return EmbeddingSet(image_ids=image_ids, vectors=vectors, encoder=encoder_name, version=version,
                         n_cached=len(image_ids) - len(failed), n_computed=0, failures=failures,
                         key=_set_key(namespace, image_ids), namespace=namespace)
+
+
+class _MissingPreviews:
+    """The stored previews an embedding adds: frame 0 of each file the dataset's preview index
+    lacks (ingest leaves PNGs to the embedding's full decode, ``core.previews``). Written a pack
+    at a time (``core.previews.PreviewWriter(append=True)``); a failure to write them costs the
+    previews only (galleries then decode the originals), never the embedding."""
+
+    def __init__(self, root: Path, wanted: frozenset[str]) -> None:
+        from core.previews import PreviewWriter
+
+        self.wanted = wanted
+        self.added = 0
+        self._writer: Any = PreviewWriter(root, append=True)
+
+    @classmethod
+    def open(cls, dataset: Any, items: list[tuple[str, str, int]]) -> _MissingPreviews | None:
+        root = getattr(dataset, "root", None)
+        if not isinstance(root, Path) or not isinstance(getattr(dataset, "images", None), pd.DataFrame):
+            return None  # a bare table: no dataset folder to keep previews in
+        from core.previews import PreviewStore
+
+        store = PreviewStore.open(root)
+        if store is None:  # ingested without previews: none are made here either
+            return None
+        wanted = frozenset(image_id for image_id, _path, frame in items
+                           if frame == 0 and image_id not in store)
+        return cls(root, wanted) if wanted else None
+
+    def add(self, made: dict[str, bytes]) -> None:
+        if self._writer is None:
+            return
+        try:
+            for image_id, jpeg in made.items():
+                if image_id in self.wanted:
+                    self._writer.add(image_id, jpeg)
+        except (OSError, ValueError):
+            self._writer = None
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.added = self._writer.close()
+        self._writer = None
 
 
 def _default_cache_root() -> Path:
@@ -250,13 +297,20 @@ def embed_dataset(
                 def inner(done: int, _total: int) -> None:
                     progress(done_base + done, total)
 
+            # Files whose preview ingest left to this decode (PNG): the same decode makes it.
+            previews = None if image_embedder is not None else _MissingPreviews.open(dataset, items)
+            extra = {"previews": previews.wanted} if previews is not None else {}
             for chunk in (image_embedder or iter_image_embeddings)(
-                items, encoder, batch_size=batch_size, progress=inner
+                items, encoder, batch_size=batch_size, progress=inner, **extra
             ):
                 place(list(chunk.image_ids), chunk.vectors, writer)
                 for image_id, _path, reason in chunk.failures:
                     for row in rows_of_key.get(image_id, []):
                         failures[row] = str(reason)
+                if previews is not None:
+                    previews.add(getattr(chunk, "previews", None) or {})
+            if previews is not None:
+                previews.close()
 
     # A row the encoder neither embedded nor reported must not vanish silently.
     for row in todo_rows:
@@ -331,8 +385,11 @@ def embed_middle_slices_first(
         return embed_dataset(dataset, encoder_name, progress=progress, **kwargs)
     total = len(images)
     first_progress = None if progress is None else (lambda done, _n: progress(done, total))
-    first = embed_dataset(images.iloc[rows].reset_index(drop=True), encoder_name,
-                          progress=first_progress, **kwargs)
+    subset = images.iloc[rows].reset_index(drop=True)
+    if dataclasses.is_dataclass(dataset) and hasattr(dataset, "root"):
+        # Keep the dataset folder: pass 1's decodes make the previews ingest left to them (PNG).
+        subset = dataclasses.replace(dataset, images=subset)
+    first = embed_dataset(subset, encoder_name, progress=first_progress, **kwargs)
     on_first_pass(rows, first)
     full = embed_dataset(dataset, encoder_name, progress=progress, **kwargs)
     # Pass 1's computed vectors were cache hits in pass 2: count them as computed.

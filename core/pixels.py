@@ -11,14 +11,13 @@ decompression bomb costs a header read, not the machine's memory.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
-from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
 from core.dicom import (
     DEFLATED_SYNTAX,
@@ -29,6 +28,9 @@ from core.dicom import (
     is_dicom,
 )
 from core.dicom_layout import MAX_FRAMES_PER_FILE, DicomLayout, inspect_dicom
+
+if TYPE_CHECKING:  # pydicom is imported where a DICOM is decoded: a raster never needs it
+    from pydicom.dataset import Dataset
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -89,6 +91,9 @@ def _check_frame(frame: int) -> None:
 
 
 def _read_dicom_frame(path: str | os.PathLike[str], layout: DicomLayout, frame: int) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import pixel_array
+
     syntax = layout.header.transfer_syntax
     if syntax is not None and syntax != DEFLATED_SYNTAX:
         try:
@@ -137,6 +142,8 @@ def _lut_view(ds: Dataset, frame: int) -> Dataset:
     """
     if "SharedFunctionalGroupsSequence" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
         return ds
+    from pydicom.dataset import Dataset
+
     view = Dataset()
     for element in ds:
         if element.VR != "SQ" or element.keyword in ("ModalityLUTSequence", "VOILUTSequence"):
@@ -229,6 +236,8 @@ def _dicom_display_values(
     layout = inspect_dicom(path, frame, max_pixels=max_pixels)
     array = _decoded_frame(path, layout, frame)
     ds = layout.header.ds
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
     try:
         if layout.photometric == "PALETTE COLOR":
             return np.asarray(apply_color_lut(array, ds), dtype=np.float64)
@@ -253,9 +262,25 @@ def _dicom_display_values(
 # ---------------------------------------------------------------------------------------------
 
 
+# The Pillow modules that read RASTER_FORMATS (Image.init() imports all ~40 readers: ~50 ms).
+_RASTER_PLUGINS = ("PngImagePlugin", "JpegImagePlugin", "TiffImagePlugin", "BmpImagePlugin",
+                   "GifImagePlugin", "WebPImagePlugin", "Jpeg2KImagePlugin", "PpmImagePlugin")
+
+
+def _register_raster_plugins() -> None:
+    """Register the readers of ``RASTER_FORMATS`` (Image.open(formats=...) only sees plugins
+    that are already registered); every reader when this Pillow lacks one of them."""
+    if all(name in Image.OPEN for name in RASTER_FORMATS):
+        return
+    for module in _RASTER_PLUGINS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"PIL.{module}")
+    if not all(name in Image.OPEN for name in RASTER_FORMATS):
+        Image.init()
+
+
 def _open_raster(path: str | os.PathLike[str]) -> Image.Image:
-    # Image.open(formats=...) only sees plugins that are already registered.
-    Image.init()
+    _register_raster_plugins()
     try:
         return Image.open(path, formats=RASTER_FORMATS)
     except UnidentifiedImageError as exc:
@@ -444,7 +469,7 @@ def verify_pixels(
 
 
 def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int,
-                 min_size: int | None = None) -> tuple[np.ndarray, bool]:
+                 min_size: int | None = None, on_raster=None) -> tuple[np.ndarray, bool]:
     with _open_raster(path) as image:
         n_frames = _raster_frames(image)
         if not 0 <= frame < n_frames:
@@ -462,7 +487,10 @@ def _load_raster(path: str | os.PathLike[str], frame: int, max_pixels: int,
             image.load()
             if _exif_orientation(image) != 1:
                 image = ImageOps.exif_transpose(image)
-            return _raster_to_array(image)
+            converted = _raster_to_array(image)
+            if on_raster is not None:  # core.previews.load_with_preview: the same decode's preview
+                on_raster(image)
+            return converted
         except PixelError:
             raise
         except Exception as exc:  # Pillow's plugins raise OSError, SyntaxError, ValueError...
@@ -563,6 +591,7 @@ def load_pixels(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_size: int | None = None,
+    on_raster=None,
 ) -> np.ndarray:
     """Decode one frame of a DICOM or raster image.
 
@@ -572,6 +601,8 @@ def load_pixels(
 
     ``min_size``: a hint that the caller only needs both sides >= ``min_size`` (e.g. a model's
     input size); JPEGs are then decoded at a reduced scale where that stays above it.
+    ``on_raster``: called with a raster's decoded (EXIF-transposed) Pillow image after the
+    pixels are taken from it (``core.previews.load_with_preview`` makes its preview there).
 
     Returns
     -------
@@ -598,7 +629,7 @@ def load_pixels(
         except Exception as exc:
             raise PixelError(path, "unreadable", f"cannot scale decoded pixels ({exc})") from exc
     try:
-        values, in_range = _load_raster(path, int(frame), max_pixels, min_size)
+        values, in_range = _load_raster(path, int(frame), max_pixels, min_size, on_raster)
         return _finish(values, in_range=in_range)
     except (PixelError, FrameRangeError):
         raise

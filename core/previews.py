@@ -5,10 +5,10 @@ scale the format allows that still gives a ``size``-px preview:
 
 * **JPEG**: libjpeg's DCT scaling (Pillow ``draft``) at 1/2, 1/4 or 1/8. Every coded block is
   still entropy-decoded, so a truncated or corrupt scan is refused as before.
-* **PNG** (and other rasters): PNG has no reduced decode (interlaced Adam7 passes aside), so the
-  frame is inflated once in its stored mode (CRCs and the zlib stream checked on the way, as
-  before), box-reduced in that mode, and only the small copy becomes floats. EXIF is read after
-  that one decode (Pillow otherwise decodes a PNG a second time to look for an ``eXIf`` chunk).
+* **PNG** (and other rasters): PNG has no reduced decode (interlaced Adam7 passes aside), so
+  ``decode_preview`` inflates the frame once in its stored mode, box-reduces it in that mode,
+  and only the small copy becomes floats. EXIF is read after that one decode (Pillow otherwise
+  decodes a PNG a second time to look for an ``eXIf`` chunk).
 * **DICOM**: the header plus the pixel data's framing (``core.dicom_layout.inspect_dicom``:
   declared length, fragments, the codestream's own size). JPEG 2000 frames (grey, unsigned,
   <= 16 bits) are decoded at a reduced resolution level (OpenJPEG through Pillow), which skips
@@ -16,6 +16,18 @@ scale the format allows that still gives a ``size``-px preview:
   by name when the embedding decodes it in full. Other syntaxes (uncompressed, JPEG-LS, JPEG
   lossless, RLE) are decoded in full, then box-reduced before the LUT steps, which run on the
   small copy.
+
+**Ingest** calls :func:`ingest_probe`: ``decode_preview`` for every format but PNG. A PNG is
+verified by its structure without inflating it (``core.png_check``: every chunk's CRC, IDAT
+layout, zlib header, EXIF orientation), and its preview is made by its first full decode, the
+embedding's: ``core.decode_pool.decode_for_model(..., preview=True)`` calls
+:func:`load_with_preview`, which returns the model's pixels and, from the same decoded image,
+the preview (the same steps as ``decode_preview``, so a PNG's preview is identical to it).
+``core.embed.embed_dataset`` appends those previews to the dataset's store
+(:func:`add_previews` / ``PreviewWriter(append=True)``: a new pack, then the index rewritten
+atomically; no other pack touched). Until then galleries decode the original, as they do for
+any frame without a preview. An embedding served from the vector cache decodes nothing and so
+makes no preview.
 
 The preview is windowed as the gallery shows a scan (``core.pixels.load_pixels``: modality LUT,
 first VOI window, MONOCHROME1 inversion, min-max), at most ``PREVIEW_SIZE`` px on its longer
@@ -39,9 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageFile, ImageOps
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from core.atomic import atomic_write, atomic_write_bytes, is_temp
 from core.dicom import PixelError, checked_file_size, header_fields, is_dicom
@@ -76,8 +86,11 @@ __all__ = [
     "PreviewStore",
     "PreviewWriter",
     "ScanPreview",
+    "add_previews",
     "decode_preview",
     "encode_preview",
+    "ingest_probe",
+    "load_with_preview",
     "preview_pixels",
     "remove_previews",
     "valid_image_id",
@@ -98,14 +111,16 @@ class ScanPreview:
 
     info : geometry from the header (as ``core.pixels.probe_image`` returns it)
     header : the allow-listed DICOM fields (``core.dicom.read_header``), None for rasters
-    picture : uint8 ndarray of shape (h, w) grey or (h, w, 3) colour, max(h, w) <= size
-    decode : how frame 0 was decoded, e.g. "jpeg 1/4", "png full", "j2k 1/4", "dicom full"
+    picture : uint8 ndarray of shape (h, w) grey or (h, w, 3) colour, max(h, w) <= size; None
+        from :func:`ingest_probe` for a PNG (its preview comes from the embedding's decode)
+    decode : how frame 0 was decoded, e.g. "jpeg 1/4", "png full", "j2k 1/4", "dicom full",
+        "png structure" (not inflated: ``core.png_check``)
     seconds : {"header": s, "decode": s} spent on this file
     """
 
     info: ImageInfo
     header: dict | None
-    picture: np.ndarray
+    picture: np.ndarray | None
     decode: str
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -274,6 +289,8 @@ def _box_reduce(array: np.ndarray, factor: int) -> np.ndarray:
 def _dicom_values(path: str | os.PathLike[str], layout: DicomLayout, array: np.ndarray) -> np.ndarray:
     """The LUT steps of ``core.pixels._dicom_display_values`` (same order) on a decoded or
     reduced frame 0: palette -> RGB, modality LUT, first VOI window, MONOCHROME1 inversion."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
     ds = layout.header.ds
     try:
         if layout.photometric == "PALETTE COLOR":
@@ -365,6 +382,101 @@ def decode_preview(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MA
         raise _raster_error(path, exc) from exc
 
 
+def _png_structure(path: str | os.PathLike[str], max_pixels: int) -> ScanPreview:
+    """A PNG checked by its chunks (``core.png_check.check_png``), not inflated: geometry,
+    frames and channels as ``core.pixels.probe_image`` gives them, no picture."""
+    from core.png_check import check_png
+
+    started = time.perf_counter()
+    with _open_raster(path) as image:  # Pillow reads the chunks before the first IDAT
+        _raster_check_size(path, image, max_pixels)
+        n_frames = _raster_frames(image)
+        if n_frames > MAX_FRAMES_PER_FILE:
+            raise PixelError(path, "too_many_frames", f"{n_frames} frames exceeds the limit of "
+                             f"{MAX_FRAMES_PER_FILE} frames per file")
+        channels = _raster_channels(image.mode)
+        is_png = image.format == "PNG"
+    header_done = time.perf_counter()
+    if not is_png:  # the signature said PNG but Pillow disagrees: decode it as before
+        return _raster_preview(path, max_pixels, PREVIEW_SIZE, _no_reserve)
+    structure = check_png(path, max_pixels=max_pixels)
+    width, height = structure.width, structure.height
+    if structure.orientation in _ROTATING_ORIENTATIONS:
+        width, height = height, width
+    seconds = {"header": header_done - started, "decode": time.perf_counter() - header_done}
+    return ScanPreview(ImageInfo("raster", n_frames, height, width, channels), None, None,
+                       "png structure", seconds)
+
+
+def ingest_probe(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 size: int = PREVIEW_SIZE, reserve: Reserve | None = None) -> ScanPreview:
+    """Ingest's check of one file: :func:`decode_preview` (header + frame 0 at reduced scale,
+    and the preview's picture), except for PNG, which is checked by its structure without
+    inflating it (``core.png_check``) and has no picture yet (``picture`` None): its preview
+    is made by the embedding's full decode (:func:`load_with_preview`).
+
+    Raises PixelError / ValueError as :func:`decode_preview`.
+    """
+    from core.png_check import is_png
+
+    _check_budget(max_pixels)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 8:
+        raise ValueError(f"size={size!r} must be an integer >= 8")
+    checked_file_size(path)
+    if is_png(path):
+        try:
+            return _png_structure(path, max_pixels)
+        except PixelError:
+            raise
+        except Exception as exc:
+            raise _raster_error(path, exc) from exc
+    return decode_preview(path, max_pixels=max_pixels, size=size, reserve=reserve)
+
+
+def _raster_picture(image: Image.Image, size: int) -> np.ndarray:
+    """The preview picture of a decoded (and EXIF-transposed) raster: ``_raster_preview``'s
+    steps after its decode, so the same decoded image gives the same picture."""
+    small = _shrink_raster(image, size)
+    values, in_range = _raster_to_array(small)
+    return _to_picture(_finish(values, in_range=in_range), size)
+
+
+def load_with_preview(path: str | os.PathLike[str], frame: int = 0, *,
+                      max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int | None = None,
+                      size: int = PREVIEW_SIZE) -> tuple[np.ndarray, bytes | None]:
+    """``core.pixels.load_pixels(path, frame, max_pixels=, min_size=)`` and, from that same
+    decode, the preview of frame 0 as JPEG bytes: the embedding's one decode of a file whose
+    preview ingest did not make (a PNG).
+
+    The pixels are exactly ``load_pixels``'s. A raster's preview comes from the decoded image
+    through ``decode_preview``'s steps (a PNG's is identical to ``decode_preview``'s; a JPEG
+    drafted to ``min_size`` is close to it); a DICOM's from the display values, box-reduced.
+    The preview is None for another frame than 0 or when it cannot be made (the pixels are
+    still returned). Raises what ``load_pixels`` raises.
+    """
+    from core.pixels import load_pixels
+
+    made: list[np.ndarray] = []
+
+    def keep(image: Image.Image) -> None:
+        # Never fails the decode: a preview that cannot be made is simply not made.
+        if frame == 0:
+            with contextlib.suppress(Exception):
+                made.append(_raster_picture(image, size))
+
+    values = load_pixels(path, frame, max_pixels=max_pixels, min_size=min_size, on_raster=keep)
+    if frame != 0:
+        return values, None
+    try:
+        if made:
+            picture = made[0]
+        else:  # DICOM: the display values in [0, 1]
+            picture = _to_picture(_box_reduce(values, _box_factor(max(values.shape[:2]), size)), size)
+        return values, encode_preview(picture)
+    except (ValueError, OSError, MemoryError):
+        return values, None
+
+
 # ---------------------------------------------------------------------------------------------
 # The store: DATASET/previews/pack-<run>-<n>.bin (JPEGs end to end) + previews/index.parquet
 # ---------------------------------------------------------------------------------------------
@@ -401,10 +513,16 @@ class PreviewWriter:
     ``PACK_PREVIEWS``; ``close()`` writes the last pack and then the index (atomically, so a
     reader sees the old set or the new one), and removes packs the new index does not use. At
     most one pack's bytes are held. Use from one thread.
+
+    ``append=True`` (the embedding adding the previews of PNGs, :func:`add_previews`): each
+    pack is followed by the index rewritten as the index on disk now plus this pack's
+    previews (atomically); no pack is removed or rewritten, and nothing is written when the
+    dataset has no index (ingested without previews, or its previews removed since).
     """
 
-    def __init__(self, dataset_root: str | os.PathLike[str]) -> None:
+    def __init__(self, dataset_root: str | os.PathLike[str], *, append: bool = False) -> None:
         self.folder = Path(dataset_root) / PREVIEW_FOLDER
+        self.append = append
         self.run = uuid.uuid4().hex[:12]
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -431,26 +549,77 @@ class PreviewWriter:
         if not self._buffer:
             return
         name = f"pack-{self.run}-{self._packs:05d}.bin"
+        # Appending writes only into a real previews folder that already has an index.
+        existing = (_read_index(self.folder) if self.append and not self.folder.is_symlink()
+                    else None)
+        if self.append and existing is None:  # no index (any more): these previews are dropped
+            self._buffer, self._pending, self._buffered = [], [], 0
+            return
+        if self.append:
+            known = set(existing["image_id"].astype(str))
+            self._pending = [entry for entry in self._pending if entry[0] not in known]
+            if not self._pending:
+                self._buffer, self._buffered = [], 0
+                return
         atomic_write_bytes(self.folder / name, b"".join(self._buffer))
         for image_id, offset, length in self._pending:
             self._entries[image_id] = (name, offset, length)
         self._packs += 1
+        if self.append:
+            import pandas as pd
+
+            added = self._index_frame([entry[0] for entry in self._pending])
+            self._write_index(pd.concat([existing, added], ignore_index=True))
         self._buffer, self._pending, self._buffered = [], [], 0
 
-    def close(self) -> int:
-        """Write what is left and the index; returns how many previews the index names."""
-        self._flush()
-        ids = sorted(self._entries)
-        index = pd.DataFrame({
+    def _index_frame(self, ids: list[str]):
+        import pandas as pd
+
+        return pd.DataFrame({
             "image_id": ids,
             "pack": [self._entries[i][0] for i in ids],
             "offset": np.array([self._entries[i][1] for i in ids], dtype=np.int64),
             "length": np.array([self._entries[i][2] for i in ids], dtype=np.int64),
         })
-        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _write_index(self, index) -> None:
         atomic_write(self.folder / INDEX_NAME, lambda handle: index.to_parquet(handle, index=False))
+
+    def close(self) -> int:
+        """Write what is left and the index; returns how many previews the index names (with
+        ``append``: how many this writer added)."""
+        self._flush()
+        if self.append:
+            return len(self._entries)
+        ids = sorted(self._entries)
+        index = self._index_frame(ids)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._write_index(index)
         _remove_unused_packs(self.folder, set(index["pack"]))
         return len(index)
+
+
+def _read_index(folder: Path):
+    """The index on disk as a DataFrame (image_id, pack, offset, length), or None when there is
+    none or it is not one we wrote."""
+    import pandas as pd
+
+    try:
+        index = pd.read_parquet(folder / INDEX_NAME, columns=["image_id", "pack", "offset", "length"])
+    except (OSError, ValueError, KeyError, ImportError):
+        return None
+    return index
+
+
+def add_previews(dataset_root: str | os.PathLike[str], previews: dict[str, bytes]) -> int:
+    """Add ``{image_id: JPEG}`` to a dataset's stored previews (``PreviewWriter(append=True)``):
+    new packs, then the index rewritten atomically with the old rows kept; ids it already names
+    are skipped. Returns how many were added (0 when the dataset has no preview index).
+    Raises ValueError for a bad id or preview, OSError when the folder cannot be written."""
+    writer = PreviewWriter(dataset_root, append=True)
+    for image_id, jpeg in previews.items():
+        writer.add(image_id, jpeg)
+    return writer.close()
 
 
 def _remove_unused_packs(folder: Path, used: set[str]) -> None:
@@ -489,9 +658,8 @@ class PreviewStore:
     @classmethod
     def open(cls, dataset_root: str | os.PathLike[str]) -> PreviewStore | None:
         folder = Path(dataset_root) / PREVIEW_FOLDER
-        try:
-            index = pd.read_parquet(folder / INDEX_NAME, columns=["image_id", "pack", "offset", "length"])
-        except (OSError, ValueError, KeyError, ImportError):  # none, or not an index we wrote
+        index = _read_index(folder)
+        if index is None:  # none, or not an index we wrote
             return None
         index = index.sort_values("image_id")
         return cls(folder, index["image_id"].to_numpy(dtype="S72"), index["pack"].astype(str).tolist(),
@@ -499,6 +667,14 @@ class PreviewStore:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def __contains__(self, image_id: object) -> bool:
+        """Whether the index names ``image_id`` (its pack is not read)."""
+        if not valid_image_id(image_id):
+            return False
+        key = image_id.encode("ascii")
+        row = int(np.searchsorted(self._ids, key))
+        return row < len(self._ids) and self._ids[row] == key
 
     def jpeg(self, image_id: object) -> bytes | None:
         """The preview of ``image_id`` as JPEG bytes, or None (no preview for it: another frame

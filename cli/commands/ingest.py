@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-from tqdm import tqdm
+import sys
 
 from core.ingest import LAYOUTS, ZipLimits, ingest, summarize
 from core.ingest.safety import MAX_ZIP_RATIO, MAX_ZIP_TOTAL_BYTES
@@ -58,11 +57,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    bar = tqdm(total=0, unit="file", desc="ingest", leave=False)
+    bar = progress = None
+    if sys.stderr.isatty():  # a bar only where one is drawn (tqdm costs ~40 ms to import)
+        from tqdm import tqdm
 
-    def progress(done: int, total: int, _message: str) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        bar = tqdm(total=0, unit="file", desc="ingest", leave=False)
+
+        def progress(done: int, total: int, _message: str) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
     try:
         result = ingest(
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             images_dir=args.images_dir,
         )
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     print(f"Layout: {result.layout}")
     print(summarize(result.dataset))
     if result.notes:

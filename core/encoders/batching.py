@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -44,6 +44,8 @@ class EmbeddedChunk:
     image_ids: list[str]
     vectors: np.ndarray
     failures: list[Failure] = field(default_factory=list)
+    # image_id -> preview JPEG made by this batch's decodes (``previews`` of iter_image_embeddings)
+    previews: dict[str, bytes] = field(default_factory=dict)
 
 
 def _prepare_one(
@@ -91,6 +93,7 @@ def iter_image_embeddings(
     processes: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Callable[[int, int], None] | None = None,
+    previews: Collection[str] = (),
 ) -> Iterator[EmbeddedChunk]:
     """Embed images batch by batch, decoding ahead of the forward pass.
 
@@ -109,6 +112,8 @@ def iter_image_embeddings(
     max_pixels : per-frame decode budget passed to ``core.pixels.load_pixels``.
     progress : optional callable(done, total), called after every batch; failures count
         as done.
+    previews : image ids whose decode also makes the stored preview
+        (``core.previews.load_with_preview``), returned in ``EmbeddedChunk.previews``.
 
     Yields EmbeddedChunk per batch, in input order. Every item appears exactly once, either
     as a row (image_ids / vectors) or in failures with its reason; a batch in which every
@@ -145,6 +150,7 @@ def iter_image_embeddings(
     # Two batches in flight: one being stacked and run, one decoding.
     window = 2 * batch_size
     done = 0
+    wanted = frozenset(previews)
     with DecodePool(kind, workers, input_size=preprocessing.input_size,
                     channels=preprocessing.channels, max_pixels=max_pixels) as pool:
         pending: deque[tuple[Item, Future]] = deque()
@@ -155,7 +161,7 @@ def iter_image_embeddings(
             while next_index < total and len(pending) < window:
                 item = items[next_index]
                 try:
-                    future = pool.submit(item)
+                    future = pool.submit(item, item[0] in wanted)
                 except BrokenProcessPool as error:  # a worker died since the last result
                     future = Future()
                     future.set_exception(error)
@@ -178,13 +184,17 @@ def iter_image_embeddings(
             ids: list[str] = []
             tensors: list[torch.Tensor] = []
             failures: list[Failure] = []
+            made: dict[str, bytes] = {}
             for _ in range(min(batch_size, len(pending))):
                 try:
-                    planes, reason = pending[0][1].result()
+                    result = pending[0][1].result()
                 except BrokenProcessPool:
                     recover()
-                    planes, reason = pending[0][1].result()
+                    result = pending[0][1].result()
+                planes, reason = result[0], result[1]
                 item, _ = pending.popleft()
+                if len(result) > 2 and result[2]:
+                    made[item[0]] = result[2]
                 if planes is None:
                     failures.append((item[0], item[1], reason or "unknown error"))
                     continue
@@ -201,4 +211,4 @@ def iter_image_embeddings(
             done += len(ids) + len(failures)
             if progress is not None:
                 progress(done, total)
-            yield EmbeddedChunk(image_ids=ids, vectors=vectors, failures=failures)
+            yield EmbeddedChunk(image_ids=ids, vectors=vectors, failures=failures, previews=made)

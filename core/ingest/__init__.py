@@ -3,7 +3,9 @@
 ``ingest(source, out_dir)`` writes ``images.parquet`` (one row per 2-D image or frame),
 ``patients.parquet`` (one row per patient), ``ingest_report.csv`` (every file or row that was
 not ingested, with the reason), ``manifest.json`` and ``previews/`` (a 256 px preview per file,
-made by the one reduced-scale decode that verifies it: :mod:`core.previews`).
+made by the one reduced-scale decode that verifies it: :mod:`core.previews`; a PNG is verified
+by its chunks without inflating it (:mod:`core.png_check`) and gets its preview from the first
+embedding's decode).
 ``load_dataset(out_dir)`` reads them back.
 
 Modules, by concept: :mod:`~core.ingest.layouts` (which files, which metadata),

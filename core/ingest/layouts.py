@@ -7,11 +7,13 @@ probes and de-duplicates the candidates.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +105,21 @@ def looks_like_image(path: Path) -> bool:
     return suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom(path))
 
 
+# Within one ingest the layout's CSV is read several times (detecting the layout, finding its
+# image column, reading it): ``csv_memo()`` keeps each read for the duration.
+_CSV_MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("scanatlas_csv_memo", default=None)
+
+
+@contextlib.contextmanager
+def csv_memo() -> Iterator[None]:
+    """Within this block, :func:`read_csv` reads each (unchanged) file once and hands out copies."""
+    token = _CSV_MEMO.set({})
+    try:
+        yield
+    finally:
+        _CSV_MEMO.reset(token)
+
+
 def read_csv(path: Path, *, clean: bool = True) -> pd.DataFrame:
     """Read a metadata CSV as text, whatever its encoding, and repair broken text.
 
@@ -112,6 +129,17 @@ def read_csv(path: Path, *, clean: bool = True) -> pd.DataFrame:
     with no name and no values (a trailing comma) are dropped. ``clean=False`` leaves the text
     as found (for callers that compare raw text before repairing it).
     """
+    memo = _CSV_MEMO.get()
+    if memo is None:
+        return _read_csv(path, clean)
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, clean)
+    if key not in memo:
+        memo[key] = _read_csv(path, clean)
+    return memo[key].copy()
+
+
+def _read_csv(path: Path, clean: bool) -> pd.DataFrame:
     text = decode_csv_bytes(Path(path).read_bytes(), path)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])

@@ -7,6 +7,7 @@ of the report with its reason, and the batch goes on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -35,6 +36,7 @@ from core.ingest.layouts import (
     LAYOUTS,
     Candidate,
     LayoutResult,
+    csv_memo,
     detect_layout,
     read_class_folders,
     read_covid_chestxray,
@@ -50,8 +52,8 @@ from core.previews import (
     PREVIEW_FOLDER,
     PREVIEW_SIZE,
     PreviewWriter,
-    decode_preview,
     encode_preview,
+    ingest_probe,
     remove_previews,
 )
 
@@ -84,7 +86,8 @@ def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate
     """Hash, read the header and (optionally) decode the first frame of one file.
 
     With ``previews`` (and ``verify``) frame 0 is decoded once, at reduced scale where the
-    format allows (``core.previews.decode_preview``), and its preview encoded as JPEG.
+    format allows (``core.previews.ingest_probe``), and its preview encoded as JPEG; a PNG is
+    checked by its structure without inflating it, and gets its preview from the embedding.
     Without it, the full-frame check of earlier versions (``verify_pixels``) runs.
     Never raises for a property of the file: every failure becomes ``error``.
     """
@@ -100,12 +103,13 @@ def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate
         probed.sha256 = sha256_file(path)
         probed.seconds["hash"] = clock() - started
         if verify and previews:
-            preview = decode_preview(path, max_pixels=max_pixels, reserve=gate.hold)
+            preview = ingest_probe(path, max_pixels=max_pixels, reserve=gate.hold)
             probed.info, probed.header, probed.decode = preview.info, preview.header, preview.decode
             probed.seconds.update(preview.seconds)
-            started = clock()
-            probed.preview = encode_preview(preview.picture)
-            probed.seconds["preview_encode"] = clock() - started
+            if preview.picture is not None:  # None for a PNG: made by the embedding's decode
+                started = clock()
+                probed.preview = encode_preview(preview.picture)
+                probed.seconds["preview_encode"] = clock() - started
             return probed
         started = clock()
         probed.info = probe_image(path, max_pixels=max_pixels)
@@ -131,6 +135,22 @@ def _probe(candidate: Candidate, max_pixels: int, verify: bool, gate: DecodeGate
     except RecursionError as error:  # deeply nested sequences in a hostile header
         probed.error = ("unreadable", f"cannot parse file ({error})")
     return probed
+
+
+def _keep_embedded_previews(writer: PreviewWriter, out_dir: Path, probed: list[_Probed]) -> None:
+    """A re-ingest keeps the previews an earlier embedding made for files it checks without
+    decoding (PNG: ``core.previews``), when the same bytes are still there: the embedding
+    would not decode them again (its vectors are cached)."""
+    from core.previews import PreviewStore
+
+    deferred = [item for item in probed if item.error is None and item.decode == "png structure"]
+    old = PreviewStore.open(out_dir) if deferred else None
+    if old is None:
+        return
+    for item in deferred:
+        jpeg = old.jpeg(f"{item.sha256}-0")
+        if jpeg is not None:
+            writer.add(f"{item.sha256}-0", jpeg)
 
 
 def _present(value: object) -> bool:
@@ -245,7 +265,9 @@ def _patients_table(images: pd.DataFrame) -> pd.DataFrame:
     skip = {"image_id", "sha256", "path", "frame", "n_frames", "rows", "columns", "age", "sex", "label",
             "patient_id", "instance_number", "sop_uid", "slice_location", "filename",
             "burned_in_annotation"}
-    constant = [c for c in images.columns if c not in skip and (grouped[c].nunique(dropna=False) <= 1).all()]
+    candidates = [c for c in images.columns if c not in skip]
+    counts = grouped[candidates].nunique(dropna=False) if candidates else None  # one pass, all columns
+    constant = [c for c in candidates if (counts[c] <= 1).all()]
     for column in constant:
         patients[column] = grouped[column].first().values
     return patients
@@ -305,6 +327,19 @@ def _check_free_space(zip_path: Path, out_dir: Path, limits: ZipLimits) -> None:
                          "are free on the output disk (refused, nothing extracted)")
 
 
+def _reading_each_csv_once(function: Callable[..., IngestResult]) -> Callable[..., IngestResult]:
+    """The layout's CSV is read several times (detecting the layout, finding its image column,
+    reading it): within one ingest each read is kept (``core.ingest.layouts.csv_memo``)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs) -> IngestResult:
+        with csv_memo():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_reading_each_csv_once
 def ingest(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -338,8 +373,10 @@ def ingest(
         cannot be read (a few seconds per thousand images)
     previews : with ``verify``, decode frame 0 once at reduced scale (JPEG DCT scaling, JPEG
         2000 resolution levels) and store a ``PREVIEW_SIZE`` px preview per file under
-        ``out_dir/previews/`` for galleries; False runs the full-frame check of earlier
-        versions and stores none
+        ``out_dir/previews/`` for galleries; a PNG is verified by its chunks without inflating
+        it (``core.png_check``) and its preview is added by the first embedding that decodes
+        it (``core.previews``); False runs the full-frame check of earlier versions and stores
+        none
     progress : ``progress(done, total, message)`` callback
     zip_limits : what a ZIP source may expand to (``ZipLimits()`` by default)
     decode_budget_bytes : most bytes the verification decodes may hold at once, all workers
@@ -436,6 +473,7 @@ def ingest(
     n_previews = 0
     if writer is not None:
         started = time.perf_counter()
+        _keep_embedded_previews(writer, out_dir, probed)
         n_previews = writer.close()
         write_seconds += time.perf_counter() - started
     else:
@@ -459,7 +497,10 @@ def ingest(
         "n_reported": len(report),
         "notes": list(layout_result.notes),
         "previews": ({"folder": PREVIEW_FOLDER, "size": PREVIEW_SIZE, "format": "jpeg packs",
-                      "count": n_previews, "frames": "frame 0 of each file"} if writer else None),
+                      "count": n_previews, "frames": "frame 0 of each file",
+                      "deferred": sum(item.decode == "png structure" for item in probed),
+                      "deferred_until": "the first embedding that decodes the file (PNG)"}
+                     if writer else None),
     }
     dataset = write_dataset(out_dir, images, patients, report, manifest)
     return IngestResult(dataset=dataset, layout=layout, notes=list(layout_result.notes),

@@ -73,11 +73,27 @@ def ingested(source: Path, tmp_path_factory: pytest.TempPathFactory):
     return ingest(source, tmp_path_factory.mktemp("with-previews"), layout="class-folders")
 
 
+@pytest.fixture(scope="module")
+def embedded(ingested, tmp_path_factory: pytest.TempPathFactory):
+    """``ingested`` after its first embedding: the PNGs' previews come from that decode."""
+    from core.embed import embed_dataset
+
+    png_ids = {i for i, p in zip(ingested.dataset.images["image_id"], ingested.dataset.images["path"], strict=True)
+               if p.endswith(".png")}
+    before = PreviewStore.open(ingested.dataset.root)
+    assert png_ids and len(before) == len(ingested.dataset.images) - len(png_ids)
+    assert not any(image_id in before for image_id in png_ids)
+    result = embed_dataset(ingested.dataset, "pixels", cache_root=tmp_path_factory.mktemp("cache"))
+    assert result.n_failed == 0
+    return ingested
+
+
 def _grey(values: np.ndarray) -> np.ndarray:
     return values.mean(axis=2) if values.ndim == 3 else values
 
 
-def test_every_image_gets_a_256_px_preview_that_looks_like_its_full_decode(ingested):
+def test_every_image_gets_a_256_px_preview_that_looks_like_its_full_decode(embedded):
+    ingested = embedded
     dataset = ingested.dataset
     assert ingested.n_images == len(RASTERS) + len(DICOMS) and ingested.n_reported == 0
     store = PreviewStore.open(dataset.root)
@@ -95,12 +111,15 @@ def test_every_image_gets_a_256_px_preview_that_looks_like_its_full_decode(inges
         correlation = np.corrcoef(_grey(preview).ravel(), np.asarray(reference, float).ravel())[0, 1]
         assert correlation > 0.9, (row.path, correlation)
     decodes = set(ingested.decodes)
-    assert {"jpeg 1/4", "jpeg 1/8", "png full", "j2k 1/4", "dicom full"} <= decodes, decodes
+    assert {"jpeg 1/4", "jpeg 1/8", "png structure", "j2k 1/4", "dicom full"} <= decodes, decodes
     assert {"hash", "header", "decode", "preview_encode", "preview_write"} <= set(ingested.stage_seconds)
-    assert dataset.manifest["previews"]["count"] == len(dataset.images)
+    n_png = sum(name.endswith(".png") for name in RASTERS)
+    assert dataset.manifest["previews"]["count"] == len(dataset.images) - n_png  # at ingest
+    assert dataset.manifest["previews"]["deferred"] == n_png
 
 
-def test_a_colour_scan_keeps_colour_and_a_grey_one_stays_grey(ingested):
+def test_a_colour_scan_keeps_colour_and_a_grey_one_stays_grey(embedded):
+    ingested = embedded
     store = PreviewStore.open(ingested.dataset.root)
     by_name = {Path(p).name: i for p, i in zip(ingested.dataset.images["path"], ingested.dataset.images["image_id"],
                                                strict=True)}
@@ -138,7 +157,8 @@ def test_reingest_replaces_packs_and_keeps_only_current_images(source, raster_so
     new_packs = {p.name for p in (out / PREVIEW_FOLDER).glob("pack-*.bin")}
     assert new_packs and not new_packs & old_packs
     store = PreviewStore.open(out)
-    assert len(store) == len(second.dataset.images) == len(RASTERS)
+    n_png = sum(name.endswith(".png") for name in RASTERS)  # theirs come from the first embedding
+    assert len(store) == len(second.dataset.images) - n_png == len(RASTERS) - n_png
     gone = set(first.dataset.images["image_id"]) - set(second.dataset.images["image_id"])
     assert gone and all(store.jpeg(image_id) is None for image_id in gone)
 
@@ -172,6 +192,8 @@ def _bad_files(folder: Path) -> list[Path]:
 
 
 def test_a_damaged_file_is_refused_by_the_cheap_decode_as_by_the_full_check(tmp_path):
+    from core.previews import ingest_probe
+
     for path in _bad_files(tmp_path / "bad"):
         with pytest.raises(PixelError) as full:
             verify_pixels(path)
@@ -179,6 +201,10 @@ def test_a_damaged_file_is_refused_by_the_cheap_decode_as_by_the_full_check(tmp_
             decode_preview(path)
         assert cheap.value.status == full.value.status, (path.name, cheap.value.reason, full.value.reason)
         assert cheap.value.path == str(path)
+        with pytest.raises(PixelError) as ingest_check:  # a PNG by its chunks, not inflated
+            ingest_probe(path)
+        assert ingest_check.value.status == full.value.status, (path.name, ingest_check.value.reason)
+        assert ingest_check.value.path == str(path)
 
 
 def test_damaged_files_are_reported_at_ingest_and_the_batch_goes_on(tmp_path):

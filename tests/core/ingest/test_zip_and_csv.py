@@ -85,8 +85,8 @@ def test_hostile_zip_members_never_land_outside_the_extraction_folder(covid_dir,
     written = {"out", "out/images.parquet", "out/patients.parquet", "out/ingest_report.csv",
                "out/manifest.json", "out/previews", "out/previews/index.parquet"}
     packs = {name for name in added if name.startswith("out/previews/pack-") and name.endswith(".bin")}
-    assert len(packs) == 1
-    assert added == extraction | written | packs
+    assert not packs  # PNGs: checked by their chunks; their previews come from the first embedding
+    assert added == extraction | written
     assert not (tmp_path.parent / f"absolute-{tmp_path.name}.png").exists()
     assert sorted(dataset.images["label"]) == ["COVID", "Normal"]
     refused = dataset.report[dataset.report["status"] == "unsafe_zip_member"]
