@@ -7,17 +7,33 @@ reduced scale the encoder's input allows, then cropped and resized in the worker
 small resized planes come back. Threads (the earlier design) shared one core for much of each
 file, because pydicom's and Pillow's Python parts hold the GIL. Fewer images than
 ``PROCESS_MIN_ITEMS`` still decode in threads, where a pool's start-up would dominate.
+
+Scheduling, for the case where decoding is the bottleneck (compressed DICOM: a 1,955 px JPEG
+2000 file takes 0.6 s to decode, the model 15 ms per image):
+
+* each batch's files are dispatched largest first (file size), so that no worker is left with
+  a big file while the others have finished theirs; results still come back in input order;
+* when the model had to wait for its batch's decodes and worker processes are still decoding,
+  the forward pass runs on the cores they leave (``torch.set_num_threads`` for that batch, in
+  this thread only, restored after): two OpenMP threads sharing a core with a decode worker
+  spin at every barrier and cost the workers up to three times the model's own CPU time. When
+  the batch was decoded in time (the model is the bottleneck) the model keeps every core.
+  Thread counts change no vector (OpenMP splits the work, not the sums), so the vectors equal
+  the thread path's bit for bit (``tests/core/test_decode_pool.py``).
+
 Numbers: ``benchmarks/bench_decode.py`` (``benchmarks/results/decode.json``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 import torch
@@ -68,6 +84,36 @@ def default_num_workers(device: torch.device) -> int:
     if device.type == "cpu":
         return max(1, cores // 4)
     return max(2, cores - 1)
+
+
+def _largest_first(items: Sequence[Item], start: int, count: int, batch_size: int) -> list[int]:
+    """Indices ``start .. start + count - 1`` of ``items`` in the order they go to the decode
+    workers: batch after batch, and within a batch largest file first (ties and unreadable
+    sizes keep input order), so that a batch's last jobs to start are short ones and the
+    model still gets its batches in input order as early as before."""
+    def key(index: int) -> tuple[int, int]:
+        try:
+            size = os.stat(items[index][1]).st_size
+        except (OSError, ValueError):
+            size = 0  # fails fast in the worker, with its reason
+        return index // batch_size, -size
+
+    return sorted(range(start, start + count), key=key)
+
+
+@contextlib.contextmanager
+def _model_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (None: unchanged) in this thread, for one
+    forward pass. OpenMP keeps the count per thread, so other threads' models are unaffected."""
+    if threads is None:
+        yield
+        return
+    full = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, full)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(full)
 
 
 def _check_items(items: Sequence[Item]) -> list[Item]:
@@ -152,15 +198,20 @@ def iter_image_embeddings(
 
         def top_up() -> None:
             nonlocal next_index
-            while next_index < total and len(pending) < window:
-                item = items[next_index]
+            count = max(0, min(total - next_index, window - len(pending)))
+            futures: dict[int, Future] = {}
+            for index in _largest_first(items, next_index, count, batch_size) if kind == "process" else \
+                    range(next_index, next_index + count):
+                item = items[index]
                 try:
                     future = pool.submit(item)
                 except BrokenProcessPool as error:  # a worker died since the last result
                     future = Future()
                     future.set_exception(error)
-                pending.append((item, future))
-                next_index += 1
+                futures[index] = future
+            pending.extend((items[index], futures[index])
+                           for index in range(next_index, next_index + count))
+            next_index += count
 
         def recover() -> None:
             # A worker process died: the jobs in flight went with it. Decode them again one at
@@ -175,6 +226,9 @@ def iter_image_embeddings(
 
         top_up()
         while pending:
+            # Waiting for this batch's decodes: decoding is the bottleneck (see the docstring).
+            decode_bound = kind == "process" and encoder.device.type == "cpu" and not all(
+                future.done() for _, future in islice(pending, batch_size))
             ids: list[str] = []
             tensors: list[torch.Tensor] = []
             failures: list[Failure] = []
@@ -191,11 +245,15 @@ def iter_image_embeddings(
                 ids.append(item[0])
                 tensors.append(planes_to_input(planes, preprocessing))
             top_up()  # keep decoding while this batch runs through the model
+            decoding = min(workers, sum(not future.done() for _, future in pending))
+            model_threads = (torch.get_num_threads() - decoding
+                             if decode_bound and decoding else None)
             if tensors:
                 batch = torch.stack(tensors)
                 if pin:
                     batch = batch.pin_memory()
-                vectors = encoder.embed_batch(batch)
+                with _model_threads(model_threads):
+                    vectors = encoder.embed_batch(batch)
             else:
                 vectors = np.zeros((0, encoder.spec.dim), dtype=np.float32)
             done += len(ids) + len(failures)
