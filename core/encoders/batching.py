@@ -9,31 +9,26 @@ file, because pydicom's and Pillow's Python parts hold the GIL. Fewer images tha
 ``PROCESS_MIN_ITEMS`` still decode in threads, where a pool's start-up would dominate.
 
 Scheduling, for the case where decoding is the bottleneck (compressed DICOM: a 1,955 px JPEG
-2000 file takes 0.6 s to decode, the model 15 ms per image):
-
-* each batch's files are dispatched largest first (file size), so that no worker is left with
-  a big file while the others have finished theirs; results still come back in input order;
-* when the model had to wait for its batch's decodes and worker processes are still decoding,
-  the forward pass runs on the cores they leave (``torch.set_num_threads`` for that batch, in
-  this thread only, restored after): two OpenMP threads sharing a core with a decode worker
-  spin at every barrier and cost the workers up to three times the model's own CPU time. When
-  the batch was decoded in time (the model is the bottleneck) the model keeps every core.
-  Thread counts change no vector (OpenMP splits the work, not the sums), so the vectors equal
-  the thread path's bit for bit (``tests/core/test_decode_pool.py``).
+2000 file takes 0.6 s to decode, the model 15 ms per image): each batch's files are dispatched
+to the workers largest first (file size), so that no worker is left with a big file while the
+others have finished theirs; results still come back in input order, and the model gets each
+batch as early as before. The model keeps its torch threads (a thread count that followed the
+decoding would make the vectors depend on timing: oneDNN's sums differ in the last bits
+between one and two threads); its idle OpenMP threads sleep instead of spinning
+(``OMP_WAIT_POLICY=PASSIVE``, set in ``core/__init__.py``), so they leave the cores to the
+decode workers.
 
 Numbers: ``benchmarks/bench_decode.py`` (``benchmarks/results/decode.json``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from itertools import islice
 
 import numpy as np
 import torch
@@ -99,21 +94,6 @@ def _largest_first(items: Sequence[Item], start: int, count: int, batch_size: in
         return index // batch_size, -size
 
     return sorted(range(start, start + count), key=key)
-
-
-@contextlib.contextmanager
-def _model_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to ``threads`` (None: unchanged) in this thread, for one
-    forward pass. OpenMP keeps the count per thread, so other threads' models are unaffected."""
-    if threads is None:
-        yield
-        return
-    full = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(threads, full)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(full)
 
 
 def _check_items(items: Sequence[Item]) -> list[Item]:
@@ -199,9 +179,10 @@ def iter_image_embeddings(
         def top_up() -> None:
             nonlocal next_index
             count = max(0, min(total - next_index, window - len(pending)))
+            order = (_largest_first(items, next_index, count, batch_size) if kind == "process"
+                     else range(next_index, next_index + count))
             futures: dict[int, Future] = {}
-            for index in _largest_first(items, next_index, count, batch_size) if kind == "process" else \
-                    range(next_index, next_index + count):
+            for index in order:
                 item = items[index]
                 try:
                     future = pool.submit(item)
@@ -226,9 +207,6 @@ def iter_image_embeddings(
 
         top_up()
         while pending:
-            # Waiting for this batch's decodes: decoding is the bottleneck (see the docstring).
-            decode_bound = kind == "process" and encoder.device.type == "cpu" and not all(
-                future.done() for _, future in islice(pending, batch_size))
             ids: list[str] = []
             tensors: list[torch.Tensor] = []
             failures: list[Failure] = []
@@ -245,15 +223,11 @@ def iter_image_embeddings(
                 ids.append(item[0])
                 tensors.append(planes_to_input(planes, preprocessing))
             top_up()  # keep decoding while this batch runs through the model
-            decoding = min(workers, sum(not future.done() for _, future in pending))
-            model_threads = (torch.get_num_threads() - decoding
-                             if decode_bound and decoding else None)
             if tensors:
                 batch = torch.stack(tensors)
                 if pin:
                     batch = batch.pin_memory()
-                with _model_threads(model_threads):
-                    vectors = encoder.embed_batch(batch)
+                vectors = encoder.embed_batch(batch)
             else:
                 vectors = np.zeros((0, encoder.spec.dim), dtype=np.float32)
             done += len(ids) + len(failures)
