@@ -47,9 +47,12 @@ __all__ = [
 
 # Values may overshoot [0, 1] by rounding in upstream rescaling; beyond this it is a bug.
 _RANGE_TOLERANCE = 1e-3
-# Below this many images a process pool's start-up (about 0.5-0.7 s for two spawned workers on
-# the 2-core dev box, measured) costs more than it saves: full-size radiographs decode in
-# 20-60 ms each, so 24 images are about one start-up's worth of decoding per core.
+# Below this many images a process pool's start-up costs more than it saves: full-size
+# radiographs decode in 20-60 ms each, so 24 images are about one start-up's worth of decoding
+# per core when the workers are spawned (0.5-0.7 s for two on the 2-core dev box, measured) or
+# the fork server starts cold (its imports, about as long, unless prestart_workers overlapped
+# them with something). Forking two workers from a running server took 0.05-0.16 s there, on a
+# machine shared with other work (bench_decode's worker_start).
 PROCESS_MIN_ITEMS = 24
 DECODE_PROCESSES_ENV = "SCANATLAS_DECODE_PROCESSES"
 # What the fork server imports before it forks a worker: third-party modules only. Python
