@@ -28,7 +28,25 @@ the uncompressed radiographs made here (pydicom-data has no JPEG-LS radiograph; 
     ``end_to_end_over_limit`` for each (goal: >= 0.8). These stages run ``--rounds`` times,
     each round in another order, best per stage;
   * ``decode_share``: the decode's share of the CPU time (reduced_decode / (reduced_decode +
-    model CPU time)).
+    model CPU time));
+  * ``timeline`` for each end-to-end mode (its best round): when the decode pool was open,
+    the first and last decode results, each model batch (start, end, images, torch threads,
+    CPU seconds), and the CPU seconds of the caller and of the decode workers
+    (``end_to_end_cpu_seconds``; ``parts_cpu_over_end_to_end_cpu`` is ``reduced_decode +
+    model`` CPU over it, 1.0 meaning no overhead: on a machine shared with other work, where
+    the wall-time limit counts on cores the run did not get, this is the figure to read);
+  * ``slowest_files``: the reduced decode of the slowest files, one thread.
+
+Worker start-up: ``core.decode_pool`` forks its workers from a fork server that is started
+once per process and imports numpy, Pillow and pydicom; ``embed_dataset`` starts it while the
+encoder loads. This benchmark does the same (``prestart_workers`` before ``get_encoder``) and
+reports ``worker_start``: the encoder's load time, what was left of the server's start after
+it (the first pool's opening), and a later pool's opening. Every end-to-end call opens its own
+pool (fresh workers forked from the running server); that opening is inside its time.
+
+Every stage runs with the project's OpenMP setting (``core`` is imported before torch, so
+idle OpenMP threads sleep: ``OMP_WAIT_POLICY=PASSIVE`` unless set otherwise), recorded as
+``omp_wait_policy``.
 
 Images/s for every stage, cores and the load average. ``--decode-only`` times the decoder and
 load_pixels only. ``--limit N`` takes the first N files of each set. Not a test: it measures.
@@ -53,10 +71,13 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import core.decode_pool  # noqa: E402
 from core.decode_pool import (  # noqa: E402
     PROCESS_MIN_ITEMS,
+    DecodePool,
     decode_for_model,
     decode_processes,
+    prestart_workers,
     use_processes,
 )
 from core.dicom import is_dicom  # noqa: E402
@@ -131,11 +152,126 @@ def decode_stages(paths: list[Path], size: int, repeat: int) -> dict[str, float]
     return {name: float(np.sum(times)) for name, times in best.items()}
 
 
-def end_to_end(items, encoder, batch_size: int, processes: int) -> tuple[float, int]:
+def _process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (Linux /proc), None where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Timeline:
+    """Events of one end-to-end call, recorded around the decode pool and the model (in this
+    process: the pool's opening and closing, each job's result as it arrives, each forward
+    pass), and the decode workers' CPU time read just before the pool closes them."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.start = 0.0
+        self.events: dict = {}
+
+    def __enter__(self) -> Timeline:
+        import torch
+
+        timeline = self
+        self.saved = {"enter": DecodePool.__enter__, "submit": DecodePool.submit,
+                      "close": DecodePool.close, "embed": self.encoder.embed_batch}
+        saved = self.saved
+        self.start = time.perf_counter()
+        self.events = {"pool_open": [], "results": [], "model_batches": [], "worker_cpu": 0.0,
+                       "worker_cpu_known": True}
+
+        def now() -> float:
+            return round(time.perf_counter() - timeline.start, 3)
+
+        def enter(pool):
+            opened = now()
+            result = saved["enter"](pool)
+            timeline.events["pool_open"].append([opened, now(), pool.kind, pool.workers])
+            return result
+
+        def submit(pool, item, *args, **kwargs):
+            future = saved["submit"](pool, item, *args, **kwargs)
+            future.add_done_callback(lambda _f: timeline.events["results"].append(now()))
+            return future
+
+        def close(pool):
+            executor = pool._executor
+            if pool.kind == "thread":
+                timeline.events["worker_cpu_known"] = False  # threads: in the caller's CPU
+            for pid in list(getattr(executor, "_processes", None) or {}):
+                cpu = _process_cpu_seconds(pid)
+                if cpu is None:
+                    timeline.events["worker_cpu_known"] = False
+                else:
+                    timeline.events["worker_cpu"] += cpu
+            return saved["close"](pool)
+
+        def embed_batch(batch):
+            started, cpu = now(), time.process_time()
+            vectors = saved["embed"](batch)
+            timeline.events["model_batches"].append(
+                [started, now(), len(batch), torch.get_num_threads(),
+                 round(time.process_time() - cpu, 3)])
+            return vectors
+
+        DecodePool.__enter__, DecodePool.submit, DecodePool.close = enter, submit, close
+        self.encoder.embed_batch = embed_batch
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        DecodePool.__enter__ = self.saved["enter"]
+        DecodePool.submit = self.saved["submit"]
+        DecodePool.close = self.saved["close"]
+        del self.encoder.embed_batch  # back to the class's method
+
+    def summary(self, seconds: float, parent_cpu: float) -> dict:
+        events = self.events
+        results = sorted(events["results"])
+        batches = events["model_batches"]
+        opened = events["pool_open"][0] if events["pool_open"] else None
+        return {
+            "total_s": round(seconds, 3),
+            "pool": None if opened is None else {"kind": opened[2], "workers": opened[3],
+                                                 "open_s": round(opened[1] - opened[0], 3)},
+            "first_result_s": results[0] if results else None,
+            "last_result_s": results[-1] if results else None,
+            "model_batches": [dict(zip(("start_s", "end_s", "images", "threads", "cpu_s"), batch,
+                                       strict=True)) for batch in batches],
+            "model_s": round(sum(end - start for start, end, *_ in batches), 3),
+            "after_last_result_s": round(seconds - results[-1], 3) if results else None,
+            "cpu_s": {"caller": round(parent_cpu, 2),
+                      "workers": round(events["worker_cpu"], 2)
+                      if events["worker_cpu_known"] else None},
+        }
+
+
+def end_to_end(items, encoder, batch_size: int, processes: int) -> tuple[float, int, dict]:
+    with Timeline(encoder) as timeline:
+        started, cpu = time.perf_counter(), time.process_time()
+        done = sum(len(chunk.image_ids) for chunk in iter_image_embeddings(
+            items, encoder, batch_size=batch_size, processes=processes))
+        seconds = time.perf_counter() - started
+        parent_cpu = time.process_time() - cpu
+    return seconds, done, timeline.summary(seconds, parent_cpu)
+
+
+def worker_start(encoder_name: str) -> tuple[object, dict]:
+    """The encoder, loaded while the decode workers' fork server starts (as ``embed_dataset``
+    does), and how long each part took."""
     started = time.perf_counter()
-    done = sum(len(chunk.image_ids) for chunk in iter_image_embeddings(
-        items, encoder, batch_size=batch_size, processes=processes))
-    return time.perf_counter() - started, done
+    prestart_workers()
+    encoder = get_encoder(encoder_name, device="cpu")
+    loaded = time.perf_counter()
+    size = encoder.spec.input_size
+    opening = {}
+    for name in ("first_pool_open_s", "later_pool_open_s"):
+        begun = time.perf_counter()
+        with DecodePool("process", decode_processes(), input_size=size, channels=1):
+            opening[name] = round(time.perf_counter() - begun, 3)
+    return encoder, {"start_method": core.decode_pool._process_context().get_start_method(),
+                     "encoder_load_s": round(loaded - started, 3), **opening}
 
 
 def measure(paths: list[Path], encoder, batch_size: int, repeat: int, *,
@@ -161,14 +297,22 @@ def measure(paths: list[Path], encoder, batch_size: int, repeat: int, *,
     # Rounds, each in a different order, best per stage: other work on the machine comes and
     # goes, and hits every stage and mode alike only on average.
     best: dict[str, float] = {}
+    timelines: dict[str, dict] = {}
+    per_file: dict[str, float] = {}
 
-    def keep(name: str, value: float) -> None:
+    def keep(name: str, value: float) -> bool:
+        better = value < best.get(name, np.inf)
         best[name] = min(best.get(name, np.inf), value)
+        return better
 
     for round_ in range(rounds):
         started = _clock()
-        planes = [decode_for_model((str(i), str(p), 0), size, preprocessing.channels)[0]
-                  for i, p in enumerate(paths)]
+        planes = []
+        for index, path in enumerate(paths):
+            began = time.perf_counter()
+            planes.append(decode_for_model((str(index), str(path), 0), size,
+                                           preprocessing.channels)[0])
+            per_file[path.name] = min(per_file.get(path.name, np.inf), time.perf_counter() - began)
         wall, cpu = _since(started)
         keep("reduced_decode", wall)
         keep("reduced_decode_cpu", cpu)
@@ -183,10 +327,11 @@ def measure(paths: list[Path], encoder, batch_size: int, repeat: int, *,
         names = list(modes)
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            seconds, done = end_to_end(items, encoder, batch_size, modes[name])
+            seconds, done, timeline = end_to_end(items, encoder, batch_size, modes[name])
             if done != n:
                 raise RuntimeError(f"{name}: embedded {done} of {n} images")
-            keep(f"e2e_{name}", seconds)
+            if keep(f"e2e_{name}", seconds):
+                timelines[name] = timeline
     reduced_wall, reduced_cpu = best["reduced_decode"], best["reduced_decode_cpu"]
     model_wall, model_cpu = best["model"], best["model_cpu"]
     limit_s = reduced_wall / cores + model_wall
@@ -210,6 +355,17 @@ def measure(paths: list[Path], encoder, batch_size: int, repeat: int, *,
     report["cpu_seconds"] = {"reduced_decode": round(reduced_cpu, 2), "model": round(model_cpu, 2)}
     report["end_to_end_over_limit"] = {k: round(limit_s / v, 2) for k, v in e2e.items()}
     report["decode_share"] = round(reduced_cpu / (reduced_cpu + model_cpu), 2)
+    report["end_to_end_cpu_seconds"] = {
+        name: round(t["cpu_s"]["caller"] + (t["cpu_s"]["workers"] or 0.0), 2)
+        for name, t in timelines.items()}
+    # The same comparison in CPU seconds: on a machine shared with other work the wall-time
+    # limit assumes cores this run did not have; CPU time shows the overhead alone.
+    report["parts_cpu_over_end_to_end_cpu"] = {
+        name: round((reduced_cpu + model_cpu) / seconds, 2)
+        for name, seconds in report["end_to_end_cpu_seconds"].items() if seconds > 0}
+    report["timeline"] = timelines
+    slowest = sorted(per_file.items(), key=lambda pair: -pair[1])[:5]
+    report["slowest_files"] = {name: round(seconds, 3) for name, seconds in slowest}
     return report
 
 
@@ -226,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time the decoder and load_pixels only (no model, no end to end)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "decode.json"))
     args = parser.parse_args(argv)
-    encoder = get_encoder(args.encoder, device="cpu")
     load_before = os.getloadavg()[0]
+    encoder, started = worker_start(args.encoder)
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as scratch:
         # Each DICOM twice: 13 files are fewer than PROCESS_MIN_ITEMS, and the point is how
         # an archive of such files goes through worker processes.
@@ -237,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             sets = {name: paths[: args.limit] for name, paths in sets.items()}
         # Warm-up: model weights, Pillow plugins, pydicom decoders.
         measure(sets["covid-chestxray-fullsize"][:2], encoder, args.batch_size, 1, model=False)
-        report = {"encoder": args.encoder, "sets": {}}
+        report = {"encoder": args.encoder, "worker_start": started, "sets": {}}
         for name, paths in sets.items():
             report["sets"][name] = measure(paths, encoder, args.batch_size, args.repeat,
                                            model=not args.decode_only, rounds=args.rounds)
@@ -245,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             print(name, json.dumps(report["sets"][name]), flush=True)
     report.update({
         "rounds": args.rounds, "repeat": args.repeat,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cores": os.cpu_count(),
         "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "python": platform.python_version(),

@@ -8,8 +8,12 @@ Worker processes decode truly in parallel. Only what the model needs crosses the
 boundary: the resized planes, float32 of shape (1 or 3, S, S), about 200 KB for a grey
 224 px input, whatever the file's size.
 
-This module imports no torch, so a spawned worker starts in about a third of a second: it needs
-Pillow, pydicom and numpy only. ``core.encoders.image.preprocess_image`` is
+This module imports no torch, and the workers are forked from a fork server (where the
+platform has one: Linux, macOS) that has already imported numpy, Pillow and pydicom, so a
+worker starts in a few tens of milliseconds instead of the third of a second (on a quiet
+2-core machine; more under load) that a spawned one spends importing them; the server starts
+once per process, and :func:`prestart_workers` starts it while the encoder loads. Elsewhere
+(Windows) the workers are spawned. ``core.encoders.image.preprocess_image`` is
 ``planes_to_input(model_planes(...))``, so the process path, the thread path and a single
 ``encoder.preprocess`` give the same numbers bit for bit.
 
@@ -37,16 +41,25 @@ __all__ = [
     "decode_for_model",
     "decode_processes",
     "model_planes",
+    "prestart_workers",
     "use_processes",
 ]
 
 # Values may overshoot [0, 1] by rounding in upstream rescaling; beyond this it is a bug.
 _RANGE_TOLERANCE = 1e-3
-# Below this many images a process pool's start-up (about 0.5-0.7 s for two spawned workers on
-# the 2-core dev box, measured) costs more than it saves: full-size radiographs decode in
-# 20-60 ms each, so 24 images are about one start-up's worth of decoding per core.
+# Below this many images a process pool's start-up costs more than it saves: full-size
+# radiographs decode in 20-60 ms each, so 24 images are about one start-up's worth of decoding
+# per core when the workers are spawned (0.5-0.7 s for two on the 2-core dev box, measured) or
+# the fork server starts cold (its imports, about as long, unless prestart_workers overlapped
+# them with something). Forking two workers from a running server took 0.05-0.16 s there, on a
+# machine shared with other work (bench_decode's worker_start).
 PROCESS_MIN_ITEMS = 24
 DECODE_PROCESSES_ENV = "SCANATLAS_DECODE_PROCESSES"
+# What the fork server imports before it forks a worker: third-party modules only. Python
+# 3.11's fork server imports them before it has the parent's sys.path, so a preloaded ``core``
+# could be another checkout's; ``core``'s own modules (about 30 ms) load in each worker.
+_WORKER_PRELOAD = ["numpy", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin", "pydicom",
+                   "pydicom.pixels"]
 
 
 def check_image(image: Any) -> np.ndarray:
@@ -167,18 +180,44 @@ def _plain_main():
     return plain_main()
 
 
+def _process_context() -> Any:
+    """The multiprocessing context of the decode workers: ``forkserver`` where the platform has
+    it (workers forked from a lean server process that never imports torch, not from a threaded
+    server), else ``spawn``."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_WORKER_PRELOAD)
+    return context
+
+
+def prestart_workers() -> None:
+    """Start the decode workers' fork server now, without waiting for it, so that its imports
+    (about a third of a second) run while the caller does something else, e.g. loading the
+    encoder. It runs until this process ends; later pools fork their workers from it. Does
+    nothing where workers are spawned, or when the server is already running."""
+    if _process_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _worker_ready() -> None:
+    # A job that makes a new worker import this module (unpickling names it) before any decode.
+    return None
+
+
 def _new_executor(kind: str, workers: int) -> Executor:
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scanatlas-decode")
-    import multiprocessing
-
-    executor = ProcessPoolExecutor(max_workers=workers,
-                                   mp_context=multiprocessing.get_context("spawn"))
-    # A spawn pool starts a worker on a submit that finds none idle. Start them all now, under
-    # a bare __main__: one started later would import the real __main__ (a page script, or a
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
+    # The pool starts a worker on a submit that finds none idle. Start them all now, under a
+    # bare __main__: one started later would import the real __main__ (a page script, or a
     # benchmark that imports torch). Jobs submitted back to back find none idle yet.
     with _plain_main():
-        for started in [executor.submit(int) for _ in range(workers)]:
+        for started in [executor.submit(_worker_ready) for _ in range(workers)]:
             started.result()
     return executor
 

@@ -209,6 +209,11 @@ def embed_dataset(
         return _imported_set(dataset, encoder_name, progress)  # no images: the imported vectors
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if spec is not None and spec.kind == "image":
+        from core.decode_pool import prestart_workers, use_processes
+
+        if use_processes(len(images)):
+            prestart_workers()  # the decode workers' imports run while the encoder loads
     encoder = get_encoder(encoder_name, device=device, weights_path=weights_path)
     spec = encoder.spec
     is_text = spec.kind == "text"

@@ -7,6 +7,17 @@ reduced scale the encoder's input allows, then cropped and resized in the worker
 small resized planes come back. Threads (the earlier design) shared one core for much of each
 file, because pydicom's and Pillow's Python parts hold the GIL. Fewer images than
 ``PROCESS_MIN_ITEMS`` still decode in threads, where a pool's start-up would dominate.
+
+Scheduling, for the case where decoding is the bottleneck (compressed DICOM: a 1,955 px JPEG
+2000 file takes 0.6 s to decode, the model 15 ms per image): each batch's files are dispatched
+to the workers largest first (file size), so that no worker is left with a big file while the
+others have finished theirs; results still come back in input order, and the model gets each
+batch as early as before. The model keeps its torch threads (a thread count that followed the
+decoding would make the vectors depend on timing: oneDNN's sums differ in the last bits
+between one and two threads); its idle OpenMP threads sleep instead of spinning
+(``OMP_WAIT_POLICY=PASSIVE``, set in ``core/__init__.py``), so they leave the cores to the
+decode workers.
+
 Numbers: ``benchmarks/bench_decode.py`` (``benchmarks/results/decode.json``).
 """
 
@@ -70,6 +81,21 @@ def default_num_workers(device: torch.device) -> int:
     if device.type == "cpu":
         return max(1, cores // 4)
     return max(2, cores - 1)
+
+
+def _largest_first(items: Sequence[Item], start: int, count: int, batch_size: int) -> list[int]:
+    """Indices ``start .. start + count - 1`` of ``items`` in the order they go to the decode
+    workers: batch after batch, and within a batch largest file first (ties and unreadable
+    sizes keep input order), so that a batch's last jobs to start are short ones and the
+    model still gets its batches in input order as early as before."""
+    def key(index: int) -> tuple[int, int]:
+        try:
+            size = os.stat(items[index][1]).st_size
+        except (OSError, ValueError):
+            size = 0  # fails fast in the worker, with its reason
+        return index // batch_size, -size
+
+    return sorted(range(start, start + count), key=key)
 
 
 def _check_items(items: Sequence[Item]) -> list[Item]:
@@ -158,15 +184,21 @@ def iter_image_embeddings(
 
         def top_up() -> None:
             nonlocal next_index
-            while next_index < total and len(pending) < window:
-                item = items[next_index]
+            count = max(0, min(total - next_index, window - len(pending)))
+            order = (_largest_first(items, next_index, count, batch_size) if kind == "process"
+                     else range(next_index, next_index + count))
+            futures: dict[int, Future] = {}
+            for index in order:
+                item = items[index]
                 try:
                     future = pool.submit(item, item[0] in wanted)
                 except BrokenProcessPool as error:  # a worker died since the last result
                     future = Future()
                     future.set_exception(error)
-                pending.append((item, future))
-                next_index += 1
+                futures[index] = future
+            pending.extend((items[index], futures[index])
+                           for index in range(next_index, next_index + count))
+            next_index += count
 
         def recover() -> None:
             # A worker process died: the jobs in flight went with it. Decode them again one at

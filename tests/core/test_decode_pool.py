@@ -1,13 +1,16 @@
 """Decoding for the model in worker processes (core.decode_pool through iter_image_embeddings):
 the same vectors as the thread path on real full-size radiographs and DICOMs of every syntax,
-bad files reported by name while the batch goes on, a killed worker costing no image, and the
-settings that choose processes or threads."""
+bad files reported by name while the batch goes on, a killed worker costing no image, the
+settings that choose processes or threads, and the scheduling: workers forked from a fork
+server, each batch dispatched largest file first, idle OpenMP threads sleeping."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +18,18 @@ import pydicom
 import pydicom.data
 import pytest
 
+import core.decode_pool
 from core.decode_pool import (
     DECODE_PROCESSES_ENV,
     PROCESS_MIN_ITEMS,
     DecodePool,
     decode_for_model,
     decode_processes,
+    prestart_workers,
     use_processes,
 )
 from core.encoders import get_encoder, iter_image_embeddings
+from core.encoders.batching import _largest_first
 from core.pixels import load_pixels
 
 SHARED_DATA = Path(os.environ.get("SCANATLAS_SHARED_DATA",
@@ -172,3 +178,68 @@ def test_decode_for_model_returns_the_resized_planes_or_a_reason(images: Path, t
         DecodePool("gpu", 1, input_size=224, channels=3)
     with pytest.raises(ValueError, match="workers=0 must be >= 1"):
         DecodePool("thread", 0, input_size=224, channels=3)
+
+
+def test_each_batch_goes_to_the_workers_largest_file_first(dicom_radiographs, images: Path,
+                                                          tmp_path: Path, monkeypatch):
+    paths = [str(p) for p in dicom_radiographs]  # 0.1 to 6 MB
+    items = [(f"i{n}", path, 0) for n, path in enumerate(paths)]
+    items.insert(2, ("missing", str(tmp_path / "gone.dcm"), 0))
+    size = {path: os.stat(path).st_size for path in paths}
+    order = _largest_first(items, 0, len(items), 4)
+    assert sorted(order) == list(range(len(items)))
+    blocks = [order[:4], order[4:]]
+    assert [sorted(block) for block in blocks] == [[0, 1, 2, 3], [4, 5, 6]]  # batch after batch
+    for block in blocks:
+        sizes = [size.get(items[index][1], 0) for index in block]
+        assert sizes == sorted(sizes, reverse=True)
+    assert blocks[0][-1] == 2  # the missing file (size 0) last: it fails at once
+    assert _largest_first(items, 4, 3, 4) == order[4:]
+    # Through iter_image_embeddings: dispatched in that order, results in input order.
+    submitted: list[str] = []
+    submit = DecodePool.submit
+
+    def recording_submit(pool, item, *args, **kwargs):
+        submitted.append(item[0])
+        return submit(pool, item, *args, **kwargs)
+
+    monkeypatch.setattr(DecodePool, "submit", recording_submit)
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    job = [(p.name, str(p), 0) for p in files[:PROCESS_MIN_ITEMS]]
+    vectors, failures = _vectors(iter_image_embeddings(job, get_encoder("pixels"), batch_size=8,
+                                                       processes=2))
+    assert not failures and list(vectors) == [item[0] for item in job]
+    sizes = {p.name: p.stat().st_size for p in files}
+    assert sorted(submitted) == sorted(vectors)
+    for start in range(0, len(job), 8):
+        block = submitted[start:start + 8]
+        assert sorted(block) == sorted(item[0] for item in job[start:start + 8])
+        assert [sizes[name] for name in block] == sorted((sizes[n] for n in block), reverse=True)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads parent ids from /proc")
+def test_workers_are_forked_from_a_fork_server_that_preloads_no_core_module(images: Path):
+    assert not any(name == "core" or name.startswith("core.")
+                   for name in core.decode_pool._WORKER_PRELOAD)
+    prestart_workers()
+    prestart_workers()  # running already: nothing more
+    path = next(p for p in sorted(images.iterdir()) if p.suffix.lower() in {".jpg", ".jpeg"})
+    with DecodePool("process", 2, input_size=64, channels=1) as pool:
+        workers = list(pool._executor._processes)
+        assert len(workers) == 2
+        for pid in workers:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            assert parent != os.getpid()  # forked by the server, not by this process
+        planes, reason = pool.submit(("a", str(path), 0)).result()
+    assert reason is None
+    assert np.array_equal(planes, decode_for_model(("a", str(path), 0), 64, 1)[0])
+
+
+def test_core_makes_idle_openmp_threads_sleep_unless_the_user_chose():
+    script = "import core, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for value, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        run_env = env if value is None else {**env, "OMP_WAIT_POLICY": value}
+        out = subprocess.run([sys.executable, "-c", script], env=run_env, capture_output=True,
+                             text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+        assert out.stdout.strip() == expected
