@@ -54,6 +54,11 @@ def test_the_map_draws_200k_points_and_a_lasso_selection_reaches_the_page(big_ca
         assert caption.count() == 1
         # The figure went as packed float32 and without a text per point: a few MB, not 17.
         assert frames.received < 40 * N_POINTS
+        # Drawn at one WebGL pixel per CSS pixel (the page passed plotGlPixelRatio 1): Plotly's
+        # default 2x canvas makes every redraw, and so every lasso, fill four times the fragments.
+        canvas = tab.evaluate("""() => { const c = document.querySelector('CHART canvas.gl-canvas-context');
+                                         return [c.width, parseFloat(c.style.width)]; }""".replace("CHART", tools.CHART))
+        assert canvas[0] == canvas[1] > 100, canvas
 
         found = tools.lasso(tab, frames, target=1000, steps=1)  # each mouse move redraws the map
         print(f"lasso done {time.monotonic() - started:.1f} s after the server started: {found}")
