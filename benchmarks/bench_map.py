@@ -1,6 +1,7 @@
 """The Map at 10k and 200k points in headless Chromium; writes benchmarks/results/map.json.
 
     .venv/bin/python benchmarks/bench_map.py [--sizes 10000 200000] [--atlas-site DIR]
+        [--skip-side-by-side] [--repeats 3] [--lasso-steps 12] [--out FILE]
 
 Data: ``core.ingest.synthetic.make_synthetic_dataset`` (synthetic vectors imported as a dataset,
 dimension 32, PCA map, k-means k=4), in a temporary cache.
@@ -17,6 +18,8 @@ dimension 32, PCA map, k-means k=4), in a temporary cache.
      and the rerun finished; ``lasso_bytes`` what the server sent for that rerun;
      ``lasso_selected_event_s`` (Plotly's "selected" event) and ``lasso_rerun_started_s`` (the
      rerun starting: the selection has left the page) split it into page and server time;
+     ``--lasso-steps``: mouse moves per side of the square while dragging (Plotly redraws the
+     selection as the lasso moves; only mouse up -> gallery is timed);
    * ``open_bytes``: websocket bytes of the first page load;
    * ``server_rss_mb`` after the first session; ``session_rss_mb``: what one more session
      (open, draw, lasso) adds to the server's resident memory.

@@ -1,5 +1,6 @@
 """The Map with 200,000 points in headless Chromium: every point drawn (counted in the page), a
-lasso of about 1,000 points reaches the page as that many selected rows, listed without pixels.
+lasso of about 1,000 points reaches the page as that many selected rows, listed without pixels; the
+WebGL canvas is drawn at one pixel per CSS pixel (``ui.charts.LARGE_MAP_GL_PIXEL_RATIO``).
 
 The dataset is synthetic vectors imported as a dataset (``core.ingest.synthetic``, seconds to
 make; the issue-12 generator). Its PCA map and k-means clustering are computed once on the
