@@ -84,4 +84,4 @@ def test_a_large_map_is_drawn_at_one_webgl_pixel_per_css_pixel(monkeypatch) -> N
     # The figure itself is the same kind of figure: every point, float32, smaller markers.
     traces = sent(large)["data"]
     assert sum(len(unpack(t["x"])) for t in traces) == 399
-    assert {t["marker"]["size"] for t in traces} == {3}
+    assert {t["marker"]["size"] for t in traces} == {2}
