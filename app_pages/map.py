@@ -128,7 +128,8 @@ st.caption(
     f"{view.n_plotted:,} {level}s · {encoder} · {data.METHOD_NAMES[projection.method]} · clusters: {algorithm} "
     f"({clustering.n_clusters if clustering is not None else 'being computed'}). Drag a lasso or box around points to see their scans."
 )
-event = st.plotly_chart(view.figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart")
+event = st.plotly_chart(view.figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map_chart",
+                        config=view.config)
 
 selected_rows = view.selected_rows(event.selection.points) if dims == 2 and event and event.selection.points else []
 if selected_rows:

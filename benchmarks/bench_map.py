@@ -1,6 +1,7 @@
 """The Map at 10k and 200k points in headless Chromium; writes benchmarks/results/map.json.
 
     .venv/bin/python benchmarks/bench_map.py [--sizes 10000 200000] [--atlas-site DIR]
+        [--skip-side-by-side] [--repeats 3] [--lasso-steps 12] [--out FILE]
 
 Data: ``core.ingest.synthetic.make_synthetic_dataset`` (synthetic vectors imported as a dataset,
 dimension 32, PCA map, k-means k=4), in a temporary cache.
@@ -17,6 +18,8 @@ dimension 32, PCA map, k-means k=4), in a temporary cache.
      and the rerun finished; ``lasso_bytes`` what the server sent for that rerun;
      ``lasso_selected_event_s`` (Plotly's "selected" event) and ``lasso_rerun_started_s`` (the
      rerun starting: the selection has left the page) split it into page and server time;
+     ``--lasso-steps``: mouse moves per side of the square while dragging (Plotly redraws the
+     selection as the lasso moves; only mouse up -> gallery is timed);
    * ``open_bytes``: websocket bytes of the first page load;
    * ``server_rss_mb`` after the first session; ``session_rss_mb``: what one more session
      (open, draw, lasso) adds to the server's resident memory.
@@ -83,7 +86,7 @@ def make_datasets(cache: Path, sizes: list[int]) -> dict[int, float]:
     return seconds
 
 
-def measure_map_page(browser, cache: Path, n: int, repeats: int) -> dict:
+def measure_map_page(browser, cache: Path, n: int, repeats: int, lasso_steps: int = 12) -> dict:
     with server_tools.StreamlitServer(cache=cache) as server:
         pid = server.process.pid
         rss_idle = map_tools.rss_mb(pid)
@@ -101,7 +104,7 @@ def measure_map_page(browser, cache: Path, n: int, repeats: int) -> dict:
             drawn.append(map_tools.open_map(page, server.base, map_query(n), n))
             map_tools.wait_idle(page)
             open_bytes.append(frames.received)
-            lassos.append(map_tools.lasso(page, frames))
+            lassos.append(map_tools.lasso(page, frames, steps=lasso_steps))
             rss_open = map_tools.rss_mb(pid)  # this session still open
             context.close()
         lasso = sorted(lassos, key=lambda found: found.seconds)[(len(lassos) - 1) // 2]  # the (lower) median
@@ -209,6 +212,10 @@ def main() -> None:
     parser.add_argument("--atlas-site", type=Path, default=None,
                         help="a folder holding embedding_atlas (pip install --no-deps --target DIR embedding-atlas)")
     parser.add_argument("--skip-side-by-side", action="store_true")
+    parser.add_argument("--lasso-steps", type=int, default=12,
+                        help="mouse moves per side of the lassoed square (each one may redraw the map)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "map.json",
+                        help="the results file (default benchmarks/results/map.json)")
     args = parser.parse_args()
     small, large = args.sizes
     with tempfile.TemporaryDirectory(prefix="scanatlas-bench-map-") as scratch:
@@ -216,9 +223,10 @@ def main() -> None:
         cache = tmp / "cache"
         import_seconds = make_datasets(cache, [small, large])
         with server_tools.chromium() as browser:
-            page_results = {str(n): measure_map_page(browser, cache, n, args.repeats) for n in (small, large)}
+            page_results = {str(n): measure_map_page(browser, cache, n, args.repeats, args.lasso_steps)
+                            for n in (small, large)}
             side = None if args.skip_side_by_side else measure_side_by_side(browser, tmp, [small, large], args.atlas_site)
-    out = REPO / "benchmarks" / "results" / "map.json"
+    out = args.out
     if side is None and out.is_file():  # keep the last side-by-side measurement, marked as such
         side = json.loads(out.read_text()).get("side_by_side")
         if side is not None:

@@ -18,7 +18,7 @@ call, a keyword one it reads as given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
@@ -91,6 +91,16 @@ def _map_table(token: str, cohort_key: str, cluster_key: str, _cohort, _clusteri
 # the map lists who the selected points are.
 HOVER_TEXT_MAX_POINTS = 20_000
 
+# A map above HOVER_TEXT_MAX_POINTS is drawn at one WebGL pixel per CSS pixel (Plotly's
+# ``plotGlPixelRatio``; its default 2 draws a 2x canvas and lets the browser scale it down, four
+# times the fragments a point). Every change of the selection redraws every point (the unselected
+# ones dimmed), and Streamlit sends the selection to the server only after that redraw reached the
+# screen (its widget updates wait for a ``setTimeout(0)``, which runs after the frame): in
+# headless Chromium's software WebGL the redraw of 200k points at ratio 2 held the selection in the
+# page for 1.8 s (benchmarks/bench_map.py, README "The 200k map"). Smaller maps keep ratio 2:
+# crisp markers on a high-DPI screen cost little there.
+LARGE_MAP_GL_PIXEL_RATIO = 1
+
 
 @dataclass(frozen=True)
 class MapView:
@@ -101,6 +111,7 @@ class MapView:
     n_plotted: int
     figure: SharedFigure
     trace_rows: tuple[np.ndarray, ...]
+    config: dict[str, Any] = field(default_factory=dict)  # Plotly's config: ``st.plotly_chart(config=...)``
 
     def selected_rows(self, points: list[dict[str, Any]]) -> list[int]:
         """The sorted table rows of the selected ``points`` (Streamlit's Plotly selection: each
@@ -125,7 +136,8 @@ def map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: st
     commonest values (each with its own marker shape too) and draws the rest grey as "other";
     a numeric column gets a colour bar titled with its name. Hover shows who the point is
     (``DESCRIBING_COLUMNS``), never its coordinates, up to ``HOVER_TEXT_MAX_POINTS`` points;
-    above that, the point's colour group."""
+    above that, the point's colour group, and the map is drawn at ``LARGE_MAP_GL_PIXEL_RATIO``
+    (``MapView.config``, to pass to ``st.plotly_chart``)."""
     return _map_figure(token=token, cohort_key=cohort_key, cluster_key=cluster_key, projection_key=projection_key,
                        colour=colour, dims=dims, _table=table, _coords=coords)
 
@@ -142,8 +154,11 @@ def _map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: s
     hover = hover_text(plot, [*DESCRIBING_COLUMNS, "cluster", colour]).to_numpy() if with_text else None
     scatter = go.Scattergl if dims == 2 else go.Scatter3d
     # Smaller markers on a large map: a dense map reads as well, and every redraw (a lasso drags
-    # through several) fills a fifth of the pixels, which software WebGL pays for in full.
-    size = (7 if len(plot) <= HOVER_TEXT_MAX_POINTS else 3) if dims == 2 else (4 if len(plot) <= HOVER_TEXT_MAX_POINTS else 2)
+    # through several, and the selection leaves the page only after the last one) costs software
+    # WebGL its fragments: at 200k points one redraw at 1x took 0.37 s at size 1, 0.49 s at 2,
+    # 0.71 s at 3 (README "The Map at 200,000 points").
+    large = len(plot) > HOVER_TEXT_MAX_POINTS
+    size = (2 if large else 7) if dims == 2 else (2 if large else 4)
 
     def trace(inside: np.ndarray | None, name: str, marker: dict, **options) -> go.Scatter:
         picked = slice(None) if inside is None else inside
@@ -174,7 +189,8 @@ def _map_figure(token: str, cohort_key: str, cluster_key: str, projection_key: s
                          **({"dragmode": "lasso", "xaxis_title": "dim1", "yaxis_title": "dim2"} if dims == 2 else {}))
     for trace_row in trace_rows:
         trace_row.flags.writeable = False
-    return MapView(len(plot), SharedFigure(readable(figure)), trace_rows)
+    config = {"plotGlPixelRatio": LARGE_MAP_GL_PIXEL_RATIO} if large else {}
+    return MapView(len(plot), SharedFigure(readable(figure)), trace_rows, config)
 
 
 def cluster_mix_figure(token: str, cluster_key: str, labels: np.ndarray, truth: pd.Series) -> SharedFigure:

@@ -1,5 +1,6 @@
 """The Map with 200,000 points in headless Chromium: every point drawn (counted in the page), a
-lasso of about 1,000 points reaches the page as that many selected rows, listed without pixels.
+lasso of about 1,000 points reaches the page as that many selected rows, listed without pixels; the
+WebGL canvas is drawn at one pixel per CSS pixel (``ui.charts.LARGE_MAP_GL_PIXEL_RATIO``).
 
 The dataset is synthetic vectors imported as a dataset (``core.ingest.synthetic``, seconds to
 make; the issue-12 generator). Its PCA map and k-means clustering are computed once on the
@@ -54,6 +55,11 @@ def test_the_map_draws_200k_points_and_a_lasso_selection_reaches_the_page(big_ca
         assert caption.count() == 1
         # The figure went as packed float32 and without a text per point: a few MB, not 17.
         assert frames.received < 40 * N_POINTS
+        # Drawn at one WebGL pixel per CSS pixel (the page passed plotGlPixelRatio 1): Plotly's
+        # default 2x canvas makes every redraw, and so every lasso, fill four times the fragments.
+        canvas = tab.evaluate("""() => { const c = document.querySelector('CHART canvas.gl-canvas-context');
+                                         return [c.width, parseFloat(c.style.width)]; }""".replace("CHART", tools.CHART))
+        assert canvas[0] == canvas[1] > 100, canvas
 
         found = tools.lasso(tab, frames, target=1000, steps=1)  # each mouse move redraws the map
         print(f"lasso done {time.monotonic() - started:.1f} s after the server started: {found}")

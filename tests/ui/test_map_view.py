@@ -70,3 +70,18 @@ def test_a_large_map_sends_no_text_per_point(monkeypatch) -> None:
     numeric = sent(charts.map_figure("t-large", "c", "k", "p", "age", 2, table, coords))["data"]
     assert numeric[0]["marker"]["color"]["dtype"] == "f4" and "text" not in numeric[0]
     assert len(json.dumps(numeric)) < 400 * 16 + 1500  # x, y, colour: 12 bytes a point, 16 in base64
+
+
+def test_a_large_map_is_drawn_at_one_webgl_pixel_per_css_pixel(monkeypatch) -> None:
+    """Above HOVER_TEXT_MAX_POINTS the page passes Plotly's plotGlPixelRatio 1 (a quarter of the
+    fragments of the default 2x canvas on every redraw); a small map keeps Plotly's default."""
+    table, coords = a_table(400, seed=3)
+    small = charts.map_figure("t-ratio", "c", "k", "p", "label", 2, table, coords)
+    assert small.config == {}
+    monkeypatch.setattr(charts, "HOVER_TEXT_MAX_POINTS", 50)
+    large = charts.map_figure("t-ratio-large", "c", "k", "p", "label", 2, table, coords)
+    assert large.config == {"plotGlPixelRatio": charts.LARGE_MAP_GL_PIXEL_RATIO} == {"plotGlPixelRatio": 1}
+    # The figure itself is the same kind of figure: every point, float32, smaller markers.
+    traces = sent(large)["data"]
+    assert sum(len(unpack(t["x"])) for t in traces) == 399
+    assert {t["marker"]["size"] for t in traces} == {2}
