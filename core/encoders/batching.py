@@ -14,9 +14,9 @@ to the workers largest first (file size), so that no worker is left with a big f
 others have finished theirs; results still come back in input order, and the model gets each
 batch as early as before. The model keeps its torch threads (a thread count that followed the
 decoding would make the vectors depend on timing: oneDNN's sums differ in the last bits
-between one and two threads); its idle OpenMP threads sleep instead of spinning
-(``OMP_WAIT_POLICY=PASSIVE``, set in ``core/__init__.py``), so they leave the cores to the
-decode workers.
+between one and two threads); its idle OpenMP threads spin only briefly before they sleep
+(``GOMP_SPINCOUNT=10000``, set in ``core/__init__.py``), so they leave the cores to the decode
+workers.
 
 Numbers: ``benchmarks/bench_decode.py`` (``benchmarks/results/decode.json``).
 """

@@ -235,11 +235,12 @@ def test_workers_are_forked_from_a_fork_server_that_preloads_no_core_module(imag
     assert np.array_equal(planes, decode_for_model(("a", str(path), 0), 64, 1)[0])
 
 
-def test_core_makes_idle_openmp_threads_sleep_unless_the_user_chose():
-    script = "import core, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    for value, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
-        run_env = env if value is None else {**env, "OMP_WAIT_POLICY": value}
-        out = subprocess.run([sys.executable, "-c", script], env=run_env, capture_output=True,
+def test_core_makes_idle_openmp_threads_spin_briefly_unless_the_user_chose():
+    script = "import core, os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    cases = (({}, "10000 None"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "None ACTIVE"),
+             ({"GOMP_SPINCOUNT": "5"}, "5 None"))
+    for chosen, expected in cases:
+        out = subprocess.run([sys.executable, "-c", script], env={**env, **chosen}, capture_output=True,
                              text=True, check=True, cwd=Path(__file__).resolve().parents[2])
         assert out.stdout.strip() == expected
