@@ -109,6 +109,7 @@ def _decode(data: dict) -> list[Figure]:
     for name, one in dig(data, "sets").items():
         figures.append(Figure(f"load_pixels time, {name}", dig(one, "seconds.load_pixels"), "s",
                               "the decoder alone", dig(one, "seconds.decoder"), goal="ratio <= 1.3",
+                              ratio=one.get("load_over_decoder"),  # from the unrounded times
                               note=f"{dig(one, 'images')} images"))
         for mode, ratio in one.get("end_to_end_over_limit", {}).items():
             figures.append(Figure(f"embedding end to end ({mode.replace('_', ' ')}), {name}",
@@ -297,10 +298,13 @@ def _ingest(data: dict) -> list[Figure]:
     figures = []
     for name, one in dig(data, "sets").items():
         command = dig(one, "scanatlas_ingest_command")
+        baseline = str(data.get("baseline", ""))
+        before = ("the command before issue 12 (" + baseline.split(" (")[0] + ")" if baseline.startswith("git archive")
+                  else "the full-frame check before")
         figures.append(Figure(f"scanatlas ingest, {name}", dig(command, "new.seconds"), "s",
-                              "the full-frame check before", dig(command, "old.seconds"),
+                              before, dig(command, "old.seconds"),
                               goal=f"ratio <= 1/{command.get('target_speedup', 5)}",
-                              note=f"{one.get('files_ingested')} files"))
+                              note=f"{one.get('files_ingested')} files; CPU ratio {command.get('cpu_ratio')}"))
     return figures
 
 
@@ -445,7 +449,8 @@ def _recorded(data: dict) -> dict:
         except Missing:
             continue
     for key in ("load_average_1min_before_after", "load_average", "machine.load_average", "machine.load",
-                "load_average_start", "configurations.0.load_average_at_start", "sizes.-1.load"):
+                "load_average_start", "configurations.0.load_average_at_start", "sizes.-1.load",
+                "load_average_before"):
         try:
             out["load"] = dig(data, key)
             break
