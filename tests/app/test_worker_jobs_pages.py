@@ -107,7 +107,12 @@ def test_clustering_and_map_run_in_a_worker_process_and_are_reloaded_from_the_ru
     # The t-SNE map: computed in a worker process while the PCA map was drawn with a note.
     job = data.job_runner().get(data.projection_job_key(cohort, "tsne", 2))
     assert job is not None and job.error is None and job.result()["pid"] != os.getpid()
-    assert any("t-SNE is being computed in a background worker process" in text for text in seen) or job.seconds < 3
+    # The note is there in every page run while the job runs. The t-SNE job starts in the first
+    # run, beside the clustering, and that run then waits for the PCA map; a t-SNE that ended
+    # before the next run (within the 1 s poll of run_until_idle, plus the run) was never pending
+    # in a page run.
+    noted = any("t-SNE is being computed in a background worker process" in text for text in seen)
+    assert noted or job.finished_at <= pca_job.finished_at + 2.0, (seen, job.finished_at - pca_job.finished_at)
     assert any("· t-SNE ·" in c.value for c in at.caption)
     stored = stored_projection(len(cohort.has_vector), cohort.key, "tsne", **map_params("tsne", n_valid))
     assert stored is not None and stored.key == job.result()["key"]
