@@ -548,6 +548,15 @@ class PreviewWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
+        if self.append and not self.folder.is_symlink() and self.folder.is_dir():
+            # Two embeddings of one dataset may append at once: each reads the index and writes
+            # it back with its pack under a lock, so neither drops the other's rows.
+            with _index_lock(self.folder):
+                self._write_pack()
+        else:
+            self._write_pack()
+
+    def _write_pack(self) -> None:
         name = f"pack-{self.run}-{self._packs:05d}.bin"
         # Appending writes only into a real previews folder that already has an index.
         existing = (_read_index(self.folder) if self.append and not self.folder.is_symlink()
@@ -597,6 +606,15 @@ class PreviewWriter:
         self._write_index(index)
         _remove_unused_packs(self.folder, set(index["pack"]))
         return len(index)
+
+
+def _index_lock(folder: Path):
+    """An exclusive lock on the preview index of ``folder`` (a ``.index.lock`` file beside it;
+    filelock: fcntl / msvcrt), waited for up to a minute (then ``filelock.Timeout``, an
+    OSError)."""
+    from filelock import FileLock
+
+    return FileLock(str(folder / ".index.lock"), timeout=60)
 
 
 def _read_index(folder: Path):

@@ -164,3 +164,38 @@ def test_the_middle_slices_first_pass_makes_its_previews_too(dataset, tmp_path, 
     assert first_rows and len(first_rows) < len(images) and result.n_failed == 0
     store = PreviewStore.open(dataset.root)
     assert all(image_id in store for image_id in images["image_id"])
+
+
+def test_two_embeddings_appending_at_once_keep_each_others_previews(tmp_path, monkeypatch):
+    import hashlib
+    import threading
+
+    import core.previews as previews
+    from core.previews import PreviewWriter
+
+    def image_id(name: str) -> str:
+        return hashlib.sha256(name.encode()).hexdigest() + "-0"
+
+    first = PreviewWriter(tmp_path)
+    first.add(image_id("ingested"), b"\xff\xd8ingested")
+    assert first.close() == 1
+    monkeypatch.setattr(previews, "PACK_PREVIEWS", 3)  # many read-modify-write rounds each
+    start = threading.Barrier(2)
+    added: dict[str, int] = {}
+
+    def embed(who: str) -> None:
+        writer = PreviewWriter(tmp_path, append=True)
+        start.wait()
+        for i in range(60):
+            writer.add(image_id(f"{who}{i}"), b"\xff\xd8" + f"{who}{i}".encode())
+        added[who] = writer.close()
+
+    threads = [threading.Thread(target=embed, args=(who,)) for who in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert added == {"a": 60, "b": 60}
+    store = PreviewStore.open(tmp_path)
+    assert len(store) == 121
+    assert all(store.jpeg(image_id(f"{who}{i}")) == b"\xff\xd8" + f"{who}{i}".encode() for who in "ab" for i in range(60))
