@@ -24,6 +24,7 @@ worker processes off, so decoding stays in threads).
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -199,9 +200,31 @@ def prestart_workers() -> None:
     encoder. It runs until this process ends; later pools fork their workers from it. Does
     nothing where workers are spawned, or when the server is already running."""
     if _process_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
+        _start_fork_server()
 
-        forkserver.ensure_running()
+
+_SERVER_START = threading.Lock()
+
+
+def _start_fork_server() -> None:
+    """Start the fork server (and multiprocessing's resource tracker) unless it runs already,
+    with ``PYTHONSAFEPATH=1``: both run ``python -c ...``, which would otherwise put the current
+    directory first on ``sys.path``, so a ``numpy.py``, ``pydicom.py`` or ``multiprocessing/``
+    in the folder the app or CLI was started from (a dataset folder, say) would run in the
+    server and in every worker forked from it. The variable is set only while the server
+    starts (its workers set ``sys.path`` from this process)."""
+    from multiprocessing import forkserver
+
+    with _SERVER_START:
+        saved = os.environ.get("PYTHONSAFEPATH")
+        os.environ["PYTHONSAFEPATH"] = "1"
+        try:
+            forkserver.ensure_running()
+        finally:
+            if saved is None:
+                os.environ.pop("PYTHONSAFEPATH", None)
+            else:
+                os.environ["PYTHONSAFEPATH"] = saved
 
 
 def _worker_ready() -> None:
@@ -212,7 +235,10 @@ def _worker_ready() -> None:
 def _new_executor(kind: str, workers: int) -> Executor:
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scanatlas-decode")
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
+    context = _process_context()
+    if context.get_start_method() == "forkserver":
+        _start_fork_server()  # safely, before the pool would start it (see _start_fork_server)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     # The pool starts a worker on a submit that finds none idle. Start them all now, under a
     # bare __main__: one started later would import the real __main__ (a page script, or a
     # benchmark that imports torch). Jobs submitted back to back find none idle yet.

@@ -244,3 +244,27 @@ def test_core_makes_idle_openmp_threads_spin_briefly_unless_the_user_chose():
         out = subprocess.run([sys.executable, "-c", script], env={**env, **chosen}, capture_output=True,
                              text=True, check=True, cwd=Path(__file__).resolve().parents[2])
         assert out.stdout.strip() == expected
+
+
+def test_the_fork_server_imports_nothing_from_the_folder_the_app_was_started_in(images: Path,
+                                                                               tmp_path: Path):
+    # `python -c` (how multiprocessing starts its fork server) puts the current directory first
+    # on sys.path: started from a hostile folder, its pydicom.py would run in every worker.
+    hostile = tmp_path / "dataset"
+    hostile.mkdir()
+    marker = tmp_path / "ran.txt"
+    (hostile / "pydicom.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    path = next(p for p in sorted(images.iterdir()) if p.suffix.lower() == ".png")
+    script = tmp_path / "runner" / "run.py"
+    script.parent.mkdir()
+    script.write_text(
+        "from core.decode_pool import DecodePool\n"
+        "with DecodePool('process', 1, input_size=32, channels=1) as pool:\n"
+        f"    print(pool.submit(('a', {str(path)!r}, 0)).result()[1])\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, str(script)], cwd=hostile, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"  # decoded, with the real pydicom beside it
+    assert not marker.exists()
