@@ -37,6 +37,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CHUNK_LENGTH = 2**31 - 1  # the PNG spec's limit
 MAX_CHUNKS = 1_000_000  # a real 64 Mpx PNG in 8 KiB IDATs has ~16k; beyond this is hostile
 MAX_METADATA_BYTES = 16 * 1024**2  # eXIf / text chunks read for the orientation, all together
+# Text / eXIf chunks read for the orientation: each costs Python objects here (and in Pillow's
+# decode) whatever its size, so a million empty tEXt chunks (12 MB) would hold ~200 MB.
+MAX_METADATA_CHUNKS = 4096
 _READ = 1024**2
 # Chunks whose contents Pillow reads for EXIF orientation (Image.getexif after a full decode).
 _METADATA = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt"})
@@ -166,6 +169,9 @@ def check_png(path: str | os.PathLike[str], *, max_pixels: int) -> PngStructure:
                 raise _broken(path, f"first chunk is {cid.decode('ascii')}, not IHDR")
             if cid == b"IHDR" and length != 13:  # checked before reading: never hold a huge one
                 raise _broken(path, f"IHDR is {length} bytes, not 13")
+            if cid in _METADATA and not animated_frames and len(metadata) >= MAX_METADATA_CHUNKS:
+                raise _broken(path, f"more than {MAX_METADATA_CHUNKS:,} text/EXIF chunks "
+                              f"(another {cid.decode('ascii')} at byte {offset})")
             keep = (cid == b"IHDR" or (cid in _METADATA and not animated_frames
                                         and metadata_bytes + length <= MAX_METADATA_BYTES))
             crc = zlib.crc32(cid)

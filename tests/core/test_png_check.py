@@ -267,3 +267,17 @@ def test_crc_consistent_broken_deflate_passes_ingest_and_is_refused_by_name_at_e
     store = PreviewStore.open(result.dataset.root)
     assert names["16654_1_1.png"] in store and names["00870a9c.jpg"] in store
     assert names["broken_deflate.png"] not in store
+
+
+def test_thousands_of_text_chunks_are_refused_before_they_are_held(tmp_path):
+    # Each text chunk costs Python objects whatever its size: a million empty tEXt chunks (a
+    # 12 MB file) held ~200 MB in the check. A few thousand are refused, by name; a few pass.
+    chunks = _chunks(RGB_PNG.read_bytes())
+    many = tmp_path / "many_texts.png"
+    many.write_bytes(_png([chunks[0], *[(b"tEXt", b"k%d\x00" % i) for i in range(4097)], *chunks[1:]]))
+    with pytest.raises(PixelError, match="more than 4,096 text/EXIF chunks") as error:
+        ingest_probe(many)
+    assert error.value.status == "unreadable" and error.value.path == str(many)
+    few = tmp_path / "few_texts.png"
+    few.write_bytes(_png([chunks[0], *[(b"tEXt", b"k%d\x00" % i) for i in range(4000)], *chunks[1:]]))
+    assert ingest_probe(few).decode == "png structure"
