@@ -288,17 +288,19 @@ class DecodePool:
             raise RuntimeError("DecodePool is not open: use it in a with block")
         return self._executor.submit(decode_for_model, item, *self._job, preview=preview)
 
-    def recover(self, items: list[tuple[str, str, int]]) -> list[tuple[np.ndarray | None, str | None]]:
+    def recover(self, items: list[tuple[str, str, int]], previews: frozenset[str] = frozenset()
+                ) -> list[tuple]:
         """After a worker died: decode ``items`` (the jobs that were in flight) again one at a
         time in a one-worker pool, replaced whenever a file kills it (that file fails, with a
-        reason saying so), and leave a full pool for the jobs after them."""
-        results: list[tuple[np.ndarray | None, str | None]] = []
+        reason saying so), and leave a full pool for the jobs after them. An item whose id is
+        in ``previews`` is decoded with its preview, as :meth:`submit` ``(preview=True)``."""
+        results: list[tuple] = []
         self.close()
         for item in items:
             if self._executor is None:
                 self._executor = _new_executor(self.kind, 1)
             try:
-                results.append(self.submit(item).result())
+                results.append(self.submit(item, item[0] in previews).result())
             except BrokenProcessPool:
                 self.close()
                 results.append((None, "unreadable: the decoder's worker process died on this "

@@ -205,7 +205,7 @@ def iter_image_embeddings(
             # a time, so only a file that kills a worker again fails; finished ones are kept.
             lost = [index for index, (_, future) in enumerate(pending)
                     if not future.done() or future.exception() is not None]
-            redone = pool.recover([pending[index][0] for index in lost])
+            redone = pool.recover([pending[index][0] for index in lost], wanted)
             for index, result in zip(lost, redone, strict=True):
                 finished: Future = Future()
                 finished.set_result(result)

@@ -268,3 +268,13 @@ def test_the_fork_server_imports_nothing_from_the_folder_the_app_was_started_in(
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "None"  # decoded, with the real pydicom beside it
     assert not marker.exists()
+
+
+def test_jobs_decoded_again_after_a_worker_died_keep_their_previews(images: Path):
+    # The embedding's one decode of a PNG makes its stored preview; the jobs a dead worker took
+    # with it are decoded again, and must make theirs too (else it is never stored).
+    path = str(next(p for p in sorted(images.iterdir()) if p.suffix.lower() == ".png"))
+    with DecodePool("process", 1, input_size=32, channels=1) as pool:
+        with_preview, without = pool.recover([("a", path, 0), ("b", path, 0)], frozenset({"a"}))
+    assert with_preview[1] is None and with_preview[2][:2] == b"\xff\xd8"  # a JPEG
+    assert without[1] is None and len(without) == 2
