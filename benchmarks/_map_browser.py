@@ -95,6 +95,13 @@ def wait_idle(page, timeout_ms: float = 120_000) -> None:
     page.wait_for_selector(IDLE, timeout=timeout_ms)
 
 
+def wait_clustered(page, timeout_ms: float = 240_000) -> None:
+    """Wait until the Map's caption names the finished clustering ("clusters: kmeans (4)"). A
+    large cohort's map is drawn before its clustering is in; when it is, the page reruns and
+    recolours the map, which wipes a lasso made meanwhile."""
+    page.get_by_text(re.compile(r"clusters: [\w-]+ \(\d+\)")).first.wait_for(timeout=timeout_ms)
+
+
 def drawn_points(page) -> int:
     return int(page.evaluate(DRAWN_POINTS_JS))
 

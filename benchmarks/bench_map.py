@@ -93,6 +93,7 @@ def measure_map_page(browser, cache: Path, n: int, repeats: int, lasso_steps: in
         context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
         first_open = map_tools.open_map(page, server.base, map_query(n), n, timeout_s=600)
+        map_tools.wait_clustered(page, 600_000)  # the later sessions find it stored
         map_tools.wait_idle(page, 600_000)
         context.close()
         rss_first = map_tools.rss_mb(pid)

@@ -48,8 +48,12 @@ def test_the_map_draws_200k_points_and_a_lasso_selection_reaches_the_page(big_ca
         frames = tools.FrameCounter().attach(tab)
         tools.open_map(tab, server.base, "dataset=synthetic-200k&encoder=synthetic-vectors&level=image&method=pca",
                        N_POINTS, timeout_s=110)
+        # The map is drawn before the 200k clustering is in (it runs in a worker process); when it
+        # is, the page reruns and the map recolours by cluster, which would wipe a lasso made
+        # meanwhile. Check and lasso the finished map.
+        tools.wait_clustered(tab)
         tools.wait_idle(tab)
-        print(f"map drawn {time.monotonic() - started:.1f} s after the server started")
+        print(f"map drawn and clustered {time.monotonic() - started:.1f} s after the server started")
         assert tools.drawn_points(tab) == N_POINTS
         caption = tab.get_by_text("200,000 images · synthetic-vectors · PCA")
         assert caption.count() == 1
