@@ -21,7 +21,6 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import jobs as core_jobs
-from core import worker_jobs
 from core.clustering.runs import (
     default_ks,
     stored_clustering,
@@ -30,7 +29,7 @@ from core.clustering.runs import (
     sweep_key,
 )
 from core.cohort import build_cohort
-from core.datasets import DEMO_NAME, ensure_demo_dataset, open_dataset
+from core.datasets import DEMO_NAME, open_dataset
 from core.embed import embed_dataset
 from core.jobs import JobRecord, _Journal
 from core.projection import compute_or_load, map_params
@@ -44,19 +43,7 @@ SUGGESTION = "Suggested number of clusters:"
 DRIVERS = "A random forest predicts the cluster from metadata with cross-validated accuracy"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fresh_cache(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("cluster-jobs-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SCANATLAS_CACHE", str(root))
-        patch.setenv("SCANATLAS_DB_URL", f"sqlite:///{root / 'labels.db'}")
-        patch.setattr(worker_jobs, "PROCESS_MIN_ROWS", 1)  # every cohort is "large"
-        st.cache_data.clear()
-        st.cache_resource.clear()
-        ensure_demo_dataset()
-        yield root
-        st.cache_data.clear()
-        st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("worker_demo_cache")  # tests/app/conftest.py
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core import worker_jobs
 from core.clustering import get_algorithm
 from core.clustering.runs import stored_clustering
 from core.cohort import build_cohort
-from core.datasets import DEMO_NAME, ensure_demo_dataset, open_dataset
+from core.datasets import DEMO_NAME, open_dataset
 from core.embed import embed_dataset
 from core.jobs import JobRecord, _Journal
 from core.projection import map_params, stored_projection
@@ -32,19 +31,7 @@ APP = Path(__file__).resolve().parents[2] / "app.py"
 TIMEOUT_S = 600
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fresh_cache(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("worker-jobs-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SCANATLAS_CACHE", str(root))
-        patch.setenv("SCANATLAS_DB_URL", f"sqlite:///{root / 'labels.db'}")
-        patch.setattr(worker_jobs, "PROCESS_MIN_ROWS", 1)  # every cohort is "large"
-        st.cache_data.clear()
-        st.cache_resource.clear()
-        ensure_demo_dataset()
-        yield root
-        st.cache_data.clear()
-        st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("worker_demo_cache")  # tests/app/conftest.py
 
 
 def assert_clean(at: AppTest) -> None:

@@ -26,18 +26,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _server_module():
-    """``benchmarks/_server.py`` (benchmarks/ is not a package on the import path)."""
-    name = "scanatlas_bench_server"
+def _benchmark_module(name: str, file: str):
+    """``benchmarks/FILE`` as module ``name`` (benchmarks/ is not a package on the import path)."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "_server.py")
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / file)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
 
 
-_server = _server_module()
+_server = _benchmark_module("scanatlas_bench_server", "_server.py")
+
+
+@pytest.fixture(scope="session")
+def map_tools():
+    """``benchmarks/_map_browser.py``: opening, counting and lassoing the Map in a tab."""
+    return _benchmark_module("scanatlas_map_browser", "_map_browser.py")
 CHROMIUM, CHROMIUM_ARGS, IDLE = _server.CHROMIUM, _server.CHROMIUM_ARGS, _server.IDLE
 VIEWPORT = {"width": 1400, "height": 900}
 HARMLESS_CONSOLE = ("/_stcore/health", "/_stcore/host-config", "GPU stall due to ReadPixels")

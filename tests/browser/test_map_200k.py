@@ -10,25 +10,12 @@ measures the times.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 N_POINTS = 200_000
-
-
-def _map_browser():
-    name = "scanatlas_map_browser"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "_map_browser.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +27,20 @@ def big_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-def test_the_map_draws_200k_points_and_a_lasso_selection_reaches_the_page(big_cache, start_server, new_tab) -> None:
-    tools = _map_browser()
+def test_the_map_draws_200k_points_and_a_lasso_selection_reaches_the_page(big_cache, start_server, new_tab, map_tools) -> None:
     server = start_server(cache=big_cache)
     started = time.monotonic()
     with new_tab() as tab:
-        frames = tools.FrameCounter().attach(tab)
-        tools.open_map(tab, server.base, "dataset=synthetic-200k&encoder=synthetic-vectors&level=image&method=pca",
+        frames = map_tools.FrameCounter().attach(tab)
+        map_tools.open_map(tab, server.base, "dataset=synthetic-200k&encoder=synthetic-vectors&level=image&method=pca",
                        N_POINTS, timeout_s=110)
         # The map is drawn before the 200k clustering is in (it runs in a worker process); when it
         # is, the page reruns and the map recolours by cluster, which would wipe a lasso made
         # meanwhile. Check and lasso the finished map.
-        tools.wait_clustered(tab)
-        tools.wait_idle(tab)
+        map_tools.wait_clustered(tab)
+        map_tools.wait_idle(tab)
         print(f"map drawn and clustered {time.monotonic() - started:.1f} s after the server started")
-        assert tools.drawn_points(tab) == N_POINTS
+        assert map_tools.drawn_points(tab) == N_POINTS
         caption = tab.get_by_text("200,000 images · synthetic-vectors · PCA")
         assert caption.count() == 1
         # The figure went as packed float32 and without a text per point: a few MB, not 17.
@@ -62,10 +48,10 @@ def test_the_map_draws_200k_points_and_a_lasso_selection_reaches_the_page(big_ca
         # Drawn at one WebGL pixel per CSS pixel (the page passed plotGlPixelRatio 1): Plotly's
         # default 2x canvas makes every redraw, and so every lasso, fill four times the fragments.
         canvas = tab.evaluate("""() => { const c = document.querySelector('CHART canvas.gl-canvas-context');
-                                         return [c.width, parseFloat(c.style.width)]; }""".replace("CHART", tools.CHART))
+                                         return [c.width, parseFloat(c.style.width)]; }""".replace("CHART", map_tools.CHART))
         assert canvas[0] == canvas[1] > 100, canvas
 
-        found = tools.lasso(tab, frames, target=1000, steps=1)  # each mouse move redraws the map
+        found = map_tools.lasso(tab, frames, target=1000, steps=1)  # each mouse move redraws the map
         print(f"lasso done {time.monotonic() - started:.1f} s after the server started: {found}")
         assert 800 <= found.expected <= 1300, found
         # The page's count is the lassoed points (a point within 1.5 px of the edge may go either way).
